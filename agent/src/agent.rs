@@ -1,0 +1,1 @@
+//! `iolens run`: preflight, load probes, serve metrics until a signal.

@@ -1,0 +1,7 @@
+//! iolens: an eBPF I/O observability agent and the reference workloads it
+//! measures. The binary (`main.rs`) is a thin CLI over this library.
+
+pub mod agent;
+pub mod metrics;
+pub mod probes;
+pub mod workloads;
