@@ -5,6 +5,8 @@ use which::which;
 fn main() {
     match which("bpf-linker") {
         Ok(path) => println!("cargo:rerun-if-changed={}", path.display()),
-        Err(e) => println!("cargo:warning=bpf-linker not found on PATH ({e}); run `cargo xtask setup`"),
+        Err(e) => {
+            println!("cargo:warning=bpf-linker not found on PATH ({e}); run `cargo xtask setup`")
+        }
     }
 }

@@ -1,1 +1,388 @@
-//! `iolens run`: preflight, load probes, serve metrics until a signal.
+//! `iolens run` and `iolens check`: preflight, load probes, serve metrics
+//! until SIGINT/SIGTERM.
+
+use std::{
+    net::SocketAddr,
+    path::Path,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use clap::Args;
+use iolens_common::{COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES};
+use tracing::{info, warn};
+
+use crate::{
+    metrics::{self, SelfInfo, Tracker, http::Render},
+    probes::{PROBES, ProbeConfig, Probes, Snapshot},
+};
+
+/// An error the user can fix by changing how iolens is started: the process
+/// exits with status 2 and this one line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+fn parse_comm(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("a comm filter cannot be empty".into());
+    }
+    if s.len() >= COMM_LEN {
+        return Err(format!(
+            "`{s}` is {} bytes; the kernel keeps at most {} bytes of a process name (see /proc/PID/comm)",
+            s.len(),
+            COMM_LEN - 1
+        ));
+    }
+    if s.contains('\0') {
+        return Err("a comm filter cannot contain NUL".into());
+    }
+    Ok(s.to_owned())
+}
+
+fn parse_pid(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(0) => Err("pid 0 is the idle task; give a process id".into()),
+        Ok(p) => Ok(p),
+        Err(_) => Err(format!("`{s}` is not a process id")),
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, mul) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    let v: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (examples: 60, 60s, 500ms, 2m)"))?;
+    if !v.is_finite() || v < 0.0 {
+        return Err(format!("`{s}` must be a non-negative duration"));
+    }
+    Ok(Duration::from_secs_f64(v * mul))
+}
+
+/// Options of `iolens run`.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// Address to serve metrics on (`/metrics`; a landing page on `/`).
+    #[arg(long, default_value = "127.0.0.1:9464", value_name = "ADDR:PORT")]
+    pub listen: SocketAddr,
+
+    /// Count only this process (thread group id); repeat for several.
+    /// Applied in the kernel: other processes cost one map lookup per call.
+    #[arg(long = "pid", value_name = "PID", value_parser = parse_pid)]
+    pub pids: Vec<u32>,
+
+    /// Count only tasks with this name (as in /proc/PID/comm, at most 15
+    /// bytes); repeat for several. Applied in the kernel.
+    #[arg(long = "comm", value_name = "NAME", value_parser = parse_comm)]
+    pub comms: Vec<String>,
+
+    /// How long an exited process's series stay exported, so that a scrape
+    /// still sees short-lived processes (a dd, a curl). Examples: 60s, 2m.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub exit_ttl: Duration,
+
+    /// How often the maps are read in the background to notice evictions
+    /// and exits between scrapes. Scrapes always read fresh values.
+    #[arg(long, default_value = "1s", value_parser = parse_duration, value_name = "DURATION")]
+    pub refresh: Duration,
+
+    /// Capacity of the per-process statistics map (one entry per process,
+    /// syscall and path). Full maps evict least-recently-used entries; their
+    /// counts are kept and iolens_map_evictions_total rises.
+    #[arg(long, default_value_t = DEFAULT_STATS_ENTRIES, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(16..=4_000_000))]
+    pub max_stats_entries: u32,
+
+    /// Capacity of the process table (names and exit times).
+    #[arg(long, default_value_t = DEFAULT_PROC_ENTRIES, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(16..=4_000_000))]
+    pub max_proc_entries: u32,
+
+    /// Exit with an error if any probe cannot attach, instead of running
+    /// with the rest.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// Capability bits from linux/capability.h.
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+fn effective_caps() -> anyhow::Result<u64> {
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .context("no CapEff line in /proc/self/status")?
+        .trim();
+    u64::from_str_radix(hex, 16).context("parsing CapEff")
+}
+
+/// Loading tracing programs needs CAP_BPF and CAP_PERFMON (or
+/// CAP_SYS_ADMIN on its own); say so before the kernel says EPERM.
+pub fn check_privileges() -> anyhow::Result<()> {
+    let caps = effective_caps()?;
+    let has = |c: u32| caps & (1u64 << c) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        return Ok(());
+    }
+    Err(UsageError(
+        "iolens needs root, or the capabilities CAP_BPF and CAP_PERFMON, to load eBPF programs: \
+         run it with sudo, or grant them with `setcap cap_bpf,cap_perfmon+ep $(which iolens)`"
+            .into(),
+    )
+    .into())
+}
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Classic tracepoints are found through tracefs, which some systems do
+/// not mount at boot. Mount it when it is missing (we are root by now).
+pub fn ensure_tracefs() -> anyhow::Result<()> {
+    if Path::new(TRACEFS).join("events").is_dir() {
+        return Ok(());
+    }
+    let src = c"tracefs";
+    let target = c"/sys/kernel/tracing";
+    // SAFETY: valid NUL-terminated strings; a null data pointer is allowed.
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            src.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        return Err(UsageError(format!(
+            "tracefs is not mounted at {TRACEFS} and mounting it failed ({err}); \
+             mount it with `mount -t tracefs tracefs {TRACEFS}` and start iolens again"
+        ))
+        .into());
+    }
+    info!("tracefs was not mounted; mounted it at {TRACEFS}");
+    Ok(())
+}
+
+/// The state a scrape renders: probes plus the tracker, behind one lock so
+/// a scrape and the background refresh never interleave.
+struct Agent {
+    probes: Probes,
+    tracker: Tracker,
+    snapshot: Snapshot,
+}
+
+struct Shared(Mutex<Agent>);
+
+impl Agent {
+    fn refresh(&mut self) -> anyhow::Result<()> {
+        self.probes.read(&mut self.snapshot)?;
+        let expired = self.tracker.update(&self.snapshot, metrics::monotonic_ns());
+        for e in &expired {
+            self.probes.forget(e.tgid, &e.keys);
+            self.tracker.forgot(e);
+        }
+        Ok(())
+    }
+}
+
+impl Render for Shared {
+    fn render(&self) -> Result<Vec<u8>, String> {
+        let mut agent = self
+            .0
+            .lock()
+            .map_err(|_| "metrics state poisoned by an earlier panic".to_owned())?;
+        agent.refresh().map_err(|e| format!("{e:#}"))?;
+        let program_stats: Vec<_> = PROBES
+            .iter()
+            .filter_map(|p| {
+                agent
+                    .probes
+                    .program_stats(p.program)
+                    .map(|s| (p.program.to_owned(), s))
+            })
+            .collect();
+        let me = SelfInfo {
+            probes: agent.probes.status(),
+            program_stats: &program_stats,
+            stats_capacity: agent.probes.stats_capacity(),
+            procs_capacity: agent.probes.procs_capacity(),
+        };
+        let families = agent.tracker.families(&me);
+        metrics::encode(&families).map_err(|e| e.to_string())
+    }
+}
+
+/// `iolens run`.
+pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    check_privileges()?;
+    ensure_tracefs()?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(run_async(args))
+}
+
+async fn run_async(args: RunArgs) -> anyhow::Result<()> {
+    // Bind before loading probes: a port in use is the commonest start-up
+    // failure and should not cost a probe load.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| {
+            UsageError(match e.kind() {
+                std::io::ErrorKind::AddrInUse => format!(
+                    "cannot listen on {}: the address is in use; stop the other process or pick another with --listen",
+                    args.listen
+                ),
+                _ => format!("cannot listen on {}: {e}", args.listen),
+            })
+        })?;
+
+    let config = ProbeConfig {
+        pids: args.pids.clone(),
+        comms: args.comms.clone(),
+        stats_entries: args.max_stats_entries,
+        proc_entries: args.max_proc_entries,
+        strict: args.strict,
+    };
+    let probes = Probes::load(&config).context("loading the eBPF probes")?;
+    let attached = probes.status().iter().filter(|s| s.attached).count();
+    if attached == 0 {
+        anyhow::bail!("no probe could attach; see the warnings above");
+    }
+    info!(
+        attached,
+        total = probes.status().len(),
+        listen = %args.listen,
+        "iolens running; metrics on http://{}/metrics",
+        args.listen
+    );
+    let shared = Arc::new(Shared(Mutex::new(Agent {
+        probes,
+        tracker: Tracker::new(args.exit_ttl),
+        snapshot: Snapshot::default(),
+    })));
+
+    let server = tokio::spawn(metrics::http::serve(listener, Arc::clone(&shared)));
+    let refresher = {
+        let shared = Arc::clone(&shared);
+        let every = args.refresh.max(Duration::from_millis(50));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let shared = Arc::clone(&shared);
+                let r = tokio::task::spawn_blocking(move || match shared.0.lock() {
+                    Ok(mut a) => a.refresh(),
+                    Err(_) => Err(anyhow::anyhow!("state poisoned")),
+                })
+                .await;
+                match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => warn!("background map read failed: {e:#}"),
+                    Err(e) => warn!("background map read panicked: {e}"),
+                }
+            }
+        })
+    };
+
+    wait_for_signal().await?;
+    let started = Instant::now();
+    server.abort();
+    refresher.abort();
+    let _ = server.await;
+    let _ = refresher.await;
+    // Dropping the probes detaches every program and frees the maps.
+    drop(shared);
+    info!(
+        "detached and stopped in {:.1} ms",
+        started.elapsed().as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received; detaching"),
+        _ = int.recv() => info!("SIGINT received; detaching"),
+    }
+    Ok(())
+}
+
+/// `iolens check`: the preflight and a load/attach of every probe, then exit.
+pub fn check(strict: bool) -> anyhow::Result<()> {
+    check_privileges()?;
+    ensure_tracefs()?;
+    let probes = Probes::load(&ProbeConfig {
+        strict,
+        ..ProbeConfig::default()
+    })
+    .context("loading the eBPF probes")?;
+    let mut ok = true;
+    for s in probes.status() {
+        match &s.error {
+            None => println!("ok        {:<32} {}", s.spec.tracepoint, s.spec.program),
+            Some(e) => {
+                ok = false;
+                println!(
+                    "FAILED    {:<32} {}: {e}",
+                    s.spec.tracepoint, s.spec.program
+                );
+            }
+        }
+    }
+    if !ok {
+        anyhow::bail!("some probes could not attach (see above)");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            parse_duration("60").expect("plain"),
+            Duration::from_secs(60)
+        );
+        assert_eq!(parse_duration("2m").expect("m"), Duration::from_secs(120));
+        assert_eq!(
+            parse_duration("500ms").expect("ms"),
+            Duration::from_millis(500)
+        );
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn comms_and_pids() {
+        assert!(parse_comm("nginx").is_ok());
+        assert!(parse_comm("0123456789abcdef").is_err());
+        assert!(parse_comm("").is_err());
+        assert!(parse_pid("0").is_err());
+        assert!(parse_pid("12x").is_err());
+        assert_eq!(parse_pid("42"), Ok(42));
+    }
+}

@@ -1,11 +1,16 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use iolens::workloads;
+use iolens::{
+    agent::{self, RunArgs, UsageError},
+    workloads,
+};
 
 /// eBPF I/O observability agent: per-process bytes by path (through user space
-/// or zero-copy), syscalls, context switches, page cache, epoll and io_uring,
-/// exported as Prometheus metrics; plus reference I/O workloads to measure.
+/// or zero-copy), syscalls and errors, exported as Prometheus metrics; plus
+/// reference I/O workloads to measure.
+///
+/// Logging goes to stderr; set the level with RUST_LOG (default: info).
 #[derive(Debug, Parser)]
 #[command(name = "iolens", version, propagate_version = true)]
 struct Cli {
@@ -15,6 +20,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
+    /// Load the probes and serve Prometheus metrics until SIGINT/SIGTERM.
+    /// Needs root (or CAP_BPF and CAP_PERFMON).
+    Run(RunArgs),
+    /// Check that this machine can run iolens: privileges, tracefs, and that
+    /// every probe loads and attaches. Exits non-zero if any cannot.
+    Check {
+        /// Also fail on the first probe that cannot attach.
+        #[arg(long)]
+        strict: bool,
+    },
     /// Run reference I/O workloads (servers, file sender, load generator).
     Workload {
         #[command(subcommand)]
@@ -22,13 +37,30 @@ enum Cmd {
     },
 }
 
+fn init_logging() {
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // aya logs through `log`; tracing-subscriber's default features bridge it.
+    let _ = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging();
     let result = match cli.cmd {
+        Cmd::Run(args) => agent::run(args),
+        Cmd::Check { strict } => agent::check(strict),
         Cmd::Workload { cmd } => workloads::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<UsageError>().is_some() => {
+            eprintln!("iolens: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("iolens: {e:#}");
             ExitCode::FAILURE

@@ -21,8 +21,8 @@ use aya_ebpf::{
     programs::{RawTracePointContext, TracePointContext},
 };
 use iolens_common::{
-    COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES, Endpoint, FILTER_ENTRIES,
-    KernelOffsets, ProcInfo, Shape, StatKey, StatValue, Syscall, counter,
+    COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES, Endpoint, FILTER_ENTRIES, KernelOffsets,
+    ProcInfo, Shape, StatKey, StatValue, Syscall, counter,
 };
 
 /// Set by the agent at load time (`EbpfLoader::set_global`); read volatile so

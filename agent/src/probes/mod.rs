@@ -1,1 +1,397 @@
 //! Loading, attaching and reading the eBPF programs.
+//!
+//! The object is built by `build.rs` and embedded in the binary. Each program
+//! is attached on its own: one that cannot attach (a tracepoint this kernel
+//! lacks) is reported as not attached and the rest keep running, unless the
+//! caller asked for strict mode.
+
+pub mod btf;
+
+use std::{os::fd::OwnedFd, path::Path};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap},
+    programs::{RawTracePoint, TracePoint},
+};
+use iolens_common::{
+    COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES, KernelOffsets, ProcInfo, StatKey,
+    StatValue, counter, globals, maps,
+};
+use tracing::{info, warn};
+
+/// The kernel-side object, built by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/iolens"));
+
+/// Where a program attaches.
+#[derive(Debug, Clone, Copy)]
+pub enum Attach {
+    /// A raw tracepoint (`raw_tp/<name>`).
+    Raw(&'static str),
+    /// A classic tracepoint `<category>:<name>`.
+    Classic(&'static str, &'static str),
+}
+
+/// A program in the object and where it goes.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeSpec {
+    /// Function name in the eBPF object.
+    pub program: &'static str,
+    pub attach: Attach,
+    /// The user-facing tracepoint name, as `category:name`.
+    pub tracepoint: &'static str,
+}
+
+/// Every program iolens loads.
+pub const PROBES: &[ProbeSpec] = &[
+    ProbeSpec {
+        program: "iolens_sys_exit",
+        attach: Attach::Raw("sys_exit"),
+        tracepoint: "raw_syscalls:sys_exit",
+    },
+    ProbeSpec {
+        program: "iolens_exec",
+        attach: Attach::Classic("sched", "sched_process_exec"),
+        tracepoint: "sched:sched_process_exec",
+    },
+    ProbeSpec {
+        program: "iolens_exit",
+        attach: Attach::Classic("sched", "sched_process_exit"),
+        tracepoint: "sched:sched_process_exit",
+    },
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(
+        "this iolens binary was built without its eBPF programs (AYA_BUILD_SKIP); rebuild with `cargo xtask build`"
+    )]
+    NoObject,
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[source] Box<aya::EbpfError>),
+    #[error("the eBPF object has no program `{0}` (stale build?)")]
+    NoProgram(&'static str),
+    #[error("the eBPF object has no map `{0}` (stale build?)")]
+    NoMap(&'static str),
+    #[error("map `{name}`: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("probe {tracepoint} could not attach: {reason}")]
+    Attach {
+        tracepoint: &'static str,
+        reason: String,
+    },
+}
+
+/// What the user asked the kernel side to do.
+#[derive(Debug, Clone)]
+pub struct ProbeConfig {
+    /// Count only these tgids (empty: all).
+    pub pids: Vec<u32>,
+    /// Count only tasks with these comms (empty: all). At most 15 bytes each.
+    pub comms: Vec<String>,
+    pub stats_entries: u32,
+    pub proc_entries: u32,
+    /// Fail if any program cannot attach.
+    pub strict: bool,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig {
+            pids: Vec::new(),
+            comms: Vec::new(),
+            stats_entries: DEFAULT_STATS_ENTRIES,
+            proc_entries: DEFAULT_PROC_ENTRIES,
+            strict: false,
+        }
+    }
+}
+
+/// Attach state of one program, for the self-metrics and the log.
+#[derive(Debug, Clone)]
+pub struct ProbeStatus {
+    pub spec: ProbeSpec,
+    pub attached: bool,
+    pub error: Option<String>,
+}
+
+/// Run statistics of one program (needs BPF_ENABLE_STATS).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProgramStats {
+    pub run_time_ns: u64,
+    pub run_count: u64,
+}
+
+/// One read of the kernel-side maps.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Per key, summed over CPUs.
+    pub stats: Vec<(StatKey, StatValue)>,
+    pub procs: Vec<(u32, ProcInfo)>,
+    /// Indexed by [`counter`] constants, summed over CPUs.
+    pub counters: [u64; counter::COUNT as usize],
+}
+
+/// Loaded and attached programs with handles on their maps.
+pub struct Probes {
+    ebpf: Ebpf,
+    stats: PerCpuHashMap<MapData, StatKey, StatValue>,
+    procs: HashMap<MapData, u32, ProcInfo>,
+    counters: PerCpuArray<MapData, u64>,
+    status: Vec<ProbeStatus>,
+    stats_capacity: u32,
+    procs_capacity: u32,
+    /// Keeps kernel run-time accounting on while iolens runs; closing it
+    /// turns it off again.
+    _stats_fd: Option<OwnedFd>,
+}
+
+/// Encodes a comm filter entry the way the kernel stores comm: NUL-padded.
+pub fn comm_key(comm: &str) -> Option<[u8; COMM_LEN]> {
+    let bytes = comm.as_bytes();
+    if bytes.is_empty() || bytes.len() >= COMM_LEN || bytes.contains(&0) {
+        return None;
+    }
+    let mut key = [0u8; COMM_LEN];
+    key[..bytes.len()].copy_from_slice(bytes);
+    Some(key)
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, ProbeError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(ProbeError::NoMap(name))?;
+    T::try_from(map).map_err(|source| ProbeError::Map { name, source })
+}
+
+impl Probes {
+    /// Loads the object, configures filters and attaches every program.
+    pub fn load(config: &ProbeConfig) -> Result<Probes, ProbeError> {
+        if OBJECT.is_empty() {
+            return Err(ProbeError::NoObject);
+        }
+        let offsets = match btf::Btf::from_file(Path::new("/sys/kernel/btf/vmlinux"))
+            .and_then(|b| b.kernel_offsets())
+        {
+            Ok(o) => o,
+            Err(e) => {
+                warn!(
+                    "kernel BTF unusable ({e}); bytes will be counted but their path (file, socket, pipe) will be `unknown`"
+                );
+                KernelOffsets::default()
+            }
+        };
+        let filter_pids = u8::from(!config.pids.is_empty());
+        let filter_comms = u8::from(!config.comms.is_empty());
+        let mut ebpf = EbpfLoader::new()
+            .override_global(globals::OFFSETS, &offsets, true)
+            .override_global(globals::FILTER_PIDS, &filter_pids, true)
+            .override_global(globals::FILTER_COMMS, &filter_comms, true)
+            .map_max_entries(maps::STATS, config.stats_entries)
+            .map_max_entries(maps::PROCS, config.proc_entries)
+            .load(OBJECT)
+            .map_err(|e| ProbeError::Load(Box::new(e)))?;
+
+        // Filters go in before any program is attached, so nothing outside
+        // them is ever counted.
+        {
+            let mut pid_filter: HashMap<&mut MapData, u32, u8> = HashMap::try_from(
+                ebpf.map_mut(maps::PID_FILTER)
+                    .ok_or(ProbeError::NoMap(maps::PID_FILTER))?,
+            )
+            .map_err(|source| ProbeError::Map {
+                name: maps::PID_FILTER,
+                source,
+            })?;
+            for pid in &config.pids {
+                pid_filter
+                    .insert(pid, 1, 0)
+                    .map_err(|source| ProbeError::Map {
+                        name: maps::PID_FILTER,
+                        source,
+                    })?;
+            }
+        }
+        {
+            let mut comm_filter: HashMap<&mut MapData, [u8; COMM_LEN], u8> = HashMap::try_from(
+                ebpf.map_mut(maps::COMM_FILTER)
+                    .ok_or(ProbeError::NoMap(maps::COMM_FILTER))?,
+            )
+            .map_err(|source| ProbeError::Map {
+                name: maps::COMM_FILTER,
+                source,
+            })?;
+            for comm in &config.comms {
+                // Validated by the CLI; an invalid one here is skipped.
+                if let Some(key) = comm_key(comm) {
+                    comm_filter
+                        .insert(key, 1, 0)
+                        .map_err(|source| ProbeError::Map {
+                            name: maps::COMM_FILTER,
+                            source,
+                        })?;
+                }
+            }
+        }
+
+        let stats_fd = match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
+            Ok(fd) => Some(fd),
+            Err(e) => {
+                warn!("BPF_ENABLE_STATS failed ({e}); per-program run time will read 0");
+                None
+            }
+        };
+
+        let mut status = Vec::with_capacity(PROBES.len());
+        for spec in PROBES {
+            let result = attach(&mut ebpf, spec);
+            match &result {
+                Ok(()) => info!(
+                    program = spec.program,
+                    tracepoint = spec.tracepoint,
+                    "attached"
+                ),
+                Err(e) => warn!(
+                    program = spec.program,
+                    tracepoint = spec.tracepoint,
+                    "not attached: {e}"
+                ),
+            }
+            if config.strict
+                && let Err(e) = &result
+            {
+                return Err(ProbeError::Attach {
+                    tracepoint: spec.tracepoint,
+                    reason: e.clone(),
+                });
+            }
+            status.push(ProbeStatus {
+                spec: *spec,
+                attached: result.is_ok(),
+                error: result.err(),
+            });
+        }
+
+        let stats = take_map(&mut ebpf, maps::STATS)?;
+        let procs = take_map(&mut ebpf, maps::PROCS)?;
+        let counters = take_map(&mut ebpf, maps::COUNTERS)?;
+        Ok(Probes {
+            ebpf,
+            stats,
+            procs,
+            counters,
+            status,
+            stats_capacity: config.stats_entries,
+            procs_capacity: config.proc_entries,
+            _stats_fd: stats_fd,
+        })
+    }
+
+    pub fn status(&self) -> &[ProbeStatus] {
+        &self.status
+    }
+
+    pub fn stats_capacity(&self) -> u32 {
+        self.stats_capacity
+    }
+
+    pub fn procs_capacity(&self) -> u32 {
+        self.procs_capacity
+    }
+
+    /// Run time and count of an attached program.
+    pub fn program_stats(&self, program: &str) -> Option<ProgramStats> {
+        let info = self.ebpf.program(program)?.info().ok()?;
+        Some(ProgramStats {
+            run_time_ns: u64::try_from(info.run_time().as_nanos()).unwrap_or(u64::MAX),
+            run_count: info.run_count(),
+        })
+    }
+
+    /// Reads every map into `snap`, reusing its buffers.
+    pub fn read(&self, snap: &mut Snapshot) -> Result<(), ProbeError> {
+        snap.stats.clear();
+        for item in self.stats.iter() {
+            let (key, per_cpu) = item.map_err(|source| ProbeError::Map {
+                name: maps::STATS,
+                source,
+            })?;
+            let mut total = StatValue::default();
+            for v in per_cpu.iter() {
+                total.calls += v.calls;
+                total.errors += v.errors;
+                total.bytes += v.bytes;
+            }
+            snap.stats.push((key, total));
+        }
+        snap.procs.clear();
+        for item in self.procs.iter() {
+            let (tgid, info) = item.map_err(|source| ProbeError::Map {
+                name: maps::PROCS,
+                source,
+            })?;
+            snap.procs.push((tgid, info));
+        }
+        for (i, slot) in snap.counters.iter_mut().enumerate() {
+            let per_cpu = self
+                .counters
+                .get(&(i as u32), 0)
+                .map_err(|source| ProbeError::Map {
+                    name: maps::COUNTERS,
+                    source,
+                })?;
+            *slot = per_cpu.iter().sum();
+        }
+        Ok(())
+    }
+
+    /// Forgets a process: its keys in STATS and its PROCS entry.
+    pub fn forget(&mut self, tgid: u32, keys: &[StatKey]) {
+        for key in keys {
+            // Already gone (evicted) is fine.
+            let _ = self.stats.remove(key);
+        }
+        let _ = self.procs.remove(&tgid);
+    }
+}
+
+fn attach(ebpf: &mut Ebpf, spec: &ProbeSpec) -> Result<(), String> {
+    let program = ebpf
+        .program_mut(spec.program)
+        .ok_or_else(|| ProbeError::NoProgram(spec.program).to_string())?;
+    match spec.attach {
+        Attach::Raw(name) => {
+            let p: &mut RawTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
+            p.load().map_err(|e| format!("load: {e:#}"))?;
+            p.attach(name).map_err(|e| format!("attach: {e:#}"))?;
+        }
+        Attach::Classic(category, name) => {
+            let p: &mut TracePoint = program.try_into().map_err(|e| format!("{e}"))?;
+            p.load().map_err(|e| format!("load: {e:#}"))?;
+            p.attach(category, name)
+                .map_err(|e| format!("attach: {e:#}"))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comm_keys_are_nul_padded_and_bounded() {
+        let k = comm_key("nginx").expect("valid");
+        assert_eq!(&k[..5], b"nginx");
+        assert!(k[5..].iter().all(|&b| b == 0));
+        assert!(comm_key("").is_none());
+        assert!(comm_key("exactly16chars!!").is_none());
+        assert!(comm_key("fifteen-chars-x").is_some());
+        assert!(comm_key("a\0b").is_none());
+    }
+}

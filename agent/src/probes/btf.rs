@@ -1,0 +1,380 @@
+//! Struct member offsets from the running kernel's BTF.
+//!
+//! The kernel side classifies an fd by walking `task_struct -> files ->
+//! fdtable -> file -> inode` with probe reads. The offsets of those fields
+//! change between kernel builds, so they are read here, once, from
+//! `/sys/kernel/btf/vmlinux` and handed to the programs as a global: CO-RE
+//! done by hand for six fields, without a compile-time vmlinux.h.
+//!
+//! Only what that needs is parsed: the type section's records (to skip them)
+//! and struct/union members (to resolve a field, looking through anonymous
+//! members).
+
+use std::{collections::HashMap, path::Path};
+
+use iolens_common::KernelOffsets;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("malformed BTF: {0}")]
+    Malformed(&'static str),
+    #[error("BTF has no struct `{0}`")]
+    NoStruct(String),
+    #[error("BTF struct `{0}` has no member `{1}`")]
+    NoMember(String, String),
+}
+
+const BTF_MAGIC: u16 = 0xeb9f;
+
+const KIND_INT: u32 = 1;
+const KIND_ARRAY: u32 = 3;
+const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+const KIND_ENUM: u32 = 6;
+const KIND_TYPEDEF: u32 = 8;
+const KIND_VOLATILE: u32 = 9;
+const KIND_CONST: u32 = 10;
+const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC_PROTO: u32 = 13;
+const KIND_VAR: u32 = 14;
+const KIND_DATASEC: u32 = 15;
+const KIND_DECL_TAG: u32 = 17;
+const KIND_TYPE_TAG: u32 = 18;
+const KIND_ENUM64: u32 = 19;
+
+#[derive(Debug, Clone)]
+struct Member {
+    name: u32,
+    ty: u32,
+    bit_offset: u32,
+}
+
+#[derive(Debug, Clone)]
+struct Type {
+    name: u32,
+    kind: u32,
+    /// Referenced type for typedef/const/volatile/… (the `size_or_type` word).
+    ty: u32,
+    members: Vec<Member>,
+}
+
+/// A parsed BTF blob: enough to find struct members.
+pub struct Btf {
+    strings: Vec<u8>,
+    /// Index 0 is BTF's "void"; type ids index this directly.
+    types: Vec<Type>,
+    structs_by_name: HashMap<String, u32>,
+}
+
+fn u16_at(b: &[u8], off: usize) -> Result<u16, BtfError> {
+    b.get(off..off + 2)
+        .map(|s| u16::from_le_bytes([s[0], s[1]]))
+        .ok_or(BtfError::Malformed("truncated"))
+}
+
+fn u32_at(b: &[u8], off: usize) -> Result<u32, BtfError> {
+    b.get(off..off + 4)
+        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+        .ok_or(BtfError::Malformed("truncated"))
+}
+
+impl Btf {
+    pub fn from_file(path: &Path) -> Result<Btf, BtfError> {
+        let data = std::fs::read(path).map_err(|source| BtfError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Btf::parse(&data)
+    }
+
+    pub fn parse(data: &[u8]) -> Result<Btf, BtfError> {
+        if u16_at(data, 0)? != BTF_MAGIC {
+            // Big-endian BTF would need byte swapping; iolens targets x86_64.
+            return Err(BtfError::Malformed("bad magic (not little-endian BTF)"));
+        }
+        let hdr_len = u32_at(data, 4)? as usize;
+        let type_off = u32_at(data, 8)? as usize;
+        let type_len = u32_at(data, 12)? as usize;
+        let str_off = u32_at(data, 16)? as usize;
+        let str_len = u32_at(data, 20)? as usize;
+        let types_sec = data
+            .get(hdr_len + type_off..hdr_len + type_off + type_len)
+            .ok_or(BtfError::Malformed("type section out of bounds"))?;
+        let strings = data
+            .get(hdr_len + str_off..hdr_len + str_off + str_len)
+            .ok_or(BtfError::Malformed("string section out of bounds"))?
+            .to_vec();
+
+        let mut types = vec![Type {
+            name: 0,
+            kind: 0,
+            ty: 0,
+            members: Vec::new(),
+        }];
+        let mut off = 0;
+        while off < types_sec.len() {
+            let name = u32_at(types_sec, off)?;
+            let info = u32_at(types_sec, off + 4)?;
+            let ty = u32_at(types_sec, off + 8)?;
+            off += 12;
+            let vlen = (info & 0xffff) as usize;
+            let kind = (info >> 24) & 0x1f;
+            let kind_flag = info >> 31 == 1;
+            let mut members = Vec::new();
+            match kind {
+                KIND_INT | KIND_VAR | KIND_DECL_TAG => off += 4,
+                KIND_ARRAY => off += 12,
+                KIND_STRUCT | KIND_UNION => {
+                    for i in 0..vlen {
+                        let m = off + i * 12;
+                        let raw = u32_at(types_sec, m + 8)?;
+                        members.push(Member {
+                            name: u32_at(types_sec, m)?,
+                            ty: u32_at(types_sec, m + 4)?,
+                            // With kind_flag the top byte is a bitfield size.
+                            bit_offset: if kind_flag { raw & 0x00ff_ffff } else { raw },
+                        });
+                    }
+                    off += vlen * 12;
+                }
+                KIND_ENUM | KIND_FUNC_PROTO => off += vlen * 8,
+                KIND_DATASEC | KIND_ENUM64 => off += vlen * 12,
+                _ => {}
+            }
+            types.push(Type {
+                name,
+                kind,
+                ty,
+                members,
+            });
+        }
+
+        let mut btf = Btf {
+            strings,
+            types,
+            structs_by_name: HashMap::new(),
+        };
+        for (id, t) in btf.types.iter().enumerate() {
+            // A full definition has members; forward declarations do not.
+            if t.kind == KIND_STRUCT && t.name != 0 && !t.members.is_empty() {
+                let name = btf.name(t.name).to_owned();
+                btf.structs_by_name.entry(name).or_insert(id as u32);
+            }
+        }
+        Ok(btf)
+    }
+
+    fn name(&self, off: u32) -> &str {
+        let rest = self.strings.get(off as usize..).unwrap_or_default();
+        let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+        std::str::from_utf8(&rest[..end]).unwrap_or("")
+    }
+
+    /// Follows typedef/const/volatile/restrict/type_tag to the real type.
+    fn resolve(&self, mut id: u32) -> Option<&Type> {
+        for _ in 0..32 {
+            let t = self.types.get(id as usize)?;
+            match t.kind {
+                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
+                    id = t.ty
+                }
+                _ => return Some(t),
+            }
+        }
+        None
+    }
+
+    /// Bit offset of `member` inside `t`, looking through anonymous
+    /// struct/union members as C does.
+    fn member_bits(&self, t: &Type, member: &str, depth: u32) -> Option<u32> {
+        if depth > 8 {
+            return None;
+        }
+        for m in &t.members {
+            if m.name != 0 {
+                if self.name(m.name) == member {
+                    return Some(m.bit_offset);
+                }
+                continue;
+            }
+            let inner = self.resolve(m.ty)?;
+            if matches!(inner.kind, KIND_STRUCT | KIND_UNION)
+                && let Some(bits) = self.member_bits(inner, member, depth + 1)
+            {
+                return Some(m.bit_offset + bits);
+            }
+        }
+        None
+    }
+
+    /// Byte offset of `strukt.member`.
+    pub fn member_offset(&self, strukt: &str, member: &str) -> Result<u32, BtfError> {
+        let id = *self
+            .structs_by_name
+            .get(strukt)
+            .ok_or_else(|| BtfError::NoStruct(strukt.to_owned()))?;
+        let t = &self.types[id as usize];
+        let bits = self
+            .member_bits(t, member, 0)
+            .ok_or_else(|| BtfError::NoMember(strukt.to_owned(), member.to_owned()))?;
+        Ok(bits / 8)
+    }
+
+    /// The offsets the kernel side walks (see [`KernelOffsets`]).
+    pub fn kernel_offsets(&self) -> Result<KernelOffsets, BtfError> {
+        Ok(KernelOffsets {
+            valid: 1,
+            task_files: self.member_offset("task_struct", "files")?,
+            files_fdt: self.member_offset("files_struct", "fdt")?,
+            fdt_max_fds: self.member_offset("fdtable", "max_fds")?,
+            fdt_fd: self.member_offset("fdtable", "fd")?,
+            file_inode: self.member_offset("file", "f_inode")?,
+            inode_mode: self.member_offset("inode", "i_mode")?,
+            task_group_leader: self.member_offset("task_struct", "group_leader")?,
+            task_comm: self.member_offset("task_struct", "comm")?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Builds a tiny BTF blob: `struct outer { int a; union { int b; long c; }; }`.
+    fn sample() -> Vec<u8> {
+        let strings = b"\0int\0outer\0a\0b\0c\0long\0".to_vec();
+        let s = |name: &str| -> u32 {
+            let needle = format!("\0{name}\0");
+            strings
+                .windows(needle.len())
+                .position(|w| w == needle.as_bytes())
+                .map(|p| p as u32 + 1)
+                .unwrap_or(0)
+        };
+        let mut t = Vec::new();
+        let mut push = |v: u32| t.extend_from_slice(&v.to_le_bytes());
+        // 1: int
+        push(s("int"));
+        push(KIND_INT << 24);
+        push(4);
+        push(32);
+        // 2: long
+        push(s("long"));
+        push(KIND_INT << 24);
+        push(8);
+        push(64);
+        // 3: anonymous union { int b; long c; }
+        push(0);
+        push((KIND_UNION << 24) | 2);
+        push(8);
+        push(s("b"));
+        push(1);
+        push(0);
+        push(s("c"));
+        push(2);
+        push(0);
+        // 4: struct outer { int a; <anon union> at bit 64 }
+        push(s("outer"));
+        push((KIND_STRUCT << 24) | 2);
+        push(16);
+        push(s("a"));
+        push(1);
+        push(0);
+        push(0);
+        push(3);
+        push(64);
+        let mut blob = Vec::new();
+        blob.extend_from_slice(&BTF_MAGIC.to_le_bytes());
+        blob.extend_from_slice(&[1, 0]);
+        for v in [
+            24u32,
+            0,
+            t.len() as u32,
+            t.len() as u32,
+            strings.len() as u32,
+        ] {
+            blob.extend_from_slice(&v.to_le_bytes());
+        }
+        blob.extend_from_slice(&t);
+        blob.extend_from_slice(&strings);
+        blob
+    }
+
+    #[test]
+    fn finds_direct_and_anonymous_members() {
+        let btf = Btf::parse(&sample()).expect("parse");
+        assert_eq!(btf.member_offset("outer", "a").expect("a"), 0);
+        assert_eq!(btf.member_offset("outer", "b").expect("b"), 8);
+        assert_eq!(btf.member_offset("outer", "c").expect("c"), 8);
+        assert!(matches!(
+            btf.member_offset("outer", "zz"),
+            Err(BtfError::NoMember(..))
+        ));
+        assert!(matches!(
+            btf.member_offset("nope", "a"),
+            Err(BtfError::NoStruct(..))
+        ));
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(Btf::parse(b"not btf at all, not at all").is_err());
+        assert!(Btf::parse(&[]).is_err());
+    }
+
+    /// Offsets of direct members as bpftool prints them: an independent
+    /// reading of the same BTF.
+    fn bpftool_offset(dump: &str, strukt: &str, member: &str) -> Option<u32> {
+        let head = format!("STRUCT '{strukt}' size=");
+        let mut lines = dump.lines().skip_while(|l| !l.contains(&head));
+        lines.next()?;
+        let prefix = format!("\t'{member}' type_id=");
+        lines
+            .take_while(|l| l.starts_with('\t'))
+            .find(|l| l.starts_with(&prefix))
+            .and_then(|l| l.split("bits_offset=").nth(1))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u32>().ok())
+            .map(|bits| bits / 8)
+    }
+
+    #[test]
+    fn running_kernel_offsets_match_bpftool() {
+        let path = Path::new("/sys/kernel/btf/vmlinux");
+        let in_ci = std::env::var_os("CI").is_some_and(|v| v == "true");
+        let dump = std::process::Command::new("bpftool")
+            .args(["btf", "dump", "file", "/sys/kernel/btf/vmlinux"])
+            .output();
+        let dump = match dump {
+            Ok(o) if o.status.success() && path.exists() => {
+                String::from_utf8_lossy(&o.stdout).into_owned()
+            }
+            other => {
+                assert!(!in_ci, "CI needs bpftool and kernel BTF: {other:?}");
+                eprintln!("skipped: bpftool or {} unavailable", path.display());
+                return;
+            }
+        };
+        let btf = Btf::from_file(path).expect("parse vmlinux BTF");
+        for (strukt, member) in [
+            ("task_struct", "files"),
+            ("task_struct", "group_leader"),
+            ("task_struct", "comm"),
+            ("files_struct", "fdt"),
+            ("fdtable", "max_fds"),
+            ("fdtable", "fd"),
+            ("file", "f_inode"),
+            ("inode", "i_mode"),
+        ] {
+            let ours = btf.member_offset(strukt, member).expect("member");
+            let theirs = bpftool_offset(&dump, strukt, member)
+                .unwrap_or_else(|| panic!("bpftool shows no {strukt}.{member}"));
+            assert_eq!(ours, theirs, "{strukt}.{member}");
+        }
+        btf.kernel_offsets().expect("all offsets resolve");
+    }
+}
