@@ -254,6 +254,9 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
             })
         })?;
 
+    let local = listener
+        .local_addr()
+        .context("reading the metrics listener's address")?;
     let config = ProbeConfig {
         pids: args.pids.clone(),
         comms: args.comms.clone(),
@@ -269,9 +272,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     info!(
         attached,
         total = probes.status().len(),
-        listen = %args.listen,
-        "iolens running; metrics on http://{}/metrics",
-        args.listen
+        "iolens running; metrics on http://{local}/metrics"
     );
     let shared = Arc::new(Shared(Mutex::new(Agent {
         probes,

@@ -1,1 +1,382 @@
-//! Helpers for the end-to-end tests.
+//! Helpers for the end-to-end tests: start the real agent binary, scrape and
+//! parse its metrics, drive the test child, read the kernel's own counters.
+//!
+//! Tests that load probes need root. In CI (`CI=true`) they must run: a
+//! missing privilege or binary fails the test. Elsewhere they skip with a
+//! printed reason.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    path::PathBuf,
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| v == "true")
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Whether a probe-loading test can run here. In CI it must: panics.
+pub fn can_load_probes(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        !in_ci(),
+        "{test}: CI=true but not root; probe-loading tests must run in CI"
+    );
+    eprintln!("skipped {test}: needs root to load eBPF programs");
+    false
+}
+
+/// The agent binary under test: $IOLENS_BIN (set by `cargo xtask test`) or
+/// target/debug/iolens.
+pub fn agent_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("IOLENS_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/iolens");
+    assert!(
+        p.exists(),
+        "{} does not exist: run `cargo build -p iolens` first (or use `cargo xtask test`)",
+        p.display()
+    );
+    p
+}
+
+/// A running `iolens run`.
+pub struct Agent {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Agent {
+    /// Starts `iolens run --listen 127.0.0.1:0 <args>` and waits until it
+    /// serves metrics.
+    pub fn start(args: &[&str]) -> Agent {
+        let mut child = Command::new(agent_bin())
+            .args(["run", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn iolens");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                let mut tx = Some(tx);
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Some(addr) = line
+                        .split("metrics on http://")
+                        .nth(1)
+                        .and_then(|r| r.split('/').next())
+                        .and_then(|a| a.parse::<SocketAddr>().ok())
+                        && let Some(tx) = tx.take()
+                    {
+                        let _ = tx.send(addr);
+                    }
+                    if let Ok(mut l) = log.lock() {
+                        l.push_str(&line);
+                        l.push('\n');
+                    }
+                }
+            });
+        }
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                let log = log.lock().map(|l| l.clone()).unwrap_or_default();
+                panic!("iolens did not start serving (status {status:?}); log:\n{log}");
+            }
+        };
+        Agent { child, addr, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn scrape(&self) -> Metrics {
+        Metrics::parse(&self.scrape_text())
+    }
+
+    pub fn scrape_text(&self) -> String {
+        http_get(self.addr, "/metrics").1
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit status and the whole log.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "iolens did not exit on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Let the log reader drain the pipe.
+        std::thread::sleep(Duration::from_millis(100));
+        let log = self.log_text();
+        (status, log)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain HTTP/1.0 GET: the server closes the connection after replying.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect to iolens");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(s, "GET {path} HTTP/1.0\r\nHost: test\r\n\r\n").expect("send");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read response");
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// One sample of the exposition.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// A parsed scrape.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    pub samples: Vec<Sample>,
+}
+
+impl Metrics {
+    /// Parses the text format as iolens writes it (no escapes in values
+    /// other than what comm names need, which the tests do not use).
+    pub fn parse(text: &str) -> Metrics {
+        let mut samples = Vec::new();
+        for line in text.lines() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let (head, value) = line.rsplit_once(' ').expect("sample line");
+            let value: f64 = value.parse().expect("sample value");
+            let (name, labels) = match head.split_once('{') {
+                Some((n, rest)) => {
+                    let body = rest.strip_suffix('}').expect("closing brace");
+                    let mut labels = BTreeMap::new();
+                    for pair in body.split("\",").filter(|p| !p.is_empty()) {
+                        let (k, v) = pair.split_once("=\"").expect("label pair");
+                        labels.insert(k.to_owned(), v.trim_end_matches('"').to_owned());
+                    }
+                    (n.to_owned(), labels)
+                }
+                None => (head.to_owned(), BTreeMap::new()),
+            };
+            samples.push(Sample {
+                name,
+                labels,
+                value,
+            });
+        }
+        Metrics { samples }
+    }
+
+    /// Sum of the samples of `name` whose labels include all of `want`.
+    pub fn sum(&self, name: &str, want: &[(&str, &str)]) -> u64 {
+        self.samples
+            .iter()
+            .filter(|s| s.name == name)
+            .filter(|s| {
+                want.iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|s| s.value as u64)
+            .sum()
+    }
+
+    pub fn has(&self, name: &str, want: &[(&str, &str)]) -> bool {
+        self.samples.iter().any(|s| {
+            s.name == name
+                && want
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+    }
+}
+
+/// `/proc/PID/io`: the kernel's own count of read/write-family calls.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcIo {
+    pub rchar: u64,
+    pub wchar: u64,
+    pub syscr: u64,
+    pub syscw: u64,
+}
+
+impl ProcIo {
+    pub fn read(pid: u32) -> ProcIo {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/io")).expect("read /proc/PID/io");
+        let mut io = ProcIo::default();
+        for line in text.lines() {
+            let Some((k, v)) = line.split_once(':') else {
+                continue;
+            };
+            let v: u64 = v.trim().parse().unwrap_or(0);
+            match k {
+                "rchar" => io.rchar = v,
+                "wchar" => io.wchar = v,
+                "syscr" => io.syscr = v,
+                "syscw" => io.syscw = v,
+                _ => {}
+            }
+        }
+        io
+    }
+}
+
+/// The test child (tests/src/bin/iolens-testchild.rs), driven line by line.
+pub struct TestChild {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+/// One `count` line of the child's report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Count {
+    pub syscall: String,
+    pub path: String,
+    pub calls: u64,
+    pub bytes: u64,
+    pub errors: u64,
+}
+
+impl TestChild {
+    /// Spawns the child with `args` and waits for its `ready`.
+    pub fn spawn(bin: &str, args: &[&str]) -> TestChild {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn test child");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut c = TestChild {
+            child,
+            stdin,
+            stdout,
+        };
+        assert_eq!(c.line(), "ready");
+        c
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.stdout.read_line(&mut l).expect("read child stdout");
+        l.trim_end().to_owned()
+    }
+
+    /// Tells the child to run its scenario; returns its report once done.
+    pub fn go(&mut self) -> Vec<Count> {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(b"go\n").expect("write child stdin");
+        stdin.flush().expect("flush");
+        let mut counts = Vec::new();
+        loop {
+            let l = self.line();
+            if l == "done" {
+                break;
+            }
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert!(f.len() == 6 && f[0] == "count", "bad child line `{l}`");
+            counts.push(Count {
+                syscall: f[1].into(),
+                path: f[2].into(),
+                calls: f[3].parse().expect("calls"),
+                bytes: f[4].parse().expect("bytes"),
+                errors: f[5].parse().expect("errors"),
+            });
+        }
+        counts
+    }
+
+    /// Closes stdin (the child exits) and waits.
+    pub fn finish(mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// A TCP sink on 127.0.0.1 that reads and discards everything; returns the
+/// port and a handle yielding the byte count.
+pub fn tcp_sink() -> (u16, std::thread::JoinHandle<u64>) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind sink");
+    let port = l.local_addr().expect("addr").port();
+    let h = std::thread::spawn(move || {
+        let (mut s, _) = l.accept().expect("accept");
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0u64;
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n as u64,
+            }
+        }
+        total
+    });
+    (port, h)
+}
+
+/// Waits until `f` holds or the time runs out.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}

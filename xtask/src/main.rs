@@ -1,13 +1,54 @@
-//! `cargo xtask …`: set-up, build, test, run, bench and compare for iolens.
+//! `cargo xtask …`: set-up, build, test, run and benchmarks for iolens.
+//!
+//! `setup` is what makes the README's two commands work on a fresh Debian
+//! machine: it installs the Debian packages, links Debian's rustc (LLVM 22,
+//! with core sources) into rustup for the kernel-side build, and installs
+//! bpf-linker. Every step checks first, so a second run costs a few
+//! `dpkg-query`/`--version` calls.
 
+mod bench_overhead;
 mod bench_workloads;
+mod util;
 
 use std::process::ExitCode;
 
+use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
+use util::{cmd, is_root, repo_root, run};
+
+/// Name under which Debian's /usr toolchain is linked into rustup. Must
+/// match `BPF_TOOLCHAIN` in agent/build.rs.
+const BPF_TOOLCHAIN: &str = "iolens-bpf";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// Debian packages: the kernel-side toolchain, then what tests, benchmarks
+/// and the workloads' peers use.
+const PACKAGES: &[&str] = &[
+    // Kernel side: rustc 1.96 on LLVM 22 with core sources (build-std), and
+    // what bpf-linker needs to link against LLVM 22.
+    "rustc-web",
+    "cargo-web",
+    "rust-web-src",
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "zlib1g-dev",
+    "libzstd-dev",
+    // Tests, oracles and peers.
+    "bpftrace",
+    "bpftool",
+    "strace",
+    "prometheus",
+    "wrk",
+    "nginx-light",
+    "curl",
+    "util-linux-extra",
+];
 
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask")]
+#[command(
+    name = "cargo xtask",
+    about = "Set-up, build, test, run and benchmarks for iolens"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -15,7 +56,26 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Benchmarks (not timed tests): each runs a peer in the same run.
+    /// Install what is missing: Debian packages, the kernel-side toolchain,
+    /// bpf-linker. Idempotent; needs root when something is missing.
+    Setup,
+    /// Set-up, then build the agent (release).
+    Build,
+    /// Set-up, fmt check, clippy (warnings denied), unit and end-to-end tests.
+    /// The end-to-end tests load real probes: run as root.
+    Test {
+        /// Extra arguments for `cargo test` (after `--`), e.g. a test name.
+        #[arg(last = true)]
+        cargo_test_args: Vec<String>,
+    },
+    /// Set-up, build, then start `iolens run` with the given arguments
+    /// (defaults: metrics on 127.0.0.1:9464).
+    Run {
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Benchmarks (not timed tests): each runs a peer in the same run and
+    /// prints ratios.
     Bench {
         #[command(subcommand)]
         which: Bench,
@@ -24,13 +84,148 @@ enum Cmd {
 
 #[derive(Debug, Subcommand)]
 enum Bench {
+    /// ns added per syscall by iolens vs bpftrace on a 1-byte read() loop.
+    Overhead(bench_overhead::Args),
     /// Reactor/proactor servers vs nginx, filesend modes vs nginx sendfile.
     Workloads(bench_workloads::Args),
+}
+
+fn dpkg_installed(pkg: &str) -> bool {
+    std::process::Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout).contains("install ok installed")
+        })
+        .unwrap_or(false)
+}
+
+fn setup() -> anyhow::Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
+    if !missing.is_empty() {
+        if !is_root() {
+            bail!(
+                "these Debian packages are missing: {}; run `cargo xtask setup` as root (it installs them with apt-get)",
+                missing.join(" ")
+            );
+        }
+        eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
+        run(cmd("apt-get").args(["update", "-qq"]))?;
+        run(cmd("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+
+    // Debian's rustc as a rustup toolchain for the kernel-side build.
+    let linked = cmd("rustup")
+        .args(["run", BPF_TOOLCHAIN, "rustc", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !linked {
+        eprintln!("xtask: linking Debian's /usr toolchain into rustup as `{BPF_TOOLCHAIN}`");
+        run(cmd("rustup").args(["toolchain", "link", BPF_TOOLCHAIN, "/usr"]))?;
+    }
+
+    let linker_ok = cmd("bpf-linker")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION))
+        .unwrap_or(false);
+    if !linker_ok {
+        eprintln!(
+            "xtask: installing bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)"
+        );
+        run(cmd("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--locked",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
+            .env("LLVM_PREFIX", "/usr/lib/llvm-22"))?;
+    }
+    Ok(())
+}
+
+fn cargo() -> std::process::Command {
+    let mut c = cmd("cargo");
+    c.current_dir(repo_root());
+    c
+}
+
+/// rustfmt.toml uses nightly-only options (import grouping); use nightly's
+/// rustfmt when the machine has it, stable's otherwise.
+fn fmt_check() -> anyhow::Result<()> {
+    let nightly = cmd("rustup")
+        .args(["run", "nightly", "rustfmt", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    let mut c = cargo();
+    if nightly {
+        c.arg("+nightly");
+    } else {
+        eprintln!("xtask: nightly rustfmt not found; checking with stable rustfmt");
+    }
+    run(c.args(["fmt", "--all", "--check"]))
+}
+
+fn build_release() -> anyhow::Result<()> {
+    run(cargo().args(["build", "--release", "-p", "iolens"]))
+}
+
+fn test(extra: &[String]) -> anyhow::Result<()> {
+    setup()?;
+    fmt_check()?;
+    run(cargo().args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // The end-to-end tests start the agent binary; build it first so they
+    // test this tree, and tell them where it is.
+    run(cargo().args(["build", "-p", "iolens", "--bins"]))?;
+    let bin = repo_root().join("target/debug/iolens");
+    if std::env::var_os("CI").is_some_and(|v| v == "true") && !is_root() {
+        bail!("CI=true but not root: the probe-loading tests must run in CI; run as root");
+    }
+    run(cargo()
+        .args(["test", "--workspace"])
+        .arg("--")
+        .args(extra)
+        .env("IOLENS_BIN", &bin))?;
+    Ok(())
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
+        Cmd::Setup => setup(),
+        Cmd::Build => setup().and_then(|()| build_release()),
+        Cmd::Test { cargo_test_args } => test(&cargo_test_args),
+        Cmd::Run { args } => setup().and_then(|()| build_release()).and_then(|()| {
+            let bin = repo_root().join("target/release/iolens");
+            let mut c = cmd(bin.to_str().context("non-UTF-8 repository path")?);
+            c.arg("run").args(&args);
+            util::exec(c)
+        }),
+        Cmd::Bench {
+            which: Bench::Overhead(args),
+        } => setup().and_then(|()| bench_overhead::run(args)),
         Cmd::Bench {
             which: Bench::Workloads(args),
         } => bench_workloads::run(args),

@@ -287,7 +287,7 @@ impl Tracker {
     pub fn families(&self, me: &SelfInfo<'_>) -> Vec<MetricFamily> {
         let mut calls = family(
             "iolens_syscalls_total",
-            "Completed read/write-family, sendfile, splice, vmsplice, tee and copy_file_range syscalls per process, failed ones included.",
+            "Completed read/write-family, sendfile, splice, vmsplice, tee and copy_file_range syscalls per process, by path as in iolens_io_bytes_total; failed calls have path=\"error\".",
             MetricType::COUNTER,
         );
         let mut errors = family(
@@ -301,47 +301,54 @@ impl Tracker {
             MetricType::COUNTER,
         );
 
-        // Sum over paths per (tgid, syscall) for the call counters.
-        let mut per_syscall: BTreeMap<(u32, u8), (u64, u64)> = BTreeMap::new();
+        // Errors carry no path (the call failed before moving anything), so
+        // they are summed per syscall.
+        let mut per_syscall: BTreeMap<(u32, u8), u64> = BTreeMap::new();
         for (key, series) in &self.series {
             let t = series.total();
-            let e = per_syscall.entry((key.tgid, key.syscall)).or_default();
-            e.0 += t.calls;
-            e.1 += t.errors;
+            *per_syscall.entry((key.tgid, key.syscall)).or_default() += t.errors;
             let Some(sc) = Syscall::from_u8(key.syscall) else {
                 continue;
             };
+            let comm = self.procs.get(&key.tgid).map_or("unknown", |p| &p.comm);
             let src = Endpoint::from_u8(key.src);
             let dst = Endpoint::from_u8(key.dst);
-            // Failed calls carry no path; they are in the error counter.
-            if src == Endpoint::Unknown && dst == Endpoint::Unknown {
-                continue;
-            }
-            let comm = self.procs.get(&key.tgid).map_or("unknown", |p| &p.comm);
-            bytes.mut_metric().push(counter_metric(
+            let failed = src == Endpoint::Unknown && dst == Endpoint::Unknown;
+            let path = if failed {
+                "error".to_owned()
+            } else {
+                path_label(src, dst)
+            };
+            let labels = || {
                 vec![
                     label("pid", &key.tgid.to_string()),
                     label("comm", comm),
                     label("syscall", sc.name()),
-                    label("path", &path_label(src, dst)),
-                ],
-                t.bytes as f64,
-            ));
+                    label("path", &path),
+                ]
+            };
+            calls
+                .mut_metric()
+                .push(counter_metric(labels(), t.calls as f64));
+            if !failed {
+                bytes
+                    .mut_metric()
+                    .push(counter_metric(labels(), t.bytes as f64));
+            }
         }
-        for ((tgid, sc), (c, e)) in per_syscall {
+        for ((tgid, sc), e) in per_syscall {
             let Some(sc) = Syscall::from_u8(sc) else {
                 continue;
             };
             let comm = self.procs.get(&tgid).map_or("unknown", |p| &p.comm);
-            let labels = || {
+            errors.mut_metric().push(counter_metric(
                 vec![
                     label("pid", &tgid.to_string()),
                     label("comm", comm),
                     label("syscall", sc.name()),
-                ]
-            };
-            calls.mut_metric().push(counter_metric(labels(), c as f64));
-            errors.mut_metric().push(counter_metric(labels(), e as f64));
+                ],
+                e as f64,
+            ));
         }
 
         let mut attached = family(
@@ -542,7 +549,7 @@ mod tests {
         });
         let text = String::from_utf8(encode(&fams).expect("encode")).expect("utf8");
         assert!(
-            text.contains(r#"iolens_syscalls_total{pid="4000000000",comm="dd",syscall="write"} 1"#),
+            text.contains(r#"iolens_syscalls_total{pid="4000000000",comm="dd",syscall="write",path="file_to_user"} 1"#),
             "{text}"
         );
         let expired = t.update(&s, 61_000_000_000);

@@ -1,0 +1,274 @@
+//! A process that performs an exactly known sequence of I/O syscalls, for
+//! the end-to-end tests to compare iolens's counts against.
+//!
+//! Protocol (stdout/stdin, line based, so the test controls timing):
+//! 1. the child does its set-up (creates files, connects sockets) and prints
+//!    `ready`;
+//! 2. on any line from stdin it performs the scenario and prints one
+//!    `count <syscall> <path> <calls> <bytes> <errors>` line per kind of
+//!    call it made, then `done`;
+//! 3. it then blocks reading stdin and exits when stdin closes, so the test
+//!    can read /proc/PID/io while the process is alive.
+//!
+//! The handshake itself makes syscalls (a read from the stdin pipe, writes to
+//! the stdout pipe); the tests compare deltas between scrapes taken while the
+//! child is blocked, which contain exactly the scenario's calls and the
+//! handshake reads/writes, which are reported too.
+//!
+//! Usage: iolens-testchild <scenario> <dir> [<tcp-port>]
+
+use std::{
+    ffi::CString,
+    io::{BufRead as _, Write as _},
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+};
+
+#[derive(Default)]
+struct Tally {
+    rows: Vec<(String, String, u64, u64, u64)>,
+}
+
+impl Tally {
+    fn add(&mut self, syscall: &str, path: &str, ret: isize) {
+        let row = match self.rows.iter_mut().find(|r| r.0 == syscall && r.1 == path) {
+            Some(r) => r,
+            None => {
+                self.rows.push((syscall.into(), path.into(), 0, 0, 0));
+                self.rows.last_mut().expect("just pushed")
+            }
+        };
+        row.2 += 1;
+        if ret < 0 {
+            row.4 += 1;
+        } else {
+            row.3 += ret as u64;
+        }
+    }
+}
+
+fn check(ret: isize, what: &str) -> isize {
+    if ret < 0 {
+        panic!("{what}: {}", std::io::Error::last_os_error());
+    }
+    ret
+}
+
+fn open(path: &str, flags: i32) -> OwnedFd {
+    let c = CString::new(path).expect("path");
+    // SAFETY: valid C string; the returned fd is owned below.
+    let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC, 0o644) };
+    check(fd as isize, path);
+    // SAFETY: fd is a fresh, valid descriptor we own.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// A file of `len` bytes, written with one large write per MiB in set-up.
+fn make_file(path: &str, len: usize) {
+    let fd = open(path, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC);
+    let chunk = vec![0x5au8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        // SAFETY: valid buffer of at least n bytes.
+        let r = unsafe { libc::write(fd.as_raw_fd(), chunk.as_ptr().cast(), n) };
+        left -= check(r, "write") as usize;
+    }
+}
+
+fn tcp_connect(port: u16) -> std::net::TcpStream {
+    std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the test's sink")
+}
+
+/// The read/write family on files, a bad fd, readv/writev, pread/pwrite.
+fn scenario_rw(dir: &str, t: &mut Tally) {
+    let out = open(&format!("{dir}/out"), libc::O_WRONLY);
+    let inp = open(&format!("{dir}/in"), libc::O_RDONLY);
+    let buf = [7u8; 100];
+    for _ in 0..1000 {
+        // SAFETY: valid 100-byte buffer.
+        let r = unsafe { libc::write(out.as_raw_fd(), buf.as_ptr().cast(), 100) };
+        t.add("write", "user_to_file", check(r, "write"));
+    }
+    let mut big = vec![0u8; 4096];
+    for _ in 0..500 {
+        // SAFETY: valid 4096-byte buffer.
+        let r = unsafe { libc::read(inp.as_raw_fd(), big.as_mut_ptr().cast(), 4096) };
+        t.add("read", "file_to_user", check(r, "read"));
+    }
+    let (mut a, mut b) = ([0u8; 100], [0u8; 100]);
+    for _ in 0..10 {
+        let iov = [
+            libc::iovec {
+                iov_base: buf.as_ptr() as *mut _,
+                iov_len: 10,
+            },
+            libc::iovec {
+                iov_base: buf.as_ptr() as *mut _,
+                iov_len: 20,
+            },
+        ];
+        // SAFETY: two valid iovecs over live buffers.
+        let r = unsafe { libc::writev(out.as_raw_fd(), iov.as_ptr(), 2) };
+        t.add("writev", "user_to_file", check(r, "writev"));
+        let iov = [
+            libc::iovec {
+                iov_base: a.as_mut_ptr().cast(),
+                iov_len: 100,
+            },
+            libc::iovec {
+                iov_base: b.as_mut_ptr().cast(),
+                iov_len: 100,
+            },
+        ];
+        // SAFETY: two valid iovecs over live buffers.
+        let r = unsafe { libc::readv(inp.as_raw_fd(), iov.as_ptr(), 2) };
+        t.add("readv", "file_to_user", check(r, "readv"));
+    }
+    for i in 0..5 {
+        // SAFETY: valid buffers; offsets inside the files.
+        let r = unsafe { libc::pread(inp.as_raw_fd(), big.as_mut_ptr().cast(), 512, i * 512) };
+        t.add("pread64", "file_to_user", check(r, "pread"));
+        // SAFETY: as above.
+        let r = unsafe { libc::pwrite(out.as_raw_fd(), buf.as_ptr().cast(), 64, i * 64) };
+        t.add("pwrite64", "user_to_file", check(r, "pwrite"));
+    }
+    // A descriptor number that is not open: EBADF, three times.
+    for _ in 0..3 {
+        // SAFETY: the kernel rejects the fd; the buffer is valid anyway.
+        let r = unsafe { libc::read(9999, big.as_mut_ptr().cast(), 10) };
+        assert!(r < 0, "fd 9999 unexpectedly open");
+        t.add("read", "error", r);
+    }
+}
+
+/// sendfile file -> TCP socket, and splice file -> pipe -> TCP socket.
+fn scenario_zerocopy(dir: &str, port: u16, t: &mut Tally) {
+    let sock = tcp_connect(port);
+    let file = open(&format!("{dir}/in"), libc::O_RDONLY);
+    let mut left: usize = 1 << 20;
+    while left > 0 {
+        // SAFETY: valid fds; a null offset uses and advances the file offset.
+        let r = unsafe {
+            libc::sendfile(
+                sock.as_raw_fd(),
+                file.as_raw_fd(),
+                std::ptr::null_mut(),
+                left,
+            )
+        };
+        left -= check(r, "sendfile") as usize;
+        t.add("sendfile64", "file_to_socket", r);
+    }
+    let mut fds: [RawFd; 2] = [0; 2];
+    // SAFETY: fds has room for two descriptors.
+    check(
+        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } as isize,
+        "pipe2",
+    );
+    // SAFETY: pipe2 returned two fresh descriptors we own.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let mut left: usize = 256 << 10;
+    while left > 0 {
+        // SAFETY: valid fds; null offsets use the file offset.
+        let n = unsafe {
+            libc::splice(
+                file.as_raw_fd(),
+                std::ptr::null_mut(),
+                wr.as_raw_fd(),
+                std::ptr::null_mut(),
+                left.min(64 << 10),
+                0,
+            )
+        };
+        check(n, "splice file->pipe");
+        t.add("splice", "file_to_pipe", n);
+        let mut in_pipe = n as usize;
+        while in_pipe > 0 {
+            // SAFETY: as above.
+            let m = unsafe {
+                libc::splice(
+                    rd.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    sock.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    in_pipe,
+                    0,
+                )
+            };
+            check(m, "splice pipe->socket");
+            t.add("splice", "pipe_to_socket", m);
+            in_pipe -= m as usize;
+        }
+        left -= n as usize;
+    }
+    // Socket writes through the user buffer, for contrast.
+    let buf = [1u8; 1000];
+    for _ in 0..10 {
+        // SAFETY: valid buffer; blocking socket.
+        let r = unsafe {
+            libc::sendto(
+                sock.as_raw_fd(),
+                buf.as_ptr().cast(),
+                1000,
+                0,
+                std::ptr::null(),
+                0,
+            )
+        };
+        t.add("sendto", "user_to_socket", check(r, "sendto"));
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let scenario = args.get(1).map(String::as_str).unwrap_or("");
+    let dir = args.get(2).cloned().unwrap_or_else(|| ".".into());
+    let port: u16 = args.get(3).and_then(|p| p.parse().ok()).unwrap_or(0);
+
+    // Set-up, before the test's baseline scrape.
+    match scenario {
+        "rw" => {
+            make_file(&format!("{dir}/in"), 4 << 20);
+            make_file(&format!("{dir}/out"), 0);
+        }
+        "zerocopy" => make_file(&format!("{dir}/in"), 2 << 20),
+        "exit" | "idle" => {}
+        other => panic!("unknown scenario `{other}`"),
+    }
+
+    let stdin = std::io::stdin();
+    let mut stdout = std::io::stdout().lock();
+    let mut line = String::new();
+    writeln!(stdout, "ready").expect("stdout");
+    stdout.flush().expect("stdout");
+    stdin.lock().read_line(&mut line).expect("stdin");
+
+    let mut t = Tally::default();
+    match scenario {
+        "rw" => scenario_rw(&dir, &mut t),
+        "zerocopy" => scenario_zerocopy(&dir, port, &mut t),
+        "exit" => {
+            // Seven writes to a file, then exit without waiting.
+            let out = open(&format!("{dir}/out"), libc::O_WRONLY | libc::O_CREAT);
+            for _ in 0..7 {
+                // SAFETY: valid 3-byte buffer.
+                let r = unsafe { libc::write(out.as_raw_fd(), b"abc".as_ptr().cast(), 3) };
+                t.add("write", "user_to_file", check(r, "write"));
+            }
+        }
+        _ => {}
+    }
+    let mut report = String::new();
+    for (sc, path, calls, bytes, errors) in &t.rows {
+        report.push_str(&format!("count {sc} {path} {calls} {bytes} {errors}\n"));
+    }
+    report.push_str("done\n");
+    // One write for the whole report, so the handshake's cost is one call.
+    stdout.write_all(report.as_bytes()).expect("stdout");
+    stdout.flush().expect("stdout");
+    if scenario == "exit" {
+        return;
+    }
+    line.clear();
+    let _ = stdin.lock().read_line(&mut line);
+}

@@ -1,0 +1,226 @@
+//! The foundation's numbers, proven: a child performs an exactly known
+//! sequence of I/O syscalls under the real agent, and iolens's counters for
+//! that pid must equal (a) the child's own tally, exactly, and (b) the
+//! kernel's own accounting in /proc/PID/io, exactly, on the subset of
+//! syscalls that feeds it.
+
+use std::collections::BTreeMap;
+
+use iolens_tests::{Agent, Count, Metrics, ProcIo, TestChild, can_load_probes, tcp_sink};
+
+const CHILD: &str = env!("CARGO_BIN_EXE_iolens-testchild");
+
+/// Which syscalls feed /proc/PID/io (Linux 6.18, fs/read_write.c; see
+/// DESIGN notes in the README):
+/// - `syscr`/`rchar`: read and pread64 (in vfs_read, reached only with a
+///   valid fd: a bad fd fails in fdget first and is NOT counted), readv,
+///   preadv, preadv2 (do_readv/do_preadv count even when the fd is bad),
+///   sendfile and copy_file_range (both sides).
+/// - `syscw`/`wchar`: the write-side mirror: write, pwrite64, writev,
+///   pwritev, pwritev2, sendfile, copy_file_range.
+/// - socket calls (recvfrom, sendto, recvmsg, sendmsg), splice, vmsplice and
+///   tee feed none of them.
+///
+/// `rchar`/`wchar` add the return value when it is positive.
+const READ_SIDE: &[&str] = &[
+    "read",
+    "pread64",
+    "readv",
+    "preadv",
+    "preadv2",
+    "sendfile64",
+    "copy_file_range",
+];
+const WRITE_SIDE: &[&str] = &[
+    "write",
+    "pwrite64",
+    "writev",
+    "pwritev",
+    "pwritev2",
+    "sendfile64",
+    "copy_file_range",
+];
+/// Syscalls whose /proc/PID/io accounting happens only after the fd was
+/// looked up, so a bad-fd failure is not counted there.
+const FDGET_FIRST: &[&str] = &["read", "pread64", "write", "pwrite64"];
+
+/// iolens's view of one pid: (syscall, path) -> (calls, bytes).
+fn view(m: &Metrics, pid: u32) -> BTreeMap<(String, String), (u64, u64)> {
+    let pid = pid.to_string();
+    let mut out: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    for s in &m.samples {
+        if s.labels.get("pid") != Some(&pid) {
+            continue;
+        }
+        let (Some(sc), Some(path)) = (s.labels.get("syscall"), s.labels.get("path")) else {
+            continue;
+        };
+        let e = out.entry((sc.clone(), path.clone())).or_default();
+        match s.name.as_str() {
+            "iolens_syscalls_total" => e.0 += s.value as u64,
+            "iolens_io_bytes_total" => e.1 += s.value as u64,
+            _ => {}
+        }
+    }
+    out
+}
+
+fn delta(
+    after: &BTreeMap<(String, String), (u64, u64)>,
+    before: &BTreeMap<(String, String), (u64, u64)>,
+) -> BTreeMap<(String, String), (u64, u64)> {
+    after
+        .iter()
+        .filter_map(|(k, a)| {
+            let b = before.get(k).copied().unwrap_or_default();
+            let d = (a.0 - b.0, a.1 - b.1);
+            (d != (0, 0)).then(|| (k.clone(), d))
+        })
+        .collect()
+}
+
+/// What /proc/PID/io should say, computed from iolens's counters alone.
+fn predicted_proc_io(m: &Metrics, pid: u32) -> ProcIo {
+    let pid_s = pid.to_string();
+    let sum = |name: &str, syscalls: &[&str]| -> u64 {
+        syscalls
+            .iter()
+            .map(|sc| m.sum(name, &[("pid", &pid_s), ("syscall", sc)]))
+            .sum()
+    };
+    let bad_fd = |syscalls: &[&str]| -> u64 {
+        syscalls
+            .iter()
+            .filter(|sc| FDGET_FIRST.contains(sc))
+            .map(|sc| {
+                m.sum(
+                    "iolens_syscall_errors_total",
+                    &[("pid", &pid_s), ("syscall", sc)],
+                )
+            })
+            .sum()
+    };
+    ProcIo {
+        rchar: sum("iolens_io_bytes_total", READ_SIDE),
+        wchar: sum("iolens_io_bytes_total", WRITE_SIDE),
+        // The only failures these children provoke are bad fds.
+        syscr: sum("iolens_syscalls_total", READ_SIDE) - bad_fd(READ_SIDE),
+        syscw: sum("iolens_syscalls_total", WRITE_SIDE) - bad_fd(WRITE_SIDE),
+    }
+}
+
+/// The child's report plus the handshake: one read of the "go" line from
+/// the stdin pipe.
+fn expected(counts: &[Count]) -> BTreeMap<(String, String), (u64, u64)> {
+    let mut want: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    for c in counts {
+        let e = want.entry((c.syscall.clone(), c.path.clone())).or_default();
+        e.0 += c.calls;
+        e.1 += c.bytes;
+    }
+    let e = want
+        .entry(("read".into(), "pipe_to_user".into()))
+        .or_default();
+    e.0 += 1;
+    e.1 += 3;
+    want
+}
+
+fn run_scenario(test: &str, scenario: &str, port: Option<u16>) {
+    let dir = tempdir(test);
+    let agent = Agent::start(&[]);
+    let port_s = port.map(|p| p.to_string());
+    let mut args = vec![scenario, dir.as_str()];
+    if let Some(p) = &port_s {
+        args.push(p);
+    }
+    let mut child = TestChild::spawn(CHILD, &args);
+    let pid = child.pid();
+
+    let before_m = agent.scrape();
+    let io_before = ProcIo::read(pid);
+    let before = view(&before_m, pid);
+    let counts = child.go();
+    let after_m = agent.scrape();
+    let io = ProcIo::read(pid);
+    let after = view(&after_m, pid);
+
+    // (a) Exactly the child's calls, plus the handshake. The report write
+    // to stdout is the only other change allowed, and it goes to a pipe.
+    let mut got = delta(&after, &before);
+    let report_writes = got.remove(&("write".to_string(), "user_to_pipe".to_string()));
+    assert!(
+        report_writes.is_some_and(|(calls, _)| calls >= 1),
+        "the report write to stdout is missing: {got:?}"
+    );
+    assert_eq!(
+        got,
+        expected(&counts),
+        "iolens delta vs the child's own tally"
+    );
+
+    // (b) The kernel's own accounting, over the work phase.
+    let (p0, p1) = (
+        predicted_proc_io(&before_m, pid),
+        predicted_proc_io(&after_m, pid),
+    );
+    assert_eq!(
+        (
+            p1.rchar - p0.rchar,
+            p1.wchar - p0.wchar,
+            p1.syscr - p0.syscr,
+            p1.syscw - p0.syscw
+        ),
+        (
+            io.rchar - io_before.rchar,
+            io.wchar - io_before.wchar,
+            io.syscr - io_before.syscr,
+            io.syscw - io_before.syscw
+        ),
+        "iolens vs /proc/{pid}/io over the work phase (rchar, wchar, syscr, syscw)"
+    );
+    // Over the child's whole life the write side matches too. The read side
+    // does not, by design: execve reads the binary's and the interpreter's
+    // headers with kernel_read(), which /proc/PID/io accounts (__kernel_read
+    // calls add_rchar/inc_syscr) but which is no syscall of the process.
+    assert_eq!(
+        (p1.wchar, p1.syscw),
+        (io.wchar, io.syscw),
+        "write side since fork"
+    );
+    assert!(
+        io.syscr > p1.syscr && io.rchar > p1.rchar,
+        "exec's kernel reads: {io:?} vs {p1:?}"
+    );
+
+    child.finish();
+    let (status, log) = agent.stop();
+    assert!(status.success(), "agent exit {status:?}\n{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn tempdir(test: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("iolens-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tempdir");
+    dir.to_str().expect("utf-8 tempdir").to_owned()
+}
+
+#[test]
+fn read_write_family_matches_child_and_proc_io() {
+    if !can_load_probes("read_write_family_matches_child_and_proc_io") {
+        return;
+    }
+    run_scenario("rw", "rw", None);
+}
+
+#[test]
+fn sendfile_and_splice_are_zero_copy_paths() {
+    if !can_load_probes("sendfile_and_splice_are_zero_copy_paths") {
+        return;
+    }
+    let (port, sink) = tcp_sink();
+    run_scenario("zerocopy", "zerocopy", Some(port));
+    // Everything the child sent arrived: 1 MiB sendfile, 256 KiB splice,
+    // 10 x 1000 bytes sendto.
+    assert_eq!(sink.join().expect("sink"), (1 << 20) + (256 << 10) + 10_000);
+}
