@@ -111,6 +111,14 @@ pub struct RunArgs {
     /// with the rest.
     #[arg(long)]
     pub strict: bool,
+
+    /// Export per-program run time (iolens_probe_run_seconds_total) and run
+    /// count. Turns on the kernel's BPF run-time accounting (BPF_ENABLE_STATS)
+    /// for every BPF program on the machine while iolens runs, which reads
+    /// the clock twice per program run: it can double the cost the probes
+    /// add to each syscall. Meant for judging the probes, not for always-on.
+    #[arg(long)]
+    pub program_stats: bool,
 }
 
 /// Capability bits from linux/capability.h.
@@ -181,6 +189,9 @@ pub fn ensure_tracefs() -> anyhow::Result<()> {
 /// a scrape and the background refresh never interleave.
 struct Agent {
     probes: Probes,
+    /// Whether run-time accounting is on; without it the kernel reports 0s,
+    /// which are not exported.
+    program_stats: bool,
     tracker: Tracker,
     snapshot: Snapshot,
 }
@@ -208,6 +219,7 @@ impl Render for Shared {
         agent.refresh().map_err(|e| format!("{e:#}"))?;
         let program_stats: Vec<_> = PROBES
             .iter()
+            .filter(|_| agent.program_stats)
             .filter_map(|p| {
                 agent
                     .probes
@@ -240,6 +252,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 async fn run_async(args: RunArgs) -> anyhow::Result<()> {
+    // Handlers first: a signal that arrives while probes load must still
+    // mean "detach and exit 0", not the default kill.
+    let signals = Signals::install()?;
     // Bind before loading probes: a port in use is the commonest start-up
     // failure and should not cost a probe load.
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -263,6 +278,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         stats_entries: args.max_stats_entries,
         proc_entries: args.max_proc_entries,
         strict: args.strict,
+        program_stats: args.program_stats,
     };
     let probes = Probes::load(&config).context("loading the eBPF probes")?;
     let attached = probes.status().iter().filter(|s| s.attached).count();
@@ -276,6 +292,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     );
     let shared = Arc::new(Shared(Mutex::new(Agent {
         probes,
+        program_stats: args.program_stats,
         tracker: Tracker::new(args.exit_ttl),
         snapshot: Snapshot::default(),
     })));
@@ -304,7 +321,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         })
     };
 
-    wait_for_signal().await?;
+    signals.wait().await;
     let started = Instant::now();
     server.abort();
     refresher.abort();
@@ -319,15 +336,26 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM received; detaching"),
-        _ = int.recv() => info!("SIGINT received; detaching"),
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => info!("SIGTERM received; detaching"),
+            _ = self.int.recv() => info!("SIGINT received; detaching"),
+        }
+    }
 }
 
 /// `iolens check`: the preflight and a load/attach of every probe, then exit.

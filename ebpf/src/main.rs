@@ -134,7 +134,7 @@ fn account(tgid: u32, key: &StatKey, errors: u64, bytes: u64) {
         errors,
         bytes,
     };
-    match STATS.insert(key, &value, BPF_NOEXIST) {
+    match STATS.insert(key, value, BPF_NOEXIST) {
         Ok(()) => {
             bump(counter::STATS_INSERTS);
             remember_process(tgid);
@@ -164,7 +164,7 @@ fn remember_process(tgid: u32) {
         comm: leader_comm().unwrap_or_else(|| bpf_get_current_comm().unwrap_or([0; COMM_LEN])),
         exit_ns: 0,
     };
-    if PROCS.insert(tgid, &info, BPF_NOEXIST).is_ok() {
+    if PROCS.insert(tgid, info, BPF_NOEXIST).is_ok() {
         bump(counter::PROC_INSERTS);
     }
 }
@@ -187,12 +187,12 @@ fn leader_comm() -> Option<[u8; COMM_LEN]> {
 #[tracepoint(category = "sched", name = "sched_process_exec")]
 pub fn iolens_exec(_ctx: TracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if let Some(p) = PROCS.get_ptr_mut(tgid) {
-        if let Ok(comm) = bpf_get_current_comm() {
-            // SAFETY: a valid map value pointer; a concurrent reader sees
-            // either name, both of which were true.
-            unsafe { (*p).comm = comm };
-        }
+    if let Some(p) = PROCS.get_ptr_mut(tgid)
+        && let Ok(comm) = bpf_get_current_comm()
+    {
+        // SAFETY: a valid map value pointer; a concurrent reader sees either
+        // name, both of which were true.
+        unsafe { (*p).comm = comm };
     }
     0
 }

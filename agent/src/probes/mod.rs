@@ -97,6 +97,8 @@ pub struct ProbeConfig {
     pub proc_entries: u32,
     /// Fail if any program cannot attach.
     pub strict: bool,
+    /// Turn on the kernel's per-program run-time accounting.
+    pub program_stats: bool,
 }
 
 impl Default for ProbeConfig {
@@ -107,6 +109,7 @@ impl Default for ProbeConfig {
             stats_entries: DEFAULT_STATS_ENTRIES,
             proc_entries: DEFAULT_PROC_ENTRIES,
             strict: false,
+            program_stats: false,
         }
     }
 }
@@ -239,12 +242,19 @@ impl Probes {
             }
         }
 
-        let stats_fd = match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
-            Ok(fd) => Some(fd),
-            Err(e) => {
-                warn!("BPF_ENABLE_STATS failed ({e}); per-program run time will read 0");
-                None
+        // Off by default: while the fd is open, every BPF program on the
+        // machine reads the clock twice per run (measured here: ~200 ns per
+        // syscall on a VM), which would triple iolens's own overhead.
+        let stats_fd = if config.program_stats {
+            match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    warn!("BPF_ENABLE_STATS failed ({e}); per-program run time will read 0");
+                    None
+                }
             }
+        } else {
+            None
         };
 
         let mut status = Vec::with_capacity(PROBES.len());

@@ -1,0 +1,330 @@
+//! How the agent behaves as a program: privileges, filters, exited
+//! processes, scrapes that leak nothing, valid exposition, bad input.
+
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use iolens_tests::{
+    Agent, TestChild, agent_bin, can_load_probes, http_get, in_ci, is_root, wait_until,
+};
+
+const CHILD: &str = env!("CARGO_BIN_EXE_iolens-testchild");
+
+fn tempdir(test: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("iolens-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tempdir");
+    dir.to_str().expect("utf-8").to_owned()
+}
+
+/// Runs the agent with `args` and returns (exit code, stderr).
+fn run_agent(args: &[&str], uid: Option<u32>) -> (Option<i32>, String) {
+    use std::os::unix::process::CommandExt as _;
+    let mut c = Command::new(agent_bin());
+    c.args(args).env("NO_COLOR", "1").stdin(Stdio::null());
+    if let Some(uid) = uid {
+        c.uid(uid).gid(uid);
+    }
+    let out = c.output().expect("run iolens");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn non_root_start_fails_with_the_documented_message() {
+    if !is_root() {
+        // Already unprivileged: the plain start must refuse the same way.
+        let (code, err) = run_agent(&["run", "--listen", "127.0.0.1:0"], None);
+        assert_eq!(code, Some(2), "{err}");
+        assert!(
+            err.contains("iolens needs root, or the capabilities CAP_BPF and CAP_PERFMON"),
+            "{err}"
+        );
+        return;
+    }
+    // Drop to nobody (65534) for the child; the binary must be readable by
+    // it, which target/ under a root-owned checkout normally is.
+    let (code, err) = run_agent(&["run", "--listen", "127.0.0.1:0"], Some(65534));
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("iolens needs root, or the capabilities CAP_BPF and CAP_PERFMON"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one clear line: {err}");
+}
+
+#[test]
+fn bad_flags_are_one_clear_line_and_exit_2() {
+    for (args, needle) in [
+        (
+            vec!["run", "--listen", "not-an-address"],
+            "invalid value 'not-an-address'",
+        ),
+        (vec!["run", "--pid", "0"], "pid 0 is the idle task"),
+        (vec!["run", "--pid", "abc"], "`abc` is not a process id"),
+        (
+            vec!["run", "--comm", "a-name-longer-than-15"],
+            "at most 15 bytes",
+        ),
+        (vec!["run", "--exit-ttl", "soon"], "is not a duration"),
+        (
+            vec!["run", "--max-stats-entries", "1"],
+            "not in 16..=4000000",
+        ),
+    ] {
+        let (code, err) = run_agent(&args, None);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "{args:?}: expected `{needle}` in {err}"
+        );
+    }
+}
+
+#[test]
+fn port_in_use_is_one_clear_line_and_exit_2() {
+    if !can_load_probes("port_in_use_is_one_clear_line_and_exit_2") {
+        return;
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let (code, err) = run_agent(&["run", "--listen", &addr], None);
+    assert_eq!(code, Some(2), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.contains(&format!("cannot listen on {addr}: the address is in use")),
+        "{err}"
+    );
+}
+
+#[test]
+fn pid_filter_counts_only_that_process() {
+    if !can_load_probes("pid_filter_counts_only_that_process") {
+        return;
+    }
+    let dir_a = tempdir("filter-a");
+    let dir_b = tempdir("filter-b");
+    let mut a = TestChild::spawn(CHILD, &["rw", &dir_a]);
+    let mut b = TestChild::spawn(CHILD, &["rw", &dir_b]);
+    let pid_a = a.pid().to_string();
+    let agent = Agent::start(&["--pid", &pid_a]);
+    a.go();
+    b.go();
+    let m = agent.scrape();
+    let a_writes = m.sum(
+        "iolens_io_bytes_total",
+        &[
+            ("pid", &pid_a),
+            ("syscall", "write"),
+            ("path", "user_to_file"),
+        ],
+    );
+    // Started after the child's set-up: exactly the 1000 x 100 bytes.
+    assert_eq!(a_writes, 100_000);
+    let pids: std::collections::BTreeSet<&str> = m
+        .samples
+        .iter()
+        .filter_map(|s| s.labels.get("pid").map(String::as_str))
+        .collect();
+    assert_eq!(
+        pids.into_iter().collect::<Vec<_>>(),
+        vec![pid_a.as_str()],
+        "only the filtered pid"
+    );
+    a.finish();
+    b.finish();
+    let _ = std::fs::remove_dir_all(dir_a);
+    let _ = std::fs::remove_dir_all(dir_b);
+}
+
+#[test]
+fn comm_filter_counts_only_that_name() {
+    if !can_load_probes("comm_filter_counts_only_that_name") {
+        return;
+    }
+    // The kernel truncates comm to 15 bytes: "iolens-testchil".
+    let agent = Agent::start(&["--comm", "iolens-testchil"]);
+    let dir = tempdir("comm");
+    let mut c = TestChild::spawn(CHILD, &["rw", &dir]);
+    c.go();
+    let m = agent.scrape();
+    let comms: std::collections::BTreeSet<&str> = m
+        .samples
+        .iter()
+        .filter_map(|s| s.labels.get("comm").map(String::as_str))
+        .collect();
+    assert_eq!(
+        comms.into_iter().collect::<Vec<_>>(),
+        vec!["iolens-testchil"]
+    );
+    assert_eq!(
+        m.sum(
+            "iolens_io_bytes_total",
+            &[
+                ("pid", &c.pid().to_string()),
+                ("syscall", "write"),
+                ("path", "user_to_file")
+            ]
+        ),
+        // set-up wrote the 4 MiB input file too, before "ready".
+        100_000 + (4 << 20)
+    );
+    c.finish();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn exited_process_keeps_final_counts_until_the_ttl() {
+    if !can_load_probes("exited_process_keeps_final_counts_until_the_ttl") {
+        return;
+    }
+    let agent = Agent::start(&["--exit-ttl", "3s", "--refresh", "200ms"]);
+    let dir = tempdir("exit");
+    let mut c = TestChild::spawn(CHILD, &["exit", &dir]);
+    let pid = c.pid().to_string();
+    c.go();
+    // The child exits by itself after its report; reap it.
+    c.finish();
+    let m = agent.scrape();
+    let want = [
+        ("pid", pid.as_str()),
+        ("syscall", "write"),
+        ("path", "user_to_file"),
+    ];
+    assert_eq!(
+        m.sum("iolens_syscalls_total", &want),
+        7,
+        "final count visible after exit"
+    );
+    assert_eq!(m.sum("iolens_io_bytes_total", &want), 21);
+    let gone = wait_until(Duration::from_secs(15), || {
+        !agent
+            .scrape()
+            .has("iolens_syscalls_total", &[("pid", pid.as_str())])
+    });
+    assert!(
+        gone,
+        "series of pid {pid} still exported well after the 3 s TTL"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .expect("list fds")
+}
+
+#[test]
+fn a_hundred_scrapes_leak_no_fds() {
+    if !can_load_probes("a_hundred_scrapes_leak_no_fds") {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    // Warm up: the runtime's blocking pool creates its threads lazily.
+    for _ in 0..5 {
+        agent.scrape_text();
+    }
+    // The server closes a connection just after its reply: let the warm-up's
+    // last socket go before counting.
+    let mut before = open_fds(agent.pid());
+    wait_until(Duration::from_secs(5), || {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = open_fds(agent.pid());
+        let stable = now == before;
+        before = now;
+        stable
+    });
+    for _ in 0..100 {
+        assert!(agent.scrape_text().contains("iolens_probe_attached"));
+    }
+    // Connections are closed by the server after each HTTP/1.0 reply; give
+    // the last one a moment to be torn down.
+    let settled = wait_until(Duration::from_secs(5), || open_fds(agent.pid()) <= before);
+    assert!(
+        settled,
+        "fds before {before}, after {}",
+        open_fds(agent.pid())
+    );
+}
+
+#[test]
+fn exposition_passes_promtool_and_landing_page_links_it() {
+    if !can_load_probes("exposition_passes_promtool_and_landing_page_links_it") {
+        return;
+    }
+    let have_promtool = Command::new("promtool").arg("--version").output().is_ok();
+    if !have_promtool {
+        assert!(
+            !in_ci(),
+            "CI needs promtool (Debian package prometheus; `cargo xtask setup`)"
+        );
+        eprintln!("skipped: promtool not installed");
+        return;
+    }
+    let agent = Agent::start(&["--program-stats"]);
+    // Some traffic so per-process families are present.
+    let dir = tempdir("promtool");
+    let mut c = TestChild::spawn(CHILD, &["rw", &dir]);
+    c.go();
+    let text = agent.scrape_text();
+    for family in [
+        "iolens_syscalls_total",
+        "iolens_syscall_errors_total",
+        "iolens_io_bytes_total",
+        "iolens_probe_attached",
+        "iolens_probe_run_seconds_total",
+        "iolens_probe_runs_total",
+        "iolens_map_entries",
+        "iolens_map_capacity",
+        "iolens_map_evictions_total",
+    ] {
+        assert!(
+            text.contains(&format!("# HELP {family} ")),
+            "no HELP for {family}"
+        );
+    }
+    let mut p = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    {
+        use std::io::Write as _;
+        p.stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("feed promtool");
+    }
+    let out = p.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, body) = http_get(agent.addr, "/");
+    assert_eq!(status, 200);
+    assert!(body.contains("href=\"/metrics\""));
+    assert_eq!(http_get(agent.addr, "/nope").0, 404);
+    c.finish();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn sigterm_detaches_and_exits_0() {
+    if !can_load_probes("sigterm_detaches_and_exits_0") {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    let (status, log) = agent.stop();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("SIGTERM received; detaching"), "{log}");
+    assert!(log.contains("detached and stopped in "), "{log}");
+}
