@@ -10,12 +10,14 @@ use std::{
 
 use anyhow::Context as _;
 use clap::Args;
-use iolens_common::{COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES};
+use iolens_common::{
+    COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES, DEFAULT_THREAD_ENTRIES,
+};
 use tracing::{info, warn};
 
 use crate::{
     metrics::{self, SelfInfo, Tracker, http::Render},
-    probes::{PROBES, ProbeConfig, Probes, Snapshot},
+    probes::{ProbeConfig, Probes, Snapshot, program_names},
 };
 
 /// An error the user can fix by changing how iolens is started: the process
@@ -102,10 +104,17 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u32).range(16..=4_000_000))]
     pub max_stats_entries: u32,
 
-    /// Capacity of the process table (names and exit times).
+    /// Capacity of the process tables (names, exit times, per-process
+    /// counters).
     #[arg(long, default_value_t = DEFAULT_PROC_ENTRIES, value_name = "N",
           value_parser = clap::value_parser!(u32).range(16..=4_000_000))]
     pub max_proc_entries: u32,
+
+    /// Capacity of the per-thread scheduler state (switch-in times, epoll
+    /// wait start). Threads beyond it lose on-CPU time, not switch counts.
+    #[arg(long, default_value_t = DEFAULT_THREAD_ENTRIES, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(16..=4_000_000))]
+    pub max_thread_entries: u32,
 
     /// Exit with an error if any probe cannot attach, instead of running
     /// with the rest.
@@ -203,7 +212,7 @@ impl Agent {
         self.probes.read(&mut self.snapshot)?;
         let expired = self.tracker.update(&self.snapshot, metrics::monotonic_ns());
         for e in &expired {
-            self.probes.forget(e.tgid, &e.keys);
+            self.probes.forget(e.tgid, &e.keys, &e.uring_keys);
             self.tracker.forgot(e);
         }
         Ok(())
@@ -217,15 +226,10 @@ impl Render for Shared {
             .lock()
             .map_err(|_| "metrics state poisoned by an earlier panic".to_owned())?;
         agent.refresh().map_err(|e| format!("{e:#}"))?;
-        let program_stats: Vec<_> = PROBES
-            .iter()
+        let program_stats: Vec<_> = program_names()
+            .into_iter()
             .filter(|_| agent.program_stats)
-            .filter_map(|p| {
-                agent
-                    .probes
-                    .program_stats(p.program)
-                    .map(|s| (p.program.to_owned(), s))
-            })
+            .filter_map(|p| agent.probes.program_stats(p).map(|s| (p.to_owned(), s)))
             .collect();
         let me = SelfInfo {
             probes: agent.probes.status(),
@@ -277,6 +281,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         comms: args.comms.clone(),
         stats_entries: args.max_stats_entries,
         proc_entries: args.max_proc_entries,
+        thread_entries: args.max_thread_entries,
         strict: args.strict,
         program_stats: args.program_stats,
     };

@@ -1,11 +1,17 @@
 //! iolens kernel side.
 //!
 //! One raw tracepoint on `raw_syscalls:sys_exit` accounts the read/write
-//! family, sendfile, splice, vmsplice, tee and copy_file_range: the syscall
-//! number and arguments are still in the saved user registers at exit, and the
-//! return value is the byte count, so no `sys_enter` program and no per-thread
-//! scratch map are needed. The ends of a transfer are classified from the
+//! family, sendfile, splice, vmsplice, tee and copy_file_range, the
+//! readiness waits (epoll, poll, select) and io_uring_enter: the syscall
+//! number and arguments are still in the saved user registers at exit, and
+//! the return value is the byte (or event) count, so no `sys_enter` program
+//! runs for every syscall. The ends of a transfer are classified from the
 //! fds' inode types, walked with offsets the agent reads from BTF.
+//!
+//! Around it: `sched_switch` (context switches, on-CPU and sleep time),
+//! filemap/writeback tracepoints (page cache), `sys_enter_epoll_*` (only to
+//! time blocked waits) and io_uring tracepoints (attributed to the ring's
+//! owner, so io-wq and SQPOLL threads count for their process).
 //!
 //! Everything is aggregated here in per-CPU maps; user space only reads them.
 #![no_std]
@@ -17,12 +23,15 @@ use aya_ebpf::{
         bpf_probe_read_kernel,
     },
     macros::{map, raw_tracepoint, tracepoint},
-    maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray},
+    maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap},
     programs::{RawTracePointContext, TracePointContext},
 };
 use iolens_common::{
-    COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES, Endpoint, FILTER_ENTRIES, KernelOffsets,
-    ProcInfo, Shape, StatKey, StatValue, Syscall, counter,
+    COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES, DEFAULT_THREAD_ENTRIES, Endpoint,
+    FILTER_ENTRIES, KernelOffsets, ProcCounters, ProcInfo, RING_ENTRIES, Shape, StatKey, StatValue,
+    Syscall, ThreadState, URING_ENTRIES, URING_OP_UNKNOWN, UringKey, UringValue, WAIT_BUCKETS,
+    WAIT_HIST_ENTRIES, WAIT_SLOT_COUNT, WAIT_SLOT_SUM_NS, WAIT_SLOTS, counter,
+    uring_op_moves_bytes,
 };
 
 /// Set by the agent at load time (`EbpfLoader::set_global`); read volatile so
@@ -42,6 +51,10 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     inode_mode: 0,
     task_group_leader: 0,
     task_comm: 0,
+    task_pid: 0,
+    task_tgid: 0,
+    kiocb_opcode: 0,
+    uring_valid: 0,
 };
 
 #[map]
@@ -59,6 +72,33 @@ static PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(FILTER_ENTRIES, 
 
 #[map]
 static COMM_FILTER: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(FILTER_ENTRIES, 0);
+
+#[map]
+static PSTATS: LruPerCpuHashMap<u32, ProcCounters> =
+    LruPerCpuHashMap::with_max_entries(DEFAULT_PROC_ENTRIES, 0);
+
+/// Keyed by thread id; LRU so threads that vanish without an exit event
+/// (none should) cannot fill it.
+#[map]
+static THREADS: LruHashMap<u32, ThreadState> =
+    LruHashMap::with_max_entries(DEFAULT_THREAD_ENTRIES, 0);
+
+/// Thread id -> ns at sys_enter of an epoll wait.
+#[map]
+static WAIT_START: LruHashMap<u32, u64> = LruHashMap::with_max_entries(DEFAULT_THREAD_ENTRIES, 0);
+
+/// Process name -> blocked-time histogram of epoll waits.
+#[map]
+static WAIT_HIST: PerCpuHashMap<[u8; COMM_LEN], [u64; WAIT_SLOTS]> =
+    PerCpuHashMap::with_max_entries(WAIT_HIST_ENTRIES, 0);
+
+#[map]
+static URING: LruPerCpuHashMap<UringKey, UringValue> =
+    LruPerCpuHashMap::with_max_entries(URING_ENTRIES, 0);
+
+/// io_uring ring (`struct io_ring_ctx *`) -> owning tgid.
+#[map]
+static RINGS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(RING_ENTRIES, 0);
 
 /// x86_64 `struct pt_regs` offsets (uapi, stable): the saved user registers.
 const REGS_DI: usize = 112;
@@ -79,31 +119,45 @@ pub fn iolens_sys_exit(ctx: RawTracePointContext) -> i32 {
 fn try_sys_exit(ctx: &RawTracePointContext) -> Result<i32, i32> {
     let regs: *const u8 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
-    // This program runs for every syscall on the machine: reject the ones we
-    // do not account before doing anything else.
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if tgid == 0 || !passes_filters(tgid) {
+        return Ok(0);
+    }
+    // Every syscall is a user->kernel->user round trip of this process.
+    with_proc(tgid, |p| p.syscalls += 1);
+
     let nr: u64 = read_at(regs, REGS_ORIG_AX)?;
     let Some(syscall) = Syscall::from_x86_64_nr(nr) else {
         return Ok(0);
     };
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if !passes_filters(tgid) {
-        return Ok(0);
-    }
-
+    let arg = |off| read_at::<u64>(regs, off).unwrap_or(0);
+    let mut scanned = 0;
     let (src, dst) = if ret < 0 {
         // A failed call moved nothing; leave the path unknown rather than
         // spend reads classifying fds that may not exist.
         (Endpoint::Unknown, Endpoint::Unknown)
     } else {
-        let arg = |off| read_at::<u64>(regs, off).map(|v| v as i32).unwrap_or(-1);
+        let fd = |off| fd_endpoint(arg(off) as i32);
         match syscall.shape() {
-            Shape::FdToUser => (fd_endpoint(arg(REGS_DI)), Endpoint::User),
-            Shape::UserToFd => (Endpoint::User, fd_endpoint(arg(REGS_DI))),
-            Shape::Arg1ToArg0 => (fd_endpoint(arg(REGS_SI)), fd_endpoint(arg(REGS_DI))),
-            Shape::Arg0ToArg2 => (fd_endpoint(arg(REGS_DI)), fd_endpoint(arg(REGS_DX))),
-            Shape::Arg0ToArg1 => (fd_endpoint(arg(REGS_DI)), fd_endpoint(arg(REGS_SI))),
+            Shape::FdToUser => (fd(REGS_DI), Endpoint::User),
+            Shape::UserToFd => (Endpoint::User, fd(REGS_DI)),
+            Shape::Arg1ToArg0 => (fd(REGS_SI), fd(REGS_DI)),
+            Shape::Arg0ToArg2 => (fd(REGS_DI), fd(REGS_DX)),
+            Shape::Arg0ToArg1 => (fd(REGS_DI), fd(REGS_SI)),
+            Shape::ScanArg0 => {
+                scanned = arg(REGS_DI) & 0xffff_ffff;
+                (Endpoint::Other, Endpoint::Other)
+            }
+            Shape::ScanArg1 => {
+                scanned = arg(REGS_SI) & 0xffff_ffff;
+                (Endpoint::Other, Endpoint::Other)
+            }
+            Shape::Events => (Endpoint::Other, Endpoint::Other),
         }
     };
+    if syscall.is_epoll() {
+        record_wait_time(tgid);
+    }
 
     let key = StatKey {
         tgid,
@@ -112,29 +166,380 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<i32, i32> {
         dst: dst as u8,
         _pad: 0,
     };
-    let (errors, bytes) = if ret < 0 { (1, 0) } else { (0, ret as u64) };
-    account(tgid, &key, errors, bytes);
+    let delta = StatValue {
+        calls: 1,
+        errors: u64::from(ret < 0),
+        bytes: if ret > 0 { ret as u64 } else { 0 },
+        zero: u64::from(ret == 0),
+        scanned,
+    };
+    account(tgid, &key, &delta);
     Ok(0)
 }
 
+/// Closes the wait opened by `iolens_epoll_enter` into the histogram of the
+/// process's name.
 #[inline(always)]
-fn account(tgid: u32, key: &StatKey, errors: u64, bytes: u64) {
-    if let Some(v) = STATS.get_ptr_mut(key) {
+fn record_wait_time(tgid: u32) {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(start) = WAIT_START.get_ptr(tid) else {
+        return;
+    };
+    // SAFETY: a valid map value pointer.
+    let start = unsafe { *start };
+    let _ = WAIT_START.remove(tid);
+    // SAFETY: reading the clock has no preconditions.
+    let ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(start);
+    let bucket = if ns == 0 {
+        0
+    } else {
+        (63 - ns.leading_zeros() as usize).min(WAIT_BUCKETS - 1)
+    };
+    let comm = process_comm(tgid);
+    let hist = match WAIT_HIST.get_ptr_mut(comm) {
+        Some(h) => h,
+        None => {
+            let _ = WAIT_HIST.insert(comm, [0u64; WAIT_SLOTS], BPF_NOEXIST);
+            match WAIT_HIST.get_ptr_mut(comm) {
+                Some(h) => h,
+                None => {
+                    bump(counter::OTHER_DROPS);
+                    return;
+                }
+            }
+        }
+    };
+    // SAFETY: a per-CPU value; indices are bounded by the array length.
+    unsafe {
+        if bucket < WAIT_BUCKETS {
+            (*hist)[bucket] += 1;
+        }
+        (*hist)[WAIT_SLOT_COUNT] += 1;
+        (*hist)[WAIT_SLOT_SUM_NS] += ns;
+    }
+}
+
+/// The process's name as recorded in PROCS, else the thread's.
+#[inline(always)]
+fn process_comm(tgid: u32) -> [u8; COMM_LEN] {
+    match PROCS.get_ptr(tgid) {
+        // SAFETY: a valid map value pointer.
+        Some(p) => unsafe { (*p).comm },
+        None => bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+    }
+}
+
+/// `syscalls:sys_enter_epoll_wait`, `_pwait`, `_pwait2`: when the wait
+/// began. Classic syscall tracepoints only run for their own syscall.
+#[tracepoint]
+pub fn iolens_epoll_enter(_ctx: TracePointContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !passes_filters((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    // SAFETY: reading the clock has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    if WAIT_START.insert(pid_tgid as u32, now, 0).is_err() {
+        bump(counter::OTHER_DROPS);
+    }
+    0
+}
+
+/// Adds to the process's counters, creating them on first use.
+#[inline(always)]
+fn with_proc(tgid: u32, f: impl Fn(&mut ProcCounters)) {
+    if let Some(p) = PSTATS.get_ptr_mut(tgid) {
+        // SAFETY: a per-CPU value only this CPU writes.
+        f(unsafe { &mut *p });
+        return;
+    }
+    let mut v = ProcCounters::default();
+    f(&mut v);
+    match PSTATS.insert(tgid, v, BPF_NOEXIST) {
+        Ok(()) => {
+            bump(counter::PSTATS_INSERTS);
+            remember_process(tgid);
+        }
+        Err(_) => match PSTATS.get_ptr_mut(tgid) {
+            // SAFETY: as above; this CPU's slot was created zeroed.
+            Some(p) => f(unsafe { &mut *p }),
+            None => bump(counter::OTHER_DROPS),
+        },
+    }
+}
+
+/// `sched_switch` (raw: preempt, prev, next, prev_state). It runs in
+/// prev's context, right after the kernel incremented prev's nvcsw or
+/// nivcsw: nvcsw when not preempted and prev_state != TASK_RUNNING.
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn iolens_sched_switch(ctx: RawTracePointContext) -> i32 {
+    let preempt: u64 = ctx.arg(0);
+    let next: *const u8 = ctx.arg(2);
+    let prev_state: u64 = ctx.arg(3);
+    // SAFETY: reading the clock has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (prev_tgid, prev_tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+
+    // prev goes off CPU.
+    if prev_tid != 0 && passes_filters(prev_tgid) {
+        let voluntary = preempt & 1 == 0 && prev_state as u32 != 0;
+        let on = THREADS.get_ptr(prev_tid).map(|t| {
+            // SAFETY: a valid map value pointer.
+            unsafe { (*t).on_ns }
+        });
+        let ran = match on {
+            Some(on) if on != 0 && on <= now => now - on,
+            _ => 0,
+        };
+        with_proc(prev_tgid, |p| {
+            if voluntary {
+                p.vcsw += 1;
+            } else {
+                p.ivcsw += 1;
+            }
+            p.oncpu_ns += ran;
+        });
+        let state = ThreadState {
+            on_ns: 0,
+            sleep_ns: if voluntary { now } else { 0 },
+        };
+        if THREADS.insert(prev_tid, state, 0).is_err() {
+            bump(counter::OTHER_DROPS);
+        }
+    }
+
+    // next comes on CPU.
+    let off = offsets();
+    if off.valid == 0 {
+        return 0;
+    }
+    let Ok(next_tid) = read_at::<u32>(next, off.task_pid as usize) else {
+        return 0;
+    };
+    let Ok(next_tgid) = read_at::<u32>(next, off.task_tgid as usize) else {
+        return 0;
+    };
+    if next_tid == 0 || !passes_pid_filter(next_tgid) {
+        return 0;
+    }
+    if let Some(t) = THREADS.get_ptr_mut(next_tid) {
+        // SAFETY: a valid map value pointer; only this thread's switches
+        // write it, and they are serialised by the scheduler.
+        unsafe {
+            let slept = (*t).sleep_ns;
+            if slept != 0 && slept <= now {
+                with_proc(next_tgid, |p| p.sleep_ns += now - slept);
+            }
+            (*t).on_ns = now;
+            (*t).sleep_ns = 0;
+        }
+    } else {
+        let state = ThreadState {
+            on_ns: now,
+            sleep_ns: 0,
+        };
+        if THREADS.insert(next_tid, state, 0).is_err() {
+            bump(counter::OTHER_DROPS);
+        }
+    }
+    0
+}
+
+/// Adds `pages` to a page-cache counter of the current process.
+#[inline(always)]
+fn page_cache(f: impl Fn(&mut ProcCounters)) {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if tgid != 0 && passes_filters(tgid) {
+        with_proc(tgid, f);
+    }
+}
+
+/// Pages in [index, last_index] of a filemap tracepoint record.
+#[inline(always)]
+fn page_range(ctx: &TracePointContext) -> u64 {
+    // SAFETY: offsets from the tracepoint's format file (stable ABI of
+    // tracepoint records: index at 24, last_index at 32).
+    let (first, last) = unsafe {
+        (
+            ctx.read_at::<u64>(24).unwrap_or(0),
+            ctx.read_at::<u64>(32).unwrap_or(0),
+        )
+    };
+    if last >= first { last - first + 1 } else { 0 }
+}
+
+/// `filemap:mm_filemap_get_pages`: a read looked up [index, last_index].
+#[tracepoint]
+pub fn iolens_fm_get_pages(ctx: TracePointContext) -> u32 {
+    let n = page_range(&ctx);
+    page_cache(|p| p.cache_lookup_pages += n);
+    0
+}
+
+/// `filemap:mm_filemap_map_pages`: fault-around mapped [index, last_index].
+#[tracepoint]
+pub fn iolens_fm_map_pages(ctx: TracePointContext) -> u32 {
+    let n = page_range(&ctx);
+    page_cache(|p| p.cache_mapped_pages += n);
+    0
+}
+
+/// `filemap:mm_filemap_fault`: a fault on a file mapping.
+#[tracepoint]
+pub fn iolens_fm_fault(_ctx: TracePointContext) -> u32 {
+    page_cache(|p| p.cache_faults += 1);
+    0
+}
+
+/// `filemap:mm_filemap_add_to_page_cache`: a folio of 2^order pages was
+/// added: a miss (or readahead of one).
+#[tracepoint]
+pub fn iolens_fm_add(ctx: TracePointContext) -> u32 {
+    // SAFETY: `order` is at offset 36 in this tracepoint's format.
+    let order = unsafe { ctx.read_at::<u8>(36) }.unwrap_or(0).min(20);
+    page_cache(|p| p.cache_added_pages += 1u64 << order);
+    0
+}
+
+/// `writeback:writeback_dirty_folio`: a folio became dirty. (The record
+/// has no size; folios dirtied through write(2) on this kernel are pages.)
+#[tracepoint]
+pub fn iolens_wb_dirty(_ctx: TracePointContext) -> u32 {
+    page_cache(|p| p.cache_dirtied_pages += 1);
+    0
+}
+
+/// `io_uring:io_uring_create`: remember who owns the ring, so work done for
+/// it by io-wq or SQPOLL threads, or completed from another context, is
+/// attributed to the owner.
+#[tracepoint]
+pub fn iolens_uring_create(ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: ctx at offset 16 in this tracepoint's format.
+    let ring = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0);
+    let _ = RINGS.insert(ring, tgid, 0);
+    if passes_filters(tgid) {
+        with_proc(tgid, |p| p.rings_created += 1);
+    }
+    0
+}
+
+#[inline(always)]
+fn ring_owner(ring: u64) -> u32 {
+    match RINGS.get_ptr(ring) {
+        // SAFETY: a valid map value pointer.
+        Some(t) => unsafe { *t },
+        // A ring created before iolens started: io-wq and SQPOLL threads
+        // share their owner's tgid, so the current task is right unless the
+        // completion ran in another context.
+        None => (bpf_get_current_pid_tgid() >> 32) as u32,
+    }
+}
+
+#[inline(always)]
+fn uring_account(tgid: u32, opcode: u8, delta: &UringValue) {
+    if tgid == 0 || !passes_pid_filter(tgid) {
+        return;
+    }
+    let key = UringKey {
+        tgid,
+        opcode,
+        _pad: [0; 3],
+    };
+    let add = |v: *mut UringValue| {
+        // SAFETY: a per-CPU value only this CPU writes.
+        unsafe {
+            (*v).submitted += delta.submitted;
+            (*v).completed += delta.completed;
+            (*v).failed += delta.failed;
+            (*v).bytes += delta.bytes;
+        }
+    };
+    if let Some(v) = URING.get_ptr_mut(key) {
+        add(v);
+        return;
+    }
+    match URING.insert(key, *delta, BPF_NOEXIST) {
+        Ok(()) => {
+            bump(counter::URING_INSERTS);
+            remember_process(tgid);
+        }
+        Err(_) => match URING.get_ptr_mut(key) {
+            Some(v) => add(v),
+            None => bump(counter::OTHER_DROPS),
+        },
+    }
+}
+
+/// `io_uring:io_uring_submit_req`: one SQE handed to the kernel.
+#[tracepoint]
+pub fn iolens_uring_submit(ctx: TracePointContext) -> u32 {
+    // SAFETY: ctx at 8 and opcode at 32 in this tracepoint's format.
+    let (ring, opcode) = unsafe {
+        (
+            ctx.read_at::<u64>(8).unwrap_or(0),
+            ctx.read_at::<u8>(32).unwrap_or(URING_OP_UNKNOWN),
+        )
+    };
+    let delta = UringValue {
+        submitted: 1,
+        ..UringValue::default()
+    };
+    uring_account(ring_owner(ring), opcode, &delta);
+    0
+}
+
+/// `io_uring:io_uring_complete`: one CQE posted.
+#[tracepoint]
+pub fn iolens_uring_complete(ctx: TracePointContext) -> u32 {
+    // SAFETY: ctx at 8, req at 16, res at 32 in this tracepoint's format.
+    let (ring, req, res) = unsafe {
+        (
+            ctx.read_at::<u64>(8).unwrap_or(0),
+            ctx.read_at::<u64>(16).unwrap_or(0),
+            ctx.read_at::<i32>(32).unwrap_or(0),
+        )
+    };
+    let off = offsets();
+    // The record has no opcode; the request it points at does.
+    let opcode = if off.uring_valid != 0 {
+        read_at::<u8>(req as *const u8, off.kiocb_opcode as usize).unwrap_or(URING_OP_UNKNOWN)
+    } else {
+        URING_OP_UNKNOWN
+    };
+    let delta = UringValue {
+        submitted: 0,
+        completed: 1,
+        failed: u64::from(res < 0),
+        bytes: if res > 0 && uring_op_moves_bytes(opcode) {
+            res as u64
+        } else {
+            0
+        },
+    };
+    uring_account(ring_owner(ring), opcode, &delta);
+    0
+}
+
+#[inline(always)]
+fn account(tgid: u32, key: &StatKey, delta: &StatValue) {
+    let add = |v: *mut StatValue| {
         // SAFETY: a per-CPU value; this program cannot be re-entered on this
         // CPU (the kernel skips recursive runs), so nothing else writes it.
         unsafe {
-            (*v).calls += 1;
-            (*v).errors += errors;
-            (*v).bytes += bytes;
+            (*v).calls += delta.calls;
+            (*v).errors += delta.errors;
+            (*v).bytes += delta.bytes;
+            (*v).zero += delta.zero;
+            (*v).scanned += delta.scanned;
         }
+    };
+    if let Some(v) = STATS.get_ptr_mut(key) {
+        add(v);
         return;
     }
-    let value = StatValue {
-        calls: 1,
-        errors,
-        bytes,
-    };
-    match STATS.insert(key, value, BPF_NOEXIST) {
+    match STATS.insert(key, delta, BPF_NOEXIST) {
         Ok(()) => {
             bump(counter::STATS_INSERTS);
             remember_process(tgid);
@@ -142,12 +547,7 @@ fn account(tgid: u32, key: &StatKey, errors: u64, bytes: u64) {
         // Another CPU inserted the key between our lookup and insert; this
         // CPU's slot was created zeroed with it, so add to that.
         Err(_) => match STATS.get_ptr_mut(key) {
-            // SAFETY: as above.
-            Some(v) => unsafe {
-                (*v).calls += 1;
-                (*v).errors += errors;
-                (*v).bytes += bytes;
-            },
+            Some(v) => add(v),
             None => bump(counter::STATS_DROPS),
         },
     }
@@ -203,6 +603,9 @@ pub fn iolens_exec(_ctx: TracePointContext) -> u32 {
 pub fn iolens_exit(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, pid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    // Every exiting thread: its scheduler state is done with.
+    let _ = THREADS.remove(pid);
+    let _ = WAIT_START.remove(pid);
     if tgid != pid {
         return 0;
     }
@@ -211,6 +614,16 @@ pub fn iolens_exit(_ctx: TracePointContext) -> u32 {
         unsafe { (*p).exit_ns = bpf_ktime_get_ns() };
     }
     0
+}
+
+/// The pid filter alone: for work attributed to a process other than the
+/// current task's (a switched-in task, a ring owner), whose comm is not at
+/// hand.
+#[inline(always)]
+fn passes_pid_filter(tgid: u32) -> bool {
+    // SAFETY: a plain read of a global the loader wrote before attaching.
+    let by_pid = unsafe { core::ptr::read_volatile(&FILTER_PIDS) };
+    by_pid == 0 || PID_FILTER.get_ptr(tgid).is_some()
 }
 
 #[inline(always)]

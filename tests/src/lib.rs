@@ -277,6 +277,87 @@ pub struct TestChild {
     stdout: BufReader<ChildStdout>,
 }
 
+/// What the child printed for one step.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub counts: Vec<Count>,
+    /// Other lines (`nfds select 7`, ...).
+    pub notes: Vec<String>,
+    /// `done` or `phase <name>`.
+    pub end: String,
+}
+
+/// Sum of a `/proc/PID/task/*/status` field over the live threads.
+pub fn status_sum(pid: u32, field: &str) -> u64 {
+    let mut total = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).expect("list tasks") {
+        let t = t.expect("task");
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        total += status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim_start_matches(':').trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    total
+}
+
+/// Sum over live threads of /proc/PID/task/TID/schedstat's first field:
+/// the scheduler's own on-CPU time, in ns.
+pub fn schedstat_ns(pid: u32) -> u64 {
+    let mut total = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).expect("list tasks") {
+        let t = t.expect("task");
+        let s = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+        total += s
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    total
+}
+
+/// utime + stime of the process from /proc/PID/stat, in seconds.
+pub fn stat_cpu_seconds(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the parenthesised comm; utime and stime are fields 14
+    // and 15, i.e. 12 and 13 after it.
+    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let ticks: u64 = f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0);
+    ticks as f64 / hz
+}
+
+/// Pages of `path` resident in the page cache (mincore).
+pub fn resident_pages(path: &str) -> usize {
+    use std::os::fd::AsRawFd as _;
+    let f = std::fs::File::open(path).expect("open");
+    let len = f.metadata().expect("stat").len() as usize;
+    if len == 0 {
+        return 0;
+    }
+    // SAFETY: a read-only shared mapping of an open file, unmapped below.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED, "mmap");
+        let pages = len.div_ceil(4096);
+        let mut vec = vec![0u8; pages];
+        assert_eq!(libc::mincore(p, len, vec.as_mut_ptr()), 0, "mincore");
+        libc::munmap(p, len);
+        vec.iter().filter(|&&b| b & 1 == 1).count()
+    }
+}
+
 /// One `count` line of the child's report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Count {
@@ -320,26 +401,39 @@ impl TestChild {
 
     /// Tells the child to run its scenario; returns its report once done.
     pub fn go(&mut self) -> Vec<Count> {
+        let r = self.step();
+        assert_eq!(r.end, "done", "child stopped at a phase: use step()");
+        r.counts
+    }
+
+    /// Sends one line to the child and reads its report up to `done` or
+    /// `phase <name>`.
+    pub fn step(&mut self) -> Report {
         let stdin = self.stdin.as_mut().expect("stdin open");
         stdin.write_all(b"go\n").expect("write child stdin");
         stdin.flush().expect("flush");
-        let mut counts = Vec::new();
+        let mut report = Report::default();
         loop {
             let l = self.line();
-            if l == "done" {
+            if l == "done" || l.starts_with("phase ") || l.is_empty() {
+                report.end = l;
                 break;
             }
             let f: Vec<&str> = l.split_whitespace().collect();
-            assert!(f.len() == 6 && f[0] == "count", "bad child line `{l}`");
-            counts.push(Count {
-                syscall: f[1].into(),
-                path: f[2].into(),
-                calls: f[3].parse().expect("calls"),
-                bytes: f[4].parse().expect("bytes"),
-                errors: f[5].parse().expect("errors"),
-            });
+            if f.first() == Some(&"count") {
+                assert!(f.len() == 6, "bad child line `{l}`");
+                report.counts.push(Count {
+                    syscall: f[1].into(),
+                    path: f[2].into(),
+                    calls: f[3].parse().expect("calls"),
+                    bytes: f[4].parse().expect("bytes"),
+                    errors: f[5].parse().expect("errors"),
+                });
+            } else {
+                report.notes.push(l);
+            }
         }
-        counts
+        report
     }
 
     /// Closes stdin (the child exits) and waits.

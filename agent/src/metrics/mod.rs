@@ -14,33 +14,129 @@ use std::{
     time::Duration,
 };
 
-use iolens_common::{Endpoint, ProcInfo, StatKey, StatValue, Syscall, counter};
-use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use iolens_common::{
+    COMM_LEN, Endpoint, ProcCounters, ProcInfo, StatKey, StatValue, Syscall, UringKey, UringValue,
+    WAIT_BUCKETS, WAIT_SLOT_COUNT, WAIT_SLOT_SUM_NS, WAIT_SLOTS, counter,
+};
+use prometheus::proto::{
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+};
 
 use crate::probes::{ProbeStatus, ProgramStats, Snapshot};
 
-/// Totals for one kernel key.
-#[derive(Debug, Clone, Copy, Default)]
-struct Series {
-    /// Counts carried over from before the key was last evicted.
-    base: StatValue,
-    /// The kernel's current value for the key (0 while it is absent).
-    last: StatValue,
+/// A kernel value whose fields only grow while its key lives.
+pub trait Accum: Copy + Default {
+    fn add(&self, other: &Self) -> Self;
+    /// Sum of the fields: smaller than before means the key was re-created.
+    fn marker(&self) -> u64;
 }
 
-impl Series {
-    fn total(&self) -> StatValue {
+impl Accum for StatValue {
+    fn add(&self, o: &Self) -> Self {
         StatValue {
-            calls: self.base.calls + self.last.calls,
-            errors: self.base.errors + self.last.errors,
-            bytes: self.base.bytes + self.last.bytes,
+            calls: self.calls + o.calls,
+            errors: self.errors + o.errors,
+            bytes: self.bytes + o.bytes,
+            zero: self.zero + o.zero,
+            scanned: self.scanned + o.scanned,
         }
+    }
+    fn marker(&self) -> u64 {
+        self.calls
+    }
+}
+
+impl Accum for ProcCounters {
+    fn add(&self, o: &Self) -> Self {
+        ProcCounters {
+            syscalls: self.syscalls + o.syscalls,
+            vcsw: self.vcsw + o.vcsw,
+            ivcsw: self.ivcsw + o.ivcsw,
+            oncpu_ns: self.oncpu_ns + o.oncpu_ns,
+            sleep_ns: self.sleep_ns + o.sleep_ns,
+            cache_lookup_pages: self.cache_lookup_pages + o.cache_lookup_pages,
+            cache_added_pages: self.cache_added_pages + o.cache_added_pages,
+            cache_faults: self.cache_faults + o.cache_faults,
+            cache_mapped_pages: self.cache_mapped_pages + o.cache_mapped_pages,
+            cache_dirtied_pages: self.cache_dirtied_pages + o.cache_dirtied_pages,
+            rings_created: self.rings_created + o.rings_created,
+        }
+    }
+    fn marker(&self) -> u64 {
+        self.syscalls
+            + self.vcsw
+            + self.ivcsw
+            + self.cache_lookup_pages
+            + self.cache_added_pages
+            + self.cache_faults
+            + self.cache_mapped_pages
+            + self.cache_dirtied_pages
+            + self.rings_created
+    }
+}
+
+impl Accum for UringValue {
+    fn add(&self, o: &Self) -> Self {
+        UringValue {
+            submitted: self.submitted + o.submitted,
+            completed: self.completed + o.completed,
+            failed: self.failed + o.failed,
+            bytes: self.bytes + o.bytes,
+        }
+    }
+    fn marker(&self) -> u64 {
+        self.submitted + self.completed
+    }
+}
+
+/// Totals for one kernel key.
+#[derive(Debug, Clone, Copy, Default)]
+struct Series<V> {
+    /// Counts carried over from before the key was last evicted.
+    base: V,
+    /// The kernel's current value for the key (zero while it is absent).
+    last: V,
+}
+
+impl<V: Accum> Series<V> {
+    fn total(&self) -> V {
+        self.base.add(&self.last)
     }
 
     /// Carries the current value into the base: the key left the map.
     fn retire(&mut self) {
         self.base = self.total();
-        self.last = StatValue::default();
+        self.last = V::default();
+    }
+}
+
+/// Folds one map read into `series`: keys absent from the read were evicted
+/// (or forgotten) and keep what they had counted; a value smaller than the
+/// last one was evicted and re-created between two reads.
+fn fold<K: Ord + Copy + std::hash::Hash, V: Accum>(
+    series: &mut BTreeMap<K, Series<V>>,
+    read: &[(K, V)],
+) {
+    let mut seen: HashMap<K, V> = read.iter().copied().collect();
+    for (key, s) in series.iter_mut() {
+        match seen.remove(key) {
+            Some(v) => {
+                if v.marker() < s.last.marker() {
+                    s.retire();
+                }
+                s.last = v;
+            }
+            None => s.retire(),
+        }
+    }
+    for (key, v) in seen {
+        series.insert(
+            key,
+            Series {
+                base: V::default(),
+                last: v,
+            },
+        );
     }
 }
 
@@ -54,7 +150,10 @@ struct Process {
 /// Accumulates map snapshots into monotonic per-process totals.
 #[derive(Debug)]
 pub struct Tracker {
-    series: BTreeMap<StatKey, Series>,
+    series: BTreeMap<StatKey, Series<StatValue>>,
+    pseries: BTreeMap<u32, Series<ProcCounters>>,
+    useries: BTreeMap<UringKey, Series<UringValue>>,
+    wait_hist: Vec<([u8; COMM_LEN], [u64; WAIT_SLOTS])>,
     procs: HashMap<u32, Process>,
     exit_ttl: Duration,
     /// STATS keys this process removed itself (not evictions).
@@ -70,6 +169,7 @@ pub struct Tracker {
 pub struct Expired {
     pub tgid: u32,
     pub keys: Vec<StatKey>,
+    pub uring_keys: Vec<UringKey>,
 }
 
 /// Reads CLOCK_MONOTONIC, the clock `bpf_ktime_get_ns` uses.
@@ -96,6 +196,9 @@ impl Tracker {
     pub fn new(exit_ttl: Duration) -> Tracker {
         Tracker {
             series: BTreeMap::new(),
+            pseries: BTreeMap::new(),
+            useries: BTreeMap::new(),
+            wait_hist: Vec::new(),
             procs: HashMap::new(),
             exit_ttl,
             forgotten_keys: 0,
@@ -110,38 +213,23 @@ impl Tracker {
     /// the processes whose grace period ended, for the caller to delete from
     /// the kernel maps (and then to report with [`Tracker::forgot`]).
     pub fn update(&mut self, snap: &Snapshot, now_ns: u64) -> Vec<Expired> {
-        // Keys absent from this read were evicted (or forgotten) since the
-        // last one: keep what they had counted.
-        let mut seen: HashMap<StatKey, StatValue> = snap.stats.iter().copied().collect();
-        for (key, series) in self.series.iter_mut() {
-            match seen.remove(key) {
-                Some(v) => {
-                    // Smaller than before: evicted and re-created between
-                    // two reads; the old total is the base.
-                    if v.calls < series.last.calls {
-                        series.retire();
-                    }
-                    series.last = v;
-                }
-                None => series.retire(),
-            }
-        }
-        for (key, v) in seen {
-            self.series.insert(
-                key,
-                Series {
-                    base: StatValue::default(),
-                    last: v,
-                },
-            );
-        }
+        fold(&mut self.series, &snap.stats);
+        fold(&mut self.pseries, &snap.pstats);
+        fold(&mut self.useries, &snap.uring);
+        self.wait_hist.clone_from(&snap.wait_hist);
 
         for (tgid, info) in &snap.procs {
             self.observe_proc(*tgid, info, now_ns);
         }
         // Series whose process the kernel table lost (LRU) still need a name
         // and an exit time.
-        let tgids: Vec<u32> = self.series.keys().map(|k| k.tgid).collect();
+        let tgids: Vec<u32> = self
+            .series
+            .keys()
+            .map(|k| k.tgid)
+            .chain(self.pseries.keys().copied())
+            .chain(self.useries.keys().map(|k| k.tgid))
+            .collect();
         for tgid in tgids {
             self.procs.entry(tgid).or_insert_with(|| {
                 let comm = std::fs::read_to_string(format!("/proc/{tgid}/comm"))
@@ -189,7 +277,17 @@ impl Tracker {
                     .take_while(|(k, _)| k.tgid == *tgid)
                     .map(|(k, _)| *k)
                     .collect();
-                expired.push(Expired { tgid: *tgid, keys });
+                let uring_keys = self
+                    .useries
+                    .keys()
+                    .filter(|k| k.tgid == *tgid)
+                    .copied()
+                    .collect();
+                expired.push(Expired {
+                    tgid: *tgid,
+                    keys,
+                    uring_keys,
+                });
             }
         }
         expired
@@ -221,11 +319,29 @@ impl Tracker {
                 self.forgotten_keys += 1;
             }
         }
+        for key in &expired.uring_keys {
+            self.useries.remove(key);
+        }
+        self.pseries.remove(&expired.tgid);
         self.procs.remove(&expired.tgid);
     }
 
     pub fn processes(&self) -> usize {
         self.procs.len()
+    }
+
+    /// Per-process counters (for `compare`).
+    pub fn proc_totals(&self, tgid: u32) -> Option<ProcCounters> {
+        self.pseries.get(&tgid).map(Series::total)
+    }
+
+    /// io_uring totals of one process, by opcode (for `compare`).
+    pub fn uring_totals(&self, tgid: u32) -> BTreeMap<u8, UringValue> {
+        self.useries
+            .iter()
+            .filter(|(k, _)| k.tgid == tgid)
+            .map(|(k, s)| (k.opcode, s.total()))
+            .collect()
     }
 
     /// Totals for one process, by syscall (for tests and `compare`).
@@ -301,6 +417,27 @@ impl Tracker {
             MetricType::COUNTER,
         );
 
+        let mut wait_events = family(
+            "iolens_wait_events_total",
+            "Ready events (epoll) or ready fds (poll, select) returned by readiness waits.",
+            MetricType::COUNTER,
+        );
+        let mut wait_timeouts = family(
+            "iolens_wait_timeouts_total",
+            "Readiness waits that returned 0: the timeout expired with nothing ready.",
+            MetricType::COUNTER,
+        );
+        let mut wait_scanned = family(
+            "iolens_wait_fds_scanned_total",
+            "File descriptors passed to poll/ppoll (nfds) or select/pselect6 (nfds, the highest fd + 1): the linear scan epoll avoids.",
+            MetricType::COUNTER,
+        );
+        let mut enter_sqes = family(
+            "iolens_io_uring_enter_submitted_total",
+            "SQEs consumed by io_uring_enter calls (their return values); with iolens_syscalls_total{syscall=\"io_uring_enter\"} this gives operations per syscall. SQPOLL rings submit without io_uring_enter.",
+            MetricType::COUNTER,
+        );
+
         // Errors carry no path (the call failed before moving anything), so
         // they are summed per syscall.
         let mut per_syscall: BTreeMap<(u32, u8), u64> = BTreeMap::new();
@@ -310,46 +447,76 @@ impl Tracker {
             let Some(sc) = Syscall::from_u8(key.syscall) else {
                 continue;
             };
-            let comm = self.procs.get(&key.tgid).map_or("unknown", |p| &p.comm);
+            let comm = self.comm(key.tgid);
+            let pid = key.tgid.to_string();
             let src = Endpoint::from_u8(key.src);
             let dst = Endpoint::from_u8(key.dst);
             let failed = src == Endpoint::Unknown && dst == Endpoint::Unknown;
+            let transfer = !sc.is_wait() && sc != Syscall::IoUringEnter;
             let path = if failed {
                 "error".to_owned()
-            } else {
+            } else if transfer {
                 path_label(src, dst)
+            } else {
+                "none".to_owned()
             };
-            let labels = || {
-                vec![
-                    label("pid", &key.tgid.to_string()),
+            let labels = |with_path: bool| {
+                let mut l = vec![
+                    label("pid", &pid),
                     label("comm", comm),
                     label("syscall", sc.name()),
-                    label("path", &path),
-                ]
+                ];
+                if with_path {
+                    l.push(label("path", &path));
+                }
+                l
             };
             calls
                 .mut_metric()
-                .push(counter_metric(labels(), t.calls as f64));
-            if !failed {
+                .push(counter_metric(labels(true), t.calls as f64));
+            if failed {
+                continue;
+            }
+            if transfer {
                 bytes
                     .mut_metric()
-                    .push(counter_metric(labels(), t.bytes as f64));
+                    .push(counter_metric(labels(true), t.bytes as f64));
+            } else if sc.is_wait() {
+                wait_events
+                    .mut_metric()
+                    .push(counter_metric(labels(false), t.bytes as f64));
+                wait_timeouts
+                    .mut_metric()
+                    .push(counter_metric(labels(false), t.zero as f64));
+                if !sc.is_epoll() {
+                    wait_scanned
+                        .mut_metric()
+                        .push(counter_metric(labels(false), t.scanned as f64));
+                }
+            } else {
+                enter_sqes.mut_metric().push(counter_metric(
+                    vec![label("pid", &pid), label("comm", comm)],
+                    t.bytes as f64,
+                ));
             }
         }
         for ((tgid, sc), e) in per_syscall {
             let Some(sc) = Syscall::from_u8(sc) else {
                 continue;
             };
-            let comm = self.procs.get(&tgid).map_or("unknown", |p| &p.comm);
             errors.mut_metric().push(counter_metric(
                 vec![
                     label("pid", &tgid.to_string()),
-                    label("comm", comm),
+                    label("comm", self.comm(tgid)),
                     label("syscall", sc.name()),
                 ],
                 e as f64,
             ));
         }
+
+        let mut per_proc = self.proc_families();
+        per_proc.extend(self.uring_families());
+        per_proc.push(self.wait_histogram());
 
         let mut attached = family(
             "iolens_probe_attached",
@@ -442,10 +609,17 @@ impl Tracker {
             .mut_metric()
             .push(gauge_metric(vec![], self.procs.len() as f64));
 
-        [
+        let mut all = vec![
             calls,
             errors,
             bytes,
+            wait_events,
+            wait_timeouts,
+            wait_scanned,
+            enter_sqes,
+        ];
+        all.extend(per_proc);
+        all.extend([
             attached,
             run_time,
             run_count,
@@ -455,10 +629,255 @@ impl Tracker {
             drops,
             fd_failures,
             processes,
-        ]
-        .into_iter()
-        .filter(|f| !f.get_metric().is_empty())
-        .collect()
+        ]);
+        all.into_iter()
+            .filter(|f| !f.get_metric().is_empty())
+            .collect()
+    }
+
+    fn comm(&self, tgid: u32) -> &str {
+        self.procs.get(&tgid).map_or("unknown", |p| &p.comm)
+    }
+
+    /// Families from the per-process counters.
+    fn proc_families(&self) -> Vec<MetricFamily> {
+        type Get = fn(&ProcCounters) -> f64;
+        let specs: [(&str, &str, Get); 10] = [
+            (
+                "iolens_process_syscalls_total",
+                "Every syscall the process completed, accounted or not.",
+                |p| p.syscalls as f64,
+            ),
+            (
+                "iolens_mode_switches_total",
+                "User/kernel mode switches: 2 per syscall (entry and return). The seed notes call these context switches; they are not scheduler switches (see iolens_context_switches_total).",
+                |p| 2.0 * p.syscalls as f64,
+            ),
+            (
+                "iolens_cpu_seconds_total",
+                "Time on CPU, from the scheduler's switch-in to switch-out of each thread.",
+                |p| p.oncpu_ns as f64 / 1e9,
+            ),
+            (
+                "iolens_sleep_seconds_total",
+                "Time off CPU after voluntary switches (blocked or sleeping), until switched in again.",
+                |p| p.sleep_ns as f64 / 1e9,
+            ),
+            (
+                "iolens_page_cache_lookup_pages_total",
+                "Page-cache pages looked up by reads (filemap:mm_filemap_get_pages ranges). Hit ratio = max(0, lookups - added) / lookups, as bcc cachestat clamps; readahead can add more pages than a read looked up.",
+                |p| p.cache_lookup_pages as f64,
+            ),
+            (
+                "iolens_page_cache_added_pages_total",
+                "Pages added to the page cache on this process's behalf (misses, readahead included; filemap:mm_filemap_add_to_page_cache, 2^order pages each).",
+                |p| p.cache_added_pages as f64,
+            ),
+            (
+                "iolens_page_cache_faults_total",
+                "Page faults on file mappings (filemap:mm_filemap_fault).",
+                |p| p.cache_faults as f64,
+            ),
+            (
+                "iolens_page_cache_mapped_pages_total",
+                "Pages mapped by fault-around on file mappings (filemap:mm_filemap_map_pages ranges).",
+                |p| p.cache_mapped_pages as f64,
+            ),
+            (
+                "iolens_page_cache_dirtied_pages_total",
+                "Page-cache folios this process dirtied (writeback:writeback_dirty_folio).",
+                |p| p.cache_dirtied_pages as f64,
+            ),
+            (
+                "iolens_io_uring_rings_created_total",
+                "io_uring instances the process created.",
+                |p| p.rings_created as f64,
+            ),
+        ];
+        let mut fams: Vec<MetricFamily> = specs
+            .iter()
+            .map(|(n, h, _)| family(n, h, MetricType::COUNTER))
+            .collect();
+        let mut cs = family(
+            "iolens_context_switches_total",
+            "Scheduler context switches away from the process's threads: voluntary (blocked, nvcsw) or involuntary (preempted or yielded while runnable, nivcsw).",
+            MetricType::COUNTER,
+        );
+        for (tgid, series) in &self.pseries {
+            let t = series.total();
+            let pid = tgid.to_string();
+            let comm = self.comm(*tgid);
+            for (f, (name, _, get)) in fams.iter_mut().zip(specs.iter()) {
+                // Most processes never create a ring: no series for them.
+                if *name == "iolens_io_uring_rings_created_total" && t.rings_created == 0 {
+                    continue;
+                }
+                f.mut_metric().push(counter_metric(
+                    vec![label("pid", &pid), label("comm", comm)],
+                    get(&t),
+                ));
+            }
+            for (kind, v) in [("voluntary", t.vcsw), ("involuntary", t.ivcsw)] {
+                cs.mut_metric().push(counter_metric(
+                    vec![label("pid", &pid), label("comm", comm), label("kind", kind)],
+                    v as f64,
+                ));
+            }
+        }
+        fams.push(cs);
+        fams
+    }
+
+    fn uring_families(&self) -> Vec<MetricFamily> {
+        let mut sqes = family(
+            "iolens_io_uring_sqes_total",
+            "io_uring submission queue entries the kernel took, by opcode; work of io-wq and SQPOLL threads counts for the ring's owner.",
+            MetricType::COUNTER,
+        );
+        let mut cqes = family(
+            "iolens_io_uring_cqes_total",
+            "io_uring completions posted, by opcode (multishot requests post several per SQE).",
+            MetricType::COUNTER,
+        );
+        let mut failed = family(
+            "iolens_io_uring_failures_total",
+            "io_uring completions with a negative result, by opcode.",
+            MetricType::COUNTER,
+        );
+        let mut bytes = family(
+            "iolens_io_uring_bytes_total",
+            "Bytes moved by io_uring read, write, send, recv, splice and tee opcodes (positive results).",
+            MetricType::COUNTER,
+        );
+        for (key, series) in &self.useries {
+            let t = series.total();
+            let labels = || {
+                vec![
+                    label("pid", &key.tgid.to_string()),
+                    label("comm", self.comm(key.tgid)),
+                    label("opcode", &uring_op_name(key.opcode)),
+                ]
+            };
+            sqes.mut_metric()
+                .push(counter_metric(labels(), t.submitted as f64));
+            cqes.mut_metric()
+                .push(counter_metric(labels(), t.completed as f64));
+            failed
+                .mut_metric()
+                .push(counter_metric(labels(), t.failed as f64));
+            if iolens_common::uring_op_moves_bytes(key.opcode) {
+                bytes
+                    .mut_metric()
+                    .push(counter_metric(labels(), t.bytes as f64));
+            }
+        }
+        vec![sqes, cqes, failed, bytes]
+    }
+
+    /// The epoll blocked-time histogram, by process name.
+    fn wait_histogram(&self) -> MetricFamily {
+        let mut f = family(
+            "iolens_epoll_wait_seconds",
+            "Time threads spent in epoll_wait/epoll_pwait/epoll_pwait2, by process name (log2 buckets).",
+            MetricType::HISTOGRAM,
+        );
+        for (comm, slots) in &self.wait_hist {
+            let mut h = Histogram::default();
+            let mut buckets = Vec::new();
+            let mut cum = 0u64;
+            // Bucket i holds [2^i, 2^(i+1)) ns; publish upper bounds from
+            // 1 us (2^10 ns) so the series stay few.
+            for (i, n) in slots[..WAIT_BUCKETS - 1].iter().enumerate() {
+                cum += n;
+                if i >= 9 {
+                    let mut b = Bucket::default();
+                    b.set_upper_bound((1u64 << (i + 1)) as f64 / 1e9);
+                    b.set_cumulative_count(cum);
+                    buckets.push(b);
+                }
+            }
+            h.set_bucket(buckets);
+            h.set_sample_count(slots[WAIT_SLOT_COUNT]);
+            h.set_sample_sum(slots[WAIT_SLOT_SUM_NS] as f64 / 1e9);
+            let mut m = Metric::from_label(vec![label("comm", &comm_string(comm))]);
+            m.set_histogram(h);
+            f.mut_metric().push(m);
+        }
+        f
+    }
+}
+
+/// io_uring opcode names (include/uapi/linux/io_uring.h), lower case.
+pub fn uring_op_name(op: u8) -> String {
+    const NAMES: [&str; 63] = [
+        "nop",
+        "readv",
+        "writev",
+        "fsync",
+        "read_fixed",
+        "write_fixed",
+        "poll_add",
+        "poll_remove",
+        "sync_file_range",
+        "sendmsg",
+        "recvmsg",
+        "timeout",
+        "timeout_remove",
+        "accept",
+        "async_cancel",
+        "link_timeout",
+        "connect",
+        "fallocate",
+        "openat",
+        "close",
+        "files_update",
+        "statx",
+        "read",
+        "write",
+        "fadvise",
+        "madvise",
+        "send",
+        "recv",
+        "openat2",
+        "epoll_ctl",
+        "splice",
+        "provide_buffers",
+        "remove_buffers",
+        "tee",
+        "shutdown",
+        "renameat",
+        "unlinkat",
+        "mkdirat",
+        "symlinkat",
+        "linkat",
+        "msg_ring",
+        "fsetxattr",
+        "setxattr",
+        "fgetxattr",
+        "getxattr",
+        "socket",
+        "uring_cmd",
+        "send_zc",
+        "sendmsg_zc",
+        "read_multishot",
+        "waitid",
+        "futex_wait",
+        "futex_wake",
+        "futex_waitv",
+        "fixed_fd_install",
+        "ftruncate",
+        "bind",
+        "listen",
+        "recv_zc",
+        "epoll_wait",
+        "readv_fixed",
+        "writev_fixed",
+        "pipe",
+    ];
+    match NAMES.get(op as usize) {
+        Some(n) => (*n).to_owned(),
+        None if op == iolens_common::URING_OP_UNKNOWN => "unknown".to_owned(),
+        None => format!("op_{op}"),
     }
 }
 
@@ -487,8 +906,8 @@ mod tests {
     fn val(calls: u64, bytes: u64) -> StatValue {
         StatValue {
             calls,
-            errors: 0,
             bytes,
+            ..StatValue::default()
         }
     }
 

@@ -237,6 +237,12 @@ impl Btf {
             inode_mode: self.member_offset("inode", "i_mode")?,
             task_group_leader: self.member_offset("task_struct", "group_leader")?,
             task_comm: self.member_offset("task_struct", "comm")?,
+            task_pid: self.member_offset("task_struct", "pid")?,
+            task_tgid: self.member_offset("task_struct", "tgid")?,
+            // io_uring may be compiled out; then completions are counted
+            // without their opcode.
+            kiocb_opcode: self.member_offset("io_kiocb", "opcode").unwrap_or(0),
+            uring_valid: u32::from(self.member_offset("io_kiocb", "opcode").is_ok()),
         })
     }
 }
@@ -364,6 +370,9 @@ mod tests {
             ("task_struct", "files"),
             ("task_struct", "group_leader"),
             ("task_struct", "comm"),
+            ("task_struct", "pid"),
+            ("task_struct", "tgid"),
+            ("io_kiocb", "opcode"),
             ("files_struct", "fdt"),
             ("fdtable", "max_fds"),
             ("fdtable", "fd"),

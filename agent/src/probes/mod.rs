@@ -15,8 +15,9 @@ use aya::{
     programs::{RawTracePoint, TracePoint},
 };
 use iolens_common::{
-    COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES, KernelOffsets, ProcInfo, StatKey,
-    StatValue, counter, globals, maps,
+    COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES, DEFAULT_THREAD_ENTRIES, KernelOffsets,
+    ProcCounters, ProcInfo, StatKey, StatValue, UringKey, UringValue, WAIT_SLOTS, counter, globals,
+    maps,
 };
 use tracing::{info, warn};
 
@@ -42,7 +43,18 @@ pub struct ProbeSpec {
     pub tracepoint: &'static str,
 }
 
-/// Every program iolens loads.
+macro_rules! classic {
+    ($program:literal, $cat:literal, $name:literal) => {
+        ProbeSpec {
+            program: $program,
+            attach: Attach::Classic($cat, $name),
+            tracepoint: concat!($cat, ":", $name),
+        }
+    };
+}
+
+/// Every attachment iolens makes. A program may appear more than once
+/// (`iolens_epoll_enter` serves three syscalls).
 pub const PROBES: &[ProbeSpec] = &[
     ProbeSpec {
         program: "iolens_sys_exit",
@@ -50,16 +62,31 @@ pub const PROBES: &[ProbeSpec] = &[
         tracepoint: "raw_syscalls:sys_exit",
     },
     ProbeSpec {
-        program: "iolens_exec",
-        attach: Attach::Classic("sched", "sched_process_exec"),
-        tracepoint: "sched:sched_process_exec",
+        program: "iolens_sched_switch",
+        attach: Attach::Raw("sched_switch"),
+        tracepoint: "sched:sched_switch",
     },
-    ProbeSpec {
-        program: "iolens_exit",
-        attach: Attach::Classic("sched", "sched_process_exit"),
-        tracepoint: "sched:sched_process_exit",
-    },
+    classic!("iolens_exec", "sched", "sched_process_exec"),
+    classic!("iolens_exit", "sched", "sched_process_exit"),
+    classic!("iolens_fm_get_pages", "filemap", "mm_filemap_get_pages"),
+    classic!("iolens_fm_map_pages", "filemap", "mm_filemap_map_pages"),
+    classic!("iolens_fm_fault", "filemap", "mm_filemap_fault"),
+    classic!("iolens_fm_add", "filemap", "mm_filemap_add_to_page_cache"),
+    classic!("iolens_wb_dirty", "writeback", "writeback_dirty_folio"),
+    classic!("iolens_epoll_enter", "syscalls", "sys_enter_epoll_wait"),
+    classic!("iolens_epoll_enter", "syscalls", "sys_enter_epoll_pwait"),
+    classic!("iolens_epoll_enter", "syscalls", "sys_enter_epoll_pwait2"),
+    classic!("iolens_uring_create", "io_uring", "io_uring_create"),
+    classic!("iolens_uring_submit", "io_uring", "io_uring_submit_req"),
+    classic!("iolens_uring_complete", "io_uring", "io_uring_complete"),
 ];
+
+/// Program names, each once.
+pub fn program_names() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = PROBES.iter().map(|p| p.program).collect();
+    names.dedup();
+    names
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -95,6 +122,7 @@ pub struct ProbeConfig {
     pub comms: Vec<String>,
     pub stats_entries: u32,
     pub proc_entries: u32,
+    pub thread_entries: u32,
     /// Fail if any program cannot attach.
     pub strict: bool,
     /// Turn on the kernel's per-program run-time accounting.
@@ -108,6 +136,7 @@ impl Default for ProbeConfig {
             comms: Vec::new(),
             stats_entries: DEFAULT_STATS_ENTRIES,
             proc_entries: DEFAULT_PROC_ENTRIES,
+            thread_entries: DEFAULT_THREAD_ENTRIES,
             strict: false,
             program_stats: false,
         }
@@ -135,6 +164,12 @@ pub struct Snapshot {
     /// Per key, summed over CPUs.
     pub stats: Vec<(StatKey, StatValue)>,
     pub procs: Vec<(u32, ProcInfo)>,
+    /// Per tgid, summed over CPUs.
+    pub pstats: Vec<(u32, ProcCounters)>,
+    /// Per (tgid, opcode), summed over CPUs.
+    pub uring: Vec<(UringKey, UringValue)>,
+    /// Per process name: epoll blocked-time histogram, summed over CPUs.
+    pub wait_hist: Vec<([u8; COMM_LEN], [u64; WAIT_SLOTS])>,
     /// Indexed by [`counter`] constants, summed over CPUs.
     pub counters: [u64; counter::COUNT as usize],
 }
@@ -145,6 +180,9 @@ pub struct Probes {
     stats: PerCpuHashMap<MapData, StatKey, StatValue>,
     procs: HashMap<MapData, u32, ProcInfo>,
     counters: PerCpuArray<MapData, u64>,
+    pstats: PerCpuHashMap<MapData, u32, ProcCounters>,
+    uring: PerCpuHashMap<MapData, UringKey, UringValue>,
+    wait_hist: PerCpuHashMap<MapData, [u8; COMM_LEN], [u64; WAIT_SLOTS]>,
     status: Vec<ProbeStatus>,
     stats_capacity: u32,
     procs_capacity: u32,
@@ -197,6 +235,9 @@ impl Probes {
             .override_global(globals::FILTER_COMMS, &filter_comms, true)
             .map_max_entries(maps::STATS, config.stats_entries)
             .map_max_entries(maps::PROCS, config.proc_entries)
+            .map_max_entries(maps::PSTATS, config.proc_entries)
+            .map_max_entries(maps::THREADS, config.thread_entries)
+            .map_max_entries(maps::WAIT_START, config.thread_entries)
             .load(OBJECT)
             .map_err(|e| ProbeError::Load(Box::new(e)))?;
 
@@ -290,11 +331,17 @@ impl Probes {
         let stats = take_map(&mut ebpf, maps::STATS)?;
         let procs = take_map(&mut ebpf, maps::PROCS)?;
         let counters = take_map(&mut ebpf, maps::COUNTERS)?;
+        let pstats = take_map(&mut ebpf, maps::PSTATS)?;
+        let uring = take_map(&mut ebpf, maps::URING)?;
+        let wait_hist = take_map(&mut ebpf, maps::WAIT_HIST)?;
         Ok(Probes {
             ebpf,
             stats,
             procs,
             counters,
+            pstats,
+            uring,
+            wait_hist,
             status,
             stats_capacity: config.stats_entries,
             procs_capacity: config.proc_entries,
@@ -336,8 +383,61 @@ impl Probes {
                 total.calls += v.calls;
                 total.errors += v.errors;
                 total.bytes += v.bytes;
+                total.zero += v.zero;
+                total.scanned += v.scanned;
             }
             snap.stats.push((key, total));
+        }
+        snap.pstats.clear();
+        for item in self.pstats.iter() {
+            let (tgid, per_cpu) = item.map_err(|source| ProbeError::Map {
+                name: maps::PSTATS,
+                source,
+            })?;
+            let mut t = ProcCounters::default();
+            for v in per_cpu.iter() {
+                t.syscalls += v.syscalls;
+                t.vcsw += v.vcsw;
+                t.ivcsw += v.ivcsw;
+                t.oncpu_ns += v.oncpu_ns;
+                t.sleep_ns += v.sleep_ns;
+                t.cache_lookup_pages += v.cache_lookup_pages;
+                t.cache_added_pages += v.cache_added_pages;
+                t.cache_faults += v.cache_faults;
+                t.cache_mapped_pages += v.cache_mapped_pages;
+                t.cache_dirtied_pages += v.cache_dirtied_pages;
+                t.rings_created += v.rings_created;
+            }
+            snap.pstats.push((tgid, t));
+        }
+        snap.uring.clear();
+        for item in self.uring.iter() {
+            let (key, per_cpu) = item.map_err(|source| ProbeError::Map {
+                name: maps::URING,
+                source,
+            })?;
+            let mut t = UringValue::default();
+            for v in per_cpu.iter() {
+                t.submitted += v.submitted;
+                t.completed += v.completed;
+                t.failed += v.failed;
+                t.bytes += v.bytes;
+            }
+            snap.uring.push((key, t));
+        }
+        snap.wait_hist.clear();
+        for item in self.wait_hist.iter() {
+            let (comm, per_cpu) = item.map_err(|source| ProbeError::Map {
+                name: maps::WAIT_HIST,
+                source,
+            })?;
+            let mut t = [0u64; WAIT_SLOTS];
+            for v in per_cpu.iter() {
+                for (a, b) in t.iter_mut().zip(v.iter()) {
+                    *a += b;
+                }
+            }
+            snap.wait_hist.push((comm, t));
         }
         snap.procs.clear();
         for item in self.procs.iter() {
@@ -360,12 +460,16 @@ impl Probes {
         Ok(())
     }
 
-    /// Forgets a process: its keys in STATS and its PROCS entry.
-    pub fn forget(&mut self, tgid: u32, keys: &[StatKey]) {
+    /// Forgets a process: its keys in every map.
+    pub fn forget(&mut self, tgid: u32, keys: &[StatKey], uring_keys: &[UringKey]) {
+        // Already gone (evicted) is fine throughout.
         for key in keys {
-            // Already gone (evicted) is fine.
             let _ = self.stats.remove(key);
         }
+        for key in uring_keys {
+            let _ = self.uring.remove(key);
+        }
+        let _ = self.pstats.remove(&tgid);
         let _ = self.procs.remove(&tgid);
     }
 }
@@ -374,20 +478,40 @@ fn attach(ebpf: &mut Ebpf, spec: &ProbeSpec) -> Result<(), String> {
     let program = ebpf
         .program_mut(spec.program)
         .ok_or_else(|| ProbeError::NoProgram(spec.program).to_string())?;
+    // A program attached to several tracepoints is loaded once.
+    let loaded = program.fd().is_ok();
     match spec.attach {
         Attach::Raw(name) => {
             let p: &mut RawTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
-            p.load().map_err(|e| format!("load: {e:#}"))?;
-            p.attach(name).map_err(|e| format!("attach: {e:#}"))?;
+            if !loaded {
+                p.load().map_err(|e| format!("load: {}", chain(&e)))?;
+            }
+            p.attach(name)
+                .map_err(|e| format!("attach: {}", chain(&e)))?;
         }
         Attach::Classic(category, name) => {
             let p: &mut TracePoint = program.try_into().map_err(|e| format!("{e}"))?;
-            p.load().map_err(|e| format!("load: {e:#}"))?;
+            if !loaded {
+                p.load().map_err(|e| format!("load: {}", chain(&e)))?;
+            }
             p.attach(category, name)
-                .map_err(|e| format!("attach: {e:#}"))?;
+                .map_err(|e| format!("attach: {}", chain(&e)))?;
         }
     }
     Ok(())
+}
+
+/// An error and its sources on one line: aya's top-level messages name the
+/// operation, the sources say why (the verifier log, ENOENT, ...).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
 }
 
 #[cfg(test)]

@@ -15,6 +15,22 @@ pub const DEFAULT_STATS_ENTRIES: u32 = 16_384;
 pub const DEFAULT_PROC_ENTRIES: u32 = 8_192;
 /// Capacity of the in-kernel filter maps (`--pid`, `--comm`).
 pub const FILTER_ENTRIES: u32 = 1_024;
+/// Default capacity of the per-thread scheduler state (switch-in times).
+pub const DEFAULT_THREAD_ENTRIES: u32 = 32_768;
+/// Capacity of the epoll blocked-time histograms (one per process name).
+pub const WAIT_HIST_ENTRIES: u32 = 1_024;
+/// Capacity of the per-process, per-opcode io_uring statistics.
+pub const URING_ENTRIES: u32 = 8_192;
+/// Capacity of the io_uring ring -> owner table.
+pub const RING_ENTRIES: u32 = 4_096;
+
+/// log2 buckets of the epoll blocked-time histogram: bucket i counts waits
+/// of [2^i, 2^(i+1)) ns, the last one everything longer; then the count
+/// and the sum in ns.
+pub const WAIT_BUCKETS: usize = 40;
+pub const WAIT_SLOT_COUNT: usize = WAIT_BUCKETS;
+pub const WAIT_SLOT_SUM_NS: usize = WAIT_BUCKETS + 1;
+pub const WAIT_SLOTS: usize = WAIT_BUCKETS + 2;
 
 /// Map names, shared so the agent cannot ask for a map the object lacks.
 pub mod maps {
@@ -23,6 +39,12 @@ pub mod maps {
     pub const COUNTERS: &str = "COUNTERS";
     pub const PID_FILTER: &str = "PID_FILTER";
     pub const COMM_FILTER: &str = "COMM_FILTER";
+    pub const PSTATS: &str = "PSTATS";
+    pub const THREADS: &str = "THREADS";
+    pub const WAIT_START: &str = "WAIT_START";
+    pub const WAIT_HIST: &str = "WAIT_HIST";
+    pub const URING: &str = "URING";
+    pub const RINGS: &str = "RINGS";
 }
 
 /// Names of the global configuration variables the agent sets at load time.
@@ -60,10 +82,18 @@ pub enum Syscall {
     Vmsplice = 16,
     Tee = 17,
     CopyFileRange = 18,
+    EpollWait = 19,
+    EpollPwait = 20,
+    EpollPwait2 = 21,
+    Poll = 22,
+    Ppoll = 23,
+    Select = 24,
+    Pselect6 = 25,
+    IoUringEnter = 26,
 }
 
 impl Syscall {
-    pub const ALL: [Syscall; 19] = [
+    pub const ALL: [Syscall; 27] = [
         Syscall::Read,
         Syscall::Write,
         Syscall::Readv,
@@ -83,6 +113,14 @@ impl Syscall {
         Syscall::Vmsplice,
         Syscall::Tee,
         Syscall::CopyFileRange,
+        Syscall::EpollWait,
+        Syscall::EpollPwait,
+        Syscall::EpollPwait2,
+        Syscall::Poll,
+        Syscall::Ppoll,
+        Syscall::Select,
+        Syscall::Pselect6,
+        Syscall::IoUringEnter,
     ];
 
     /// Maps an x86_64 syscall number to the syscall it accounts.
@@ -106,6 +144,14 @@ impl Syscall {
             295 => Syscall::Preadv,
             296 => Syscall::Pwritev,
             326 => Syscall::CopyFileRange,
+            7 => Syscall::Poll,
+            23 => Syscall::Select,
+            232 => Syscall::EpollWait,
+            270 => Syscall::Pselect6,
+            271 => Syscall::Ppoll,
+            281 => Syscall::EpollPwait,
+            426 => Syscall::IoUringEnter,
+            441 => Syscall::EpollPwait2,
             327 => Syscall::Preadv2,
             328 => Syscall::Pwritev2,
             _ => return None,
@@ -143,7 +189,36 @@ impl Syscall {
             Syscall::Vmsplice => "vmsplice",
             Syscall::Tee => "tee",
             Syscall::CopyFileRange => "copy_file_range",
+            Syscall::EpollWait => "epoll_wait",
+            Syscall::EpollPwait => "epoll_pwait",
+            Syscall::EpollPwait2 => "epoll_pwait2",
+            Syscall::Poll => "poll",
+            Syscall::Ppoll => "ppoll",
+            Syscall::Select => "select",
+            Syscall::Pselect6 => "pselect6",
+            Syscall::IoUringEnter => "io_uring_enter",
         }
+    }
+
+    /// Waits for readiness (epoll, poll, select): no bytes, but events.
+    pub const fn is_wait(self) -> bool {
+        matches!(
+            self,
+            Syscall::EpollWait
+                | Syscall::EpollPwait
+                | Syscall::EpollPwait2
+                | Syscall::Poll
+                | Syscall::Ppoll
+                | Syscall::Select
+                | Syscall::Pselect6
+        )
+    }
+
+    pub const fn is_epoll(self) -> bool {
+        matches!(
+            self,
+            Syscall::EpollWait | Syscall::EpollPwait | Syscall::EpollPwait2
+        )
     }
 
     /// How the syscall's arguments name the two ends of the transfer.
@@ -171,6 +246,13 @@ impl Syscall {
             Syscall::Splice | Syscall::CopyFileRange => Shape::Arg0ToArg2,
             // tee(fd_in, fd_out, ...).
             Syscall::Tee => Shape::Arg0ToArg1,
+            // poll(fds, nfds, ...), ppoll(fds, nfds, ...): fds scanned is
+            // the second argument; select/pselect6(nfds, ...): the first.
+            Syscall::Poll | Syscall::Ppoll => Shape::ScanArg1,
+            Syscall::Select | Syscall::Pselect6 => Shape::ScanArg0,
+            Syscall::EpollWait | Syscall::EpollPwait | Syscall::EpollPwait2 => Shape::Events,
+            // io_uring_enter(fd, to_submit, ...).
+            Syscall::IoUringEnter => Shape::ScanArg1,
         }
     }
 }
@@ -183,6 +265,13 @@ pub enum Shape {
     Arg1ToArg0,
     Arg0ToArg2,
     Arg0ToArg1,
+    /// No transfer; the return value counts events, and the first argument
+    /// is a count to accumulate (fds scanned, SQEs offered).
+    ScanArg0,
+    /// As ScanArg0, with the count in the second argument.
+    ScanArg1,
+    /// No transfer; the return value counts events.
+    Events,
 }
 
 /// One end of a transfer, from the fd's inode type (or user memory).
@@ -261,8 +350,87 @@ pub struct StatValue {
     pub calls: u64,
     /// Calls that returned a negative errno.
     pub errors: u64,
-    /// Sum of positive return values: bytes moved.
+    /// Sum of positive return values: bytes moved; for waits, ready events;
+    /// for io_uring_enter, SQEs consumed.
     pub bytes: u64,
+    /// Calls that returned 0: end of file, or a wait that timed out.
+    pub zero: u64,
+    /// Sum of a count argument: fds scanned by poll/select, SQEs offered to
+    /// io_uring_enter.
+    pub scanned: u64,
+}
+
+/// Per-process counters that are not per syscall.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcCounters {
+    /// Every syscall, accounted or not (x2 = user/kernel mode switches).
+    pub syscalls: u64,
+    /// Switches out while blocked (nvcsw).
+    pub vcsw: u64,
+    /// Switches out while runnable: preempted, or yielded (nivcsw).
+    pub ivcsw: u64,
+    /// ns on CPU, from switch-in to switch-out.
+    pub oncpu_ns: u64,
+    /// ns off CPU after voluntary switches (sleeping/blocked), to switch-in.
+    pub sleep_ns: u64,
+    /// Page-cache pages looked up by reads (mm_filemap_get_pages ranges).
+    pub cache_lookup_pages: u64,
+    /// Pages added to the page cache (misses; readahead included).
+    pub cache_added_pages: u64,
+    /// Page faults on file mappings (mm_filemap_fault).
+    pub cache_faults: u64,
+    /// Pages mapped by fault-around (mm_filemap_map_pages ranges).
+    pub cache_mapped_pages: u64,
+    /// Pages dirtied (writeback_dirty_folio).
+    pub cache_dirtied_pages: u64,
+    /// io_uring instances created.
+    pub rings_created: u64,
+}
+
+/// Per-thread scheduler state.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadState {
+    /// ns when the thread was last switched in (0: unknown).
+    pub on_ns: u64,
+    /// ns when the thread last switched out voluntarily (0: it did not).
+    pub sleep_ns: u64,
+}
+
+/// Key of the io_uring statistics: process and opcode.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct UringKey {
+    pub tgid: u32,
+    pub opcode: u8,
+    pub _pad: [u8; 3],
+}
+
+/// io_uring statistics per process and opcode.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UringValue {
+    pub submitted: u64,
+    pub completed: u64,
+    /// Completions with res < 0.
+    pub failed: u64,
+    /// Sum of res > 0 for opcodes whose result is a byte count.
+    pub bytes: u64,
+}
+
+/// Opcode recorded when the request could not be read.
+pub const URING_OP_UNKNOWN: u8 = 255;
+
+/// Whether an io_uring opcode's positive result is a byte count.
+pub const fn uring_op_moves_bytes(op: u8) -> bool {
+    // READV WRITEV READ_FIXED WRITE_FIXED SENDMSG RECVMSG READ WRITE SEND
+    // RECV SPLICE TEE SEND_ZC SENDMSG_ZC READ_MULTISHOT RECV_ZC READV_FIXED
+    // WRITEV_FIXED
+    matches!(
+        op,
+        1 | 2 | 4 | 5 | 9 | 10 | 22 | 23 | 26 | 27 | 30 | 33 | 47 | 48 | 49 | 58 | 60 | 61
+    )
 }
 
 /// What the kernel side knows about a process.
@@ -287,7 +455,13 @@ pub mod counter {
     pub const FD_LOOKUP_FAILURES: u32 = 2;
     /// New keys inserted into PROCS.
     pub const PROC_INSERTS: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// New keys inserted into PSTATS.
+    pub const PSTATS_INSERTS: u32 = 4;
+    /// New keys inserted into URING.
+    pub const URING_INSERTS: u32 = 5;
+    /// Updates to the other maps that failed.
+    pub const OTHER_DROPS: u32 = 6;
+    pub const COUNT: u32 = 7;
 }
 
 /// Byte offsets of kernel struct fields the kernel side walks with
@@ -309,6 +483,11 @@ pub struct KernelOffsets {
     pub inode_mode: u32,
     pub task_group_leader: u32,
     pub task_comm: u32,
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    /// `io_kiocb.opcode`; 0 with `uring_valid == 0`.
+    pub kiocb_opcode: u32,
+    pub uring_valid: u32,
 }
 
 #[cfg(feature = "user")]
@@ -323,4 +502,12 @@ mod pod {
     unsafe impl aya::Pod for super::ProcInfo {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::KernelOffsets {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ProcCounters {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ThreadState {}
+    // SAFETY: as above (explicit padding field).
+    unsafe impl aya::Pod for super::UringKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::UringValue {}
 }

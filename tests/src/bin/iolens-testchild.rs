@@ -219,6 +219,252 @@ fn scenario_zerocopy(dir: &str, port: u16, t: &mut Tally) {
     }
 }
 
+/// Two threads ping-pong a byte over two pipes `rounds` times (each side
+/// blocks: voluntary switches), then the main thread spins for `spin_ms`
+/// (preemption by the other CPU's work: involuntary switches) and yields
+/// `yields` times. The helper thread stays alive, blocked, so the test can
+/// read its /proc/PID/task/TID/status.
+fn scenario_ctxsw(rounds: usize, spin_ms: u64, yields: usize) -> std::thread::JoinHandle<()> {
+    let mut a: [RawFd; 2] = [0; 2];
+    let mut b: [RawFd; 2] = [0; 2];
+    // SAFETY: arrays have room for two fds each.
+    unsafe {
+        check(
+            libc::pipe2(a.as_mut_ptr(), libc::O_CLOEXEC) as isize,
+            "pipe2",
+        );
+        check(
+            libc::pipe2(b.as_mut_ptr(), libc::O_CLOEXEC) as isize,
+            "pipe2",
+        );
+    }
+    let (a_rd, a_wr, b_rd, b_wr) = (a[0], a[1], b[0], b[1]);
+    let (park_rd, park_wr) = {
+        let mut p: [RawFd; 2] = [0; 2];
+        // SAFETY: room for two fds.
+        unsafe {
+            check(
+                libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) as isize,
+                "pipe2",
+            )
+        };
+        (p[0], p[1])
+    };
+    let helper = std::thread::spawn(move || {
+        let mut byte = [0u8; 1];
+        for _ in 0..rounds {
+            // SAFETY: valid fds and one-byte buffer.
+            unsafe {
+                libc::read(a_rd, byte.as_mut_ptr().cast(), 1);
+                libc::write(b_wr, byte.as_ptr().cast(), 1);
+            }
+        }
+        // Park until the process exits (never written).
+        // SAFETY: as above.
+        unsafe { libc::read(park_rd, byte.as_mut_ptr().cast(), 1) };
+    });
+    let mut byte = [1u8; 1];
+    for _ in 0..rounds {
+        // SAFETY: valid fds and one-byte buffer.
+        unsafe {
+            libc::write(a_wr, byte.as_ptr().cast(), 1);
+            libc::read(b_rd, byte.as_mut_ptr().cast(), 1);
+        }
+    }
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(spin_ms);
+    let mut x = 0u64;
+    while std::time::Instant::now() < until {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+    }
+    for _ in 0..yields {
+        // SAFETY: no arguments.
+        unsafe { libc::sched_yield() };
+    }
+    let _ = park_wr;
+    helper
+}
+
+fn evict(path: &str) {
+    let f = open(path, libc::O_RDONLY);
+    // SAFETY: valid fd; whole file.
+    unsafe {
+        libc::fsync(f.as_raw_fd());
+        libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+    }
+}
+
+/// Reads a file in 4 KiB reads: one page per read, so each read is one
+/// mm_filemap_get_pages covering exactly one page.
+fn read_4k(path: &str, t: &mut Tally) {
+    let f = open(path, libc::O_RDONLY);
+    let mut buf = vec![0u8; 4096];
+    loop {
+        // SAFETY: valid 4096-byte buffer.
+        let r = unsafe { libc::read(f.as_raw_fd(), buf.as_mut_ptr().cast(), 4096) };
+        t.add("read", "file_to_user", check(r, "read"));
+        if r == 0 {
+            break;
+        }
+    }
+}
+
+/// Touches every page of a file through a private read-only mapping.
+fn mmap_touch(path: &str) -> u64 {
+    let f = open(path, libc::O_RDONLY);
+    let len = std::fs::metadata(path).expect("stat").len() as usize;
+    // SAFETY: a fresh read-only private mapping of an open file.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED, "mmap");
+    let mut sum = 0u64;
+    for off in (0..len).step_by(4096) {
+        // SAFETY: inside the mapping.
+        sum += u64::from(unsafe { std::ptr::read_volatile((p as *const u8).add(off)) });
+    }
+    // SAFETY: unmapping what we mapped.
+    unsafe { libc::munmap(p, len) };
+    sum
+}
+
+/// epoll: `rounds` times make 3 pipes readable and collect 3 events, then
+/// `timeouts` waits of 1 ms that find nothing.
+fn scenario_epoll(rounds: usize, timeouts: usize, t: &mut Tally) {
+    // SAFETY: plain syscalls on fds this function owns.
+    unsafe {
+        let ep = check(
+            libc::epoll_create1(libc::EPOLL_CLOEXEC) as isize,
+            "epoll_create1",
+        ) as i32;
+        let mut pipes = Vec::new();
+        for i in 0..3 {
+            let mut p: [RawFd; 2] = [0; 2];
+            check(
+                libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) as isize,
+                "pipe2",
+            );
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: i,
+            };
+            check(
+                libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, p[0], &mut ev) as isize,
+                "epoll_ctl",
+            );
+            pipes.push(p);
+        }
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 8];
+        let mut byte = [0u8; 1];
+        for _ in 0..rounds {
+            for p in &pipes {
+                libc::write(p[1], byte.as_ptr().cast(), 1);
+            }
+            let n = libc::epoll_wait(ep, events.as_mut_ptr(), 8, 1000);
+            t.add("epoll_wait", "events", check(n as isize, "epoll_wait"));
+            for p in &pipes {
+                libc::read(p[0], byte.as_mut_ptr().cast(), 1);
+            }
+        }
+        for _ in 0..timeouts {
+            let n = libc::epoll_wait(ep, events.as_mut_ptr(), 8, 1);
+            assert_eq!(n, 0, "nothing should be ready");
+            t.add("epoll_wait", "events", 0);
+        }
+        // poll and select over the same 3 read ends, one of them ready.
+        libc::write(pipes[1][1], byte.as_ptr().cast(), 1);
+        let mut pfds: Vec<libc::pollfd> = pipes
+            .iter()
+            .map(|p| libc::pollfd {
+                fd: p[0],
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        for _ in 0..rounds {
+            let n = libc::poll(pfds.as_mut_ptr(), 3, 1000);
+            t.add("poll", "events", check(n as isize, "poll"));
+        }
+        let maxfd = pipes.iter().map(|p| p[0]).max().unwrap_or(0);
+        for _ in 0..rounds {
+            let mut set: libc::fd_set = std::mem::zeroed();
+            for p in &pipes {
+                libc::FD_SET(p[0], &mut set);
+            }
+            let mut tv = libc::timeval {
+                tv_sec: 1,
+                tv_usec: 0,
+            };
+            let n = libc::select(
+                maxfd + 1,
+                &mut set,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                &mut tv,
+            );
+            t.add("select", "events", check(n as isize, "select"));
+        }
+        println!("nfds select {}", maxfd + 1);
+    }
+}
+
+/// io_uring: `n` NOPs and `n` 100-byte writes on a plain ring, the same with
+/// IOSQE_ASYNC (punted to io-wq workers), and on an SQPOLL ring.
+fn scenario_uring(dir: &str, n: u32, mode: &str) {
+    use io_uring::{IoUring, opcode, squeue, types};
+    let mut ring: IoUring = match mode {
+        "sqpoll" => IoUring::builder()
+            .setup_sqpoll(1000)
+            .build(64)
+            .expect("SQPOLL ring"),
+        _ => IoUring::new(64).expect("ring"),
+    };
+    let file = open(
+        &format!("{dir}/uring-out"),
+        libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+    );
+    let buf = [9u8; 100];
+    let flags = if mode == "async" {
+        squeue::Flags::ASYNC
+    } else {
+        squeue::Flags::empty()
+    };
+    let mut done = 0;
+    for i in 0..n {
+        let nop = opcode::Nop::new()
+            .build()
+            .flags(flags)
+            .user_data(u64::from(i));
+        let write = opcode::Write::new(types::Fd(file.as_raw_fd()), buf.as_ptr(), 100)
+            .offset(u64::from(i) * 100)
+            .build()
+            .flags(flags)
+            .user_data(u64::from(i) | 1 << 32);
+        // SAFETY: the buffer and fd outlive the operations: we wait for
+        // both completions before the next round.
+        unsafe {
+            let mut sq = ring.submission();
+            sq.push(&nop).expect("sq full");
+            sq.push(&write).expect("sq full");
+        }
+        ring.submit_and_wait(2).expect("submit");
+        for cqe in ring.completion() {
+            assert!(cqe.result() >= 0, "op failed: {}", cqe.result());
+            done += 1;
+        }
+    }
+    while done < 2 * n {
+        ring.submit_and_wait(1).expect("wait");
+        done += ring.completion().count() as u32;
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let scenario = args.get(1).map(String::as_str).unwrap_or("");
@@ -232,7 +478,12 @@ fn main() {
             make_file(&format!("{dir}/out"), 0);
         }
         "zerocopy" => make_file(&format!("{dir}/in"), 2 << 20),
-        "exit" | "idle" => {}
+        "cache" | "cache-mmap" | "cache-sendfile" => {
+            make_file(&format!("{dir}/cached"), 1 << 20);
+            evict(&format!("{dir}/cached"));
+        }
+        "exit" | "idle" | "ctxsw" | "syscalls" | "epoll" | "uring" | "uring-async"
+        | "uring-sqpoll" => {}
         other => panic!("unknown scenario `{other}`"),
     }
 
@@ -244,7 +495,49 @@ fn main() {
     stdin.lock().read_line(&mut line).expect("stdin");
 
     let mut t = Tally::default();
+    let mut keep = None;
     match scenario {
+        "ctxsw" => keep = Some(scenario_ctxsw(2000, 300, 50)),
+        "syscalls" => {
+            for _ in 0..10_000 {
+                // SAFETY: no arguments; the raw syscall bypasses any cache.
+                unsafe { libc::syscall(libc::SYS_getppid) };
+            }
+        }
+        // Cold read (evicted in set-up), then a warm one.
+        "cache" => {
+            read_4k(&format!("{dir}/cached"), &mut t);
+            writeln!(stdout, "phase warm").expect("stdout");
+            stdout.flush().expect("stdout");
+            line.clear();
+            stdin.lock().read_line(&mut line).expect("stdin");
+            read_4k(&format!("{dir}/cached"), &mut t);
+        }
+        "cache-mmap" => {
+            std::hint::black_box(mmap_touch(&format!("{dir}/cached")));
+        }
+        "cache-sendfile" => {
+            let sock = tcp_connect(port);
+            let file = open(&format!("{dir}/cached"), libc::O_RDONLY);
+            let mut left: usize = 1 << 20;
+            while left > 0 {
+                // SAFETY: valid fds; null offset uses the file offset.
+                let r = unsafe {
+                    libc::sendfile(
+                        sock.as_raw_fd(),
+                        file.as_raw_fd(),
+                        std::ptr::null_mut(),
+                        left,
+                    )
+                };
+                left -= check(r, "sendfile") as usize;
+                t.add("sendfile64", "file_to_socket", r);
+            }
+        }
+        "epoll" => scenario_epoll(100, 10, &mut t),
+        "uring" => scenario_uring(&dir, 50, "plain"),
+        "uring-async" => scenario_uring(&dir, 50, "async"),
+        "uring-sqpoll" => scenario_uring(&dir, 50, "sqpoll"),
         "rw" => scenario_rw(&dir, &mut t),
         "zerocopy" => scenario_zerocopy(&dir, port, &mut t),
         "exit" => {
@@ -271,4 +564,5 @@ fn main() {
     }
     line.clear();
     let _ = stdin.lock().read_line(&mut line);
+    drop(keep);
 }

@@ -1,0 +1,353 @@
+//! Context switches, CPU time, mode switches, page cache, readiness waits
+//! and io_uring, each against an independent oracle: the kernel's own
+//! per-thread counters in /proc, mincore(2), or a child that makes an
+//! exactly known number of calls.
+
+use iolens_tests::{
+    Agent, Metrics, TestChild, can_load_probes, resident_pages, schedstat_ns, stat_cpu_seconds,
+    status_sum, tcp_sink,
+};
+
+const CHILD: &str = env!("CARGO_BIN_EXE_iolens-testchild");
+
+fn tempdir(test: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("iolens-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tempdir");
+    dir.to_str().expect("utf-8").to_owned()
+}
+
+fn get(m: &Metrics, name: &str, pid: u32, more: &[(&str, &str)]) -> u64 {
+    let pid = pid.to_string();
+    let mut want = vec![("pid", pid.as_str())];
+    want.extend_from_slice(more);
+    m.sum(name, &want)
+}
+
+fn get_f(m: &Metrics, name: &str, pid: u32) -> f64 {
+    let pid = pid.to_string();
+    m.samples
+        .iter()
+        .filter(|s| s.name == name && s.labels.get("pid") == Some(&pid))
+        .map(|s| s.value)
+        .sum()
+}
+
+#[test]
+fn context_switches_equal_the_kernels_per_thread_counts() {
+    if !can_load_probes("context_switches_equal_the_kernels_per_thread_counts") {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    let dir = tempdir("ctxsw");
+    // Started under the agent: every switch of its life is seen.
+    let mut c = TestChild::spawn(CHILD, &["ctxsw", &dir]);
+    let pid = c.pid();
+    c.go();
+    // Both threads are blocked now; nothing switches until we write.
+    let vol = status_sum(pid, "voluntary_ctxt_switches");
+    let invol = status_sum(pid, "nonvoluntary_ctxt_switches");
+    let sched_ns = schedstat_ns(pid);
+    let stat_s = stat_cpu_seconds(pid);
+    let m = agent.scrape();
+    // 2000 ping-pong rounds block each thread about 2000 times.
+    assert!(vol >= 2000, "the scenario did not run as designed: {vol}");
+    assert_eq!(
+        get(
+            &m,
+            "iolens_context_switches_total",
+            pid,
+            &[("kind", "voluntary")]
+        ),
+        vol,
+        "voluntary vs /proc/{pid}/task/*/status"
+    );
+    assert_eq!(
+        get(
+            &m,
+            "iolens_context_switches_total",
+            pid,
+            &[("kind", "involuntary")]
+        ),
+        invol,
+        "involuntary vs /proc/{pid}/task/*/status"
+    );
+
+    // On-CPU time. schedstat's sum_exec_runtime is the scheduler's own
+    // figure in ns; ours is stamped at the same switches with the BPF clock,
+    // which also counts interrupt time the scheduler may leave out: allow 5%
+    // or 2 ms. utime+stime are in clock ticks (10 ms each, per thread, per
+    // field): allow 2 ticks per thread per field and 5%.
+    let ours = get_f(&m, "iolens_cpu_seconds_total", pid);
+    let sched = sched_ns as f64 / 1e9;
+    assert!(sched > 0.25, "the 300 ms spin did not happen: {sched}");
+    assert!(
+        (ours - sched).abs() <= (0.05 * sched).max(0.002),
+        "cpu seconds: iolens {ours} vs schedstat {sched}"
+    );
+    assert!(
+        (ours - stat_s).abs() <= 0.05 * stat_s + 2.0 * 2.0 * 0.01 * 2.0,
+        "cpu seconds: iolens {ours} vs /proc/{pid}/stat utime+stime {stat_s}"
+    );
+    c.finish();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn mode_switches_are_two_per_syscall_of_the_process() {
+    if !can_load_probes("mode_switches_are_two_per_syscall_of_the_process") {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    let dir = tempdir("syscalls");
+    let mut c = TestChild::spawn(CHILD, &["syscalls", &dir]);
+    let pid = c.pid();
+    let before = agent.scrape();
+    c.go();
+    let after = agent.scrape();
+    let d = |name: &str| get(&after, name, pid, &[]) - get(&before, name, pid, &[]);
+    // 10,000 getppid plus the handshake (the read of "go", the report's
+    // write), which the read/write family counts.
+    let io_family = d("iolens_syscalls_total");
+    assert_eq!(d("iolens_process_syscalls_total"), 10_000 + io_family);
+    assert_eq!(
+        get(&after, "iolens_mode_switches_total", pid, &[]),
+        2 * get(&after, "iolens_process_syscalls_total", pid, &[])
+    );
+    c.finish();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// 1 MiB = 256 pages, evicted in the child's set-up.
+const PAGES: u64 = 256;
+
+#[test]
+fn page_cache_cold_then_warm_read() {
+    if !can_load_probes("page_cache_cold_then_warm_read") {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    let dir = tempdir("cache");
+    let file = format!("{dir}/cached");
+    let mut c = TestChild::spawn(CHILD, &["cache", &dir]);
+    let pid = c.pid();
+    assert_eq!(
+        resident_pages(&file),
+        0,
+        "set-up should have evicted the file"
+    );
+    let m0 = agent.scrape();
+    let r = c.step();
+    assert_eq!(r.end, "phase warm");
+    let m1 = agent.scrape();
+    let d = |a: &Metrics, b: &Metrics, name: &str| get(b, name, pid, &[]) - get(a, name, pid, &[]);
+    // One page per read: each read looks up exactly its page. The last read
+    // returns 0 at EOF and looks up none.
+    assert_eq!(d(&m0, &m1, "iolens_page_cache_lookup_pages_total"), PAGES);
+    // Cold: every page was a miss. Readahead adds whole folios but never
+    // past EOF, so the count is the file's pages; allow 0 slack.
+    let cold_added = d(&m0, &m1, "iolens_page_cache_added_pages_total");
+    assert_eq!(cold_added, PAGES, "cold misses");
+    assert_eq!(
+        resident_pages(&file),
+        PAGES as usize,
+        "mincore after the cold read"
+    );
+
+    let r = c.step();
+    assert_eq!(r.end, "done");
+    let m2 = agent.scrape();
+    assert_eq!(d(&m1, &m2, "iolens_page_cache_lookup_pages_total"), PAGES);
+    // Warm: no misses; hit ratio (lookups - added) / lookups = 1.
+    assert_eq!(
+        d(&m1, &m2, "iolens_page_cache_added_pages_total"),
+        0,
+        "warm misses"
+    );
+    c.finish();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn page_cache_mmap_read_path() {
+    if !can_load_probes("page_cache_mmap_read_path") {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    let dir = tempdir("cache-mmap");
+    let file = format!("{dir}/cached");
+    let mut c = TestChild::spawn(CHILD, &["cache-mmap", &dir]);
+    let pid = c.pid();
+    let m0 = agent.scrape();
+    c.go();
+    let m1 = agent.scrape();
+    let d = |name: &str| get(&m1, name, pid, &[]) - get(&m0, name, pid, &[]);
+    assert_eq!(
+        d("iolens_page_cache_added_pages_total"),
+        PAGES,
+        "cold mmap misses"
+    );
+    let faults = d("iolens_page_cache_faults_total");
+    let mapped = d("iolens_page_cache_mapped_pages_total");
+    // Fault-around maps neighbours already in cache, so there are fewer
+    // faults than pages, but at least one, and no read(2) lookups at all.
+    assert!((1..=PAGES).contains(&faults), "faults {faults}");
+    assert!(
+        faults + mapped >= PAGES,
+        "faults {faults} + fault-around {mapped} < {PAGES}"
+    );
+    assert_eq!(d("iolens_page_cache_lookup_pages_total"), 0);
+    assert_eq!(resident_pages(&file), PAGES as usize);
+    c.finish();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn page_cache_misses_of_sendfile_belong_to_the_sender() {
+    if !can_load_probes("page_cache_misses_of_sendfile_belong_to_the_sender") {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    let dir = tempdir("cache-sendfile");
+    let (port, sink) = tcp_sink();
+    let port_s = port.to_string();
+    let mut c = TestChild::spawn(CHILD, &["cache-sendfile", &dir, &port_s]);
+    let pid = c.pid();
+    let m0 = agent.scrape();
+    c.go();
+    let m1 = agent.scrape();
+    let d = |name: &str| get(&m1, name, pid, &[]) - get(&m0, name, pid, &[]);
+    assert_eq!(
+        d("iolens_page_cache_added_pages_total"),
+        PAGES,
+        "sendfile's misses"
+    );
+    assert_eq!(
+        get(
+            &m1,
+            "iolens_io_bytes_total",
+            pid,
+            &[("path", "file_to_socket")]
+        ),
+        1 << 20
+    );
+    c.finish();
+    assert_eq!(sink.join().expect("sink"), 1 << 20);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn readiness_waits_count_calls_events_timeouts_and_scans() {
+    if !can_load_probes("readiness_waits_count_calls_events_timeouts_and_scans") {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    let dir = tempdir("epoll");
+    let mut c = TestChild::spawn(CHILD, &["epoll", &dir]);
+    let pid = c.pid();
+    let m0 = agent.scrape();
+    let r = c.step();
+    assert_eq!(r.end, "done");
+    let nfds: u64 = r
+        .notes
+        .iter()
+        .find_map(|n| n.strip_prefix("nfds select "))
+        .and_then(|v| v.parse().ok())
+        .expect("nfds note");
+    let m1 = agent.scrape();
+    let d = |name: &str, sc: &str| {
+        get(&m1, name, pid, &[("syscall", sc)]) - get(&m0, name, pid, &[("syscall", sc)])
+    };
+    // 100 waits that find 3 ready pipes, 10 that time out after 1 ms.
+    assert_eq!(d("iolens_syscalls_total", "epoll_wait"), 110);
+    assert_eq!(d("iolens_wait_events_total", "epoll_wait"), 300);
+    assert_eq!(d("iolens_wait_timeouts_total", "epoll_wait"), 10);
+    // poll over 3 fds, 1 ready, 100 times; select likewise over nfds.
+    assert_eq!(d("iolens_syscalls_total", "poll"), 100);
+    assert_eq!(d("iolens_wait_events_total", "poll"), 100);
+    assert_eq!(d("iolens_wait_fds_scanned_total", "poll"), 300);
+    // glibc implements select() with the pselect6 syscall on x86_64.
+    assert_eq!(d("iolens_syscalls_total", "pselect6"), 100);
+    assert_eq!(d("iolens_wait_events_total", "pselect6"), 100);
+    assert_eq!(d("iolens_wait_fds_scanned_total", "pselect6"), 100 * nfds);
+
+    // The blocked-time histogram of this process name gained the 110 waits,
+    // the 10 timeouts alone lasting at least 10 ms.
+    let hist = |m: &Metrics, suffix: &str| -> f64 {
+        m.samples
+            .iter()
+            .filter(|s| {
+                s.name == format!("iolens_epoll_wait_seconds{suffix}")
+                    && s.labels.get("comm").map(String::as_str) == Some("iolens-testchil")
+            })
+            .map(|s| s.value)
+            .sum()
+    };
+    assert_eq!(hist(&m1, "_count") - hist(&m0, "_count"), 110.0);
+    assert!(hist(&m1, "_sum") - hist(&m0, "_sum") >= 0.010);
+    c.finish();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn uring_case(scenario: &str, expect_enter: bool) {
+    let agent = Agent::start(&[]);
+    let dir = tempdir(scenario);
+    let mut c = TestChild::spawn(CHILD, &[scenario, &dir]);
+    let pid = c.pid();
+    c.go();
+    let m = agent.scrape();
+    let op = |name: &str, opcode: &str| get(&m, name, pid, &[("opcode", opcode)]);
+    // 50 NOPs and 50 writes of 100 bytes, each submitted and completed once,
+    // whichever thread of the process did the work.
+    assert_eq!(op("iolens_io_uring_sqes_total", "nop"), 50, "{scenario}");
+    assert_eq!(op("iolens_io_uring_cqes_total", "nop"), 50, "{scenario}");
+    assert_eq!(op("iolens_io_uring_sqes_total", "write"), 50, "{scenario}");
+    assert_eq!(op("iolens_io_uring_cqes_total", "write"), 50, "{scenario}");
+    assert_eq!(
+        op("iolens_io_uring_bytes_total", "write"),
+        5_000,
+        "{scenario}"
+    );
+    assert_eq!(get(&m, "iolens_io_uring_failures_total", pid, &[]), 0);
+    assert_eq!(get(&m, "iolens_io_uring_rings_created_total", pid, &[]), 1);
+    // Nothing may be attributed to a process that is not the child: its
+    // io-wq workers and SQPOLL thread share its tgid.
+    let stray: u64 = m
+        .samples
+        .iter()
+        .filter(|s| s.name == "iolens_io_uring_sqes_total")
+        .filter(|s| s.labels.get("comm").is_some_and(|c| c.starts_with("iou-")))
+        .map(|s| s.value as u64)
+        .sum();
+    assert_eq!(stray, 0, "work attributed to io_uring threads as processes");
+    if expect_enter {
+        // 50 io_uring_enter calls each consumed a NOP and a write.
+        assert_eq!(
+            get(&m, "iolens_io_uring_enter_submitted_total", pid, &[]),
+            100
+        );
+    }
+    c.finish();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn io_uring_plain_ring() {
+    if can_load_probes("io_uring_plain_ring") {
+        uring_case("uring", true);
+    }
+}
+
+#[test]
+fn io_uring_async_punts_count_for_the_owner() {
+    if can_load_probes("io_uring_async_punts_count_for_the_owner") {
+        uring_case("uring-async", true);
+    }
+}
+
+#[test]
+fn io_uring_sqpoll_counts_for_the_owner() {
+    if can_load_probes("io_uring_sqpoll_counts_for_the_owner") {
+        // The SQ thread submits; io_uring_enter only waits.
+        uring_case("uring-sqpoll", false);
+    }
+}
