@@ -6,12 +6,13 @@
 //! round so drift hits all of them alike:
 //! - bare: no tracing;
 //! - iolens: `iolens run` (all its probes);
-//! - bpftrace: `tracepoint:syscalls:sys_enter_read { @[pid] = count(); }`,
-//!   a classic syscall tracepoint counting only reads, by pid;
-//! - bpftrace on `tracepoint:raw_syscalls:sys_exit`: the same map update
-//!   through the classic (perf trace) mechanism on the event iolens hooks as
-//!   a raw tracepoint, for every syscall. (Debian's bpftrace 0.17 has no
-//!   `rawtracepoint` probe type.)
+//! - bpftrace counting the same events by pid on classic tracepoints
+//!   (`syscalls:sys_enter_read`, `sched:sched_switch`, the io_uring submit
+//!   and complete tracepoints).
+//!
+//! Loops: 1-byte read() of /dev/zero; getppid(), which iolens does not
+//! account, to show what every other syscall pays; a two-thread pipe
+//! ping-pong on one CPU (context switches); an io_uring NOP loop.
 //!
 //! The cost lands on the traced process (enabling syscall tracepoints sends
 //! every syscall through the slow entry path), so it is measured there, as
@@ -42,17 +43,12 @@ pub struct Args {
     pub cpu: usize,
 }
 
-/// Hidden entry: `cargo xtask __syscall-loop <read|getppid> <calls> <cpu>`
-/// prints ns per call.
+/// Hidden entry: `cargo xtask __syscall-loop <kind> <n> <cpu>` prints ns per
+/// event: per call (read, getppid), per round trip of two threads over a
+/// pipe on one CPU (pingpong: two context switches), per io_uring NOP
+/// submitted and reaped (uring-nop).
 pub fn syscall_loop(kind: &str, calls: u64, cpu: usize) -> anyhow::Result<()> {
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            bail!("pinning to CPU {cpu}: {}", std::io::Error::last_os_error());
-        }
-    }
+    pin(cpu)?;
     let zero = std::fs::File::open("/dev/zero").context("opening /dev/zero")?;
     let fd = std::os::fd::AsRawFd::as_raw_fd(&zero);
     let mut b = [0u8; 1];
@@ -71,10 +67,71 @@ pub fn syscall_loop(kind: &str, calls: u64, cpu: usize) -> anyhow::Result<()> {
                 unsafe { libc::syscall(libc::SYS_getppid) };
             }
         }
+        "pingpong" => pingpong(calls, cpu)?,
+        "uring-nop" => uring_nops(calls)?,
         other => bail!("unknown loop `{other}`"),
     }
     let ns = start.elapsed().as_nanos() as f64 / calls as f64;
     println!("{ns:.2}");
+    Ok(())
+}
+
+fn pin(cpu: usize) -> anyhow::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            bail!("pinning to CPU {cpu}: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Two threads on one CPU pass a byte back and forth over two pipes: every
+/// round trip is two blocking reads, hence two context switches.
+fn pingpong(rounds: u64, cpu: usize) -> anyhow::Result<()> {
+    let mut a = [0i32; 2];
+    let mut b = [0i32; 2];
+    // SAFETY: arrays have room for two fds.
+    if unsafe { libc::pipe(a.as_mut_ptr()) } != 0 || unsafe { libc::pipe(b.as_mut_ptr()) } != 0 {
+        bail!("pipe: {}", std::io::Error::last_os_error());
+    }
+    let peer = std::thread::spawn(move || -> anyhow::Result<()> {
+        pin(cpu)?;
+        let mut byte = [0u8; 1];
+        for _ in 0..rounds {
+            // SAFETY: valid fds and buffer.
+            unsafe {
+                libc::read(a[0], byte.as_mut_ptr().cast(), 1);
+                libc::write(b[1], byte.as_ptr().cast(), 1);
+            }
+        }
+        Ok(())
+    });
+    let mut byte = [0u8; 1];
+    for _ in 0..rounds {
+        // SAFETY: valid fds and buffer.
+        unsafe {
+            libc::write(a[1], byte.as_ptr().cast(), 1);
+            libc::read(b[0], byte.as_mut_ptr().cast(), 1);
+        }
+    }
+    peer.join()
+        .map_err(|_| anyhow::anyhow!("ping-pong peer panicked"))??;
+    Ok(())
+}
+
+/// One NOP submitted and reaped per io_uring_enter.
+fn uring_nops(n: u64) -> anyhow::Result<()> {
+    let mut ring = io_uring::IoUring::new(8).context("creating an io_uring")?;
+    let nop = io_uring::opcode::Nop::new().build();
+    for _ in 0..n {
+        // SAFETY: a NOP references no memory.
+        unsafe { ring.submission().push(&nop) }.map_err(|_| anyhow::anyhow!("SQ full"))?;
+        ring.submit_and_wait(1).context("io_uring_enter")?;
+        ring.completion().for_each(drop);
+    }
     Ok(())
 }
 
@@ -153,27 +210,12 @@ enum Contender {
     Bare,
     Iolens,
     Bpftrace,
-    BpftraceRaw,
 }
 
 impl Contender {
-    const ALL: [Contender; 4] = [
-        Contender::Bare,
-        Contender::Iolens,
-        Contender::Bpftrace,
-        Contender::BpftraceRaw,
-    ];
+    const ALL: [Contender; 3] = [Contender::Bare, Contender::Iolens, Contender::Bpftrace];
 
-    fn name(self) -> &'static str {
-        match self {
-            Contender::Bare => "bare",
-            Contender::Iolens => "iolens",
-            Contender::Bpftrace => "bpftrace (classic tp)",
-            Contender::BpftraceRaw => "bpftrace (raw_syscalls tp)",
-        }
-    }
-
-    fn start(self) -> anyhow::Result<Option<Tracer>> {
+    fn start(self, kind: &Kind) -> anyhow::Result<Option<Tracer>> {
         Ok(match self {
             Contender::Bare => None,
             Contender::Iolens => {
@@ -185,23 +227,42 @@ impl Contender {
             }
             Contender::Bpftrace => {
                 let mut c = Command::new("bpftrace");
-                c.args([
-                    "-e",
-                    "tracepoint:syscalls:sys_enter_read { @[pid] = count(); }",
-                ]);
-                Some(start_tracer(c, "Attaching", false)?)
-            }
-            Contender::BpftraceRaw => {
-                let mut c = Command::new("bpftrace");
-                c.args([
-                    "-e",
-                    "tracepoint:raw_syscalls:sys_exit { @[pid] = count(); }",
-                ]);
+                c.args(["-e", kind.bpftrace]);
                 Some(start_tracer(c, "Attaching", false)?)
             }
         })
     }
 }
+
+/// A loop and the bpftrace script that counts the same events by pid.
+struct Kind {
+    name: &'static str,
+    unit: &'static str,
+    bpftrace: &'static str,
+}
+
+const KINDS: [Kind; 4] = [
+    Kind {
+        name: "read",
+        unit: "read() of 1 byte",
+        bpftrace: "tracepoint:syscalls:sys_enter_read { @[pid] = count(); }",
+    },
+    Kind {
+        name: "getppid",
+        unit: "getppid() (not accounted by iolens; bpftrace counts reads)",
+        bpftrace: "tracepoint:syscalls:sys_enter_read { @[pid] = count(); }",
+    },
+    Kind {
+        name: "pingpong",
+        unit: "round trip = 2 context switches + 4 syscalls",
+        bpftrace: "tracepoint:sched:sched_switch { @[pid] = count(); }",
+    },
+    Kind {
+        name: "uring-nop",
+        unit: "io_uring NOP = 1 SQE + 1 CQE + 1 io_uring_enter",
+        bpftrace: "tracepoint:io_uring:io_uring_submit_req { @s[pid] = count(); } tracepoint:io_uring:io_uring_complete { @c[pid] = count(); }",
+    },
+];
 
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -229,55 +290,54 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
     if args.calls == 0 || args.rounds == 0 {
         bail!("--calls and --rounds must be positive");
     }
-    let kinds = ["read", "getppid"];
-    // results[kind][contender] = ns per call, one per round.
-    let mut results = vec![vec![Vec::new(); Contender::ALL.len()]; kinds.len()];
+    // results[kind][contender] = ns per event, one per round.
+    let mut results = vec![vec![Vec::new(); Contender::ALL.len()]; KINDS.len()];
     for round in 0..args.rounds {
-        for (ci, c) in Contender::ALL.iter().enumerate() {
-            let tracer = c.start()?;
-            for (ki, k) in kinds.iter().enumerate() {
-                let ns = measure(k, args.calls, args.cpu)?;
-                results[ki][ci].push(ns);
+        for (ki, kind) in KINDS.iter().enumerate() {
+            // Fewer events for the slow loops, so each stays near a second.
+            let n = match kind.name {
+                "pingpong" | "uring-nop" => args.calls / 10,
+                _ => args.calls,
             }
-            drop(tracer);
-            eprintln!("round {}/{}: {} done", round + 1, args.rounds, c.name());
+            .max(1);
+            for (ci, c) in Contender::ALL.iter().enumerate() {
+                let tracer = c.start(kind)?;
+                results[ki][ci].push(measure(kind.name, n, args.cpu)?);
+                drop(tracer);
+            }
         }
+        eprintln!("round {}/{} done", round + 1, args.rounds);
     }
     println!(
-        "\nsyscall loop, {} calls x {} rounds, pinned to CPU {}; medians in ns/call\n",
-        args.calls, args.rounds, args.cpu
+        "\nmedians over {} rounds (contenders alternated within each round), loop pinned to CPU {}\n",
+        args.rounds, args.cpu
     );
-    for (ki, k) in kinds.iter().enumerate() {
-        let med: Vec<f64> = results[ki].iter_mut().map(|v| median(v)).collect();
-        let bare = med[0];
-        println!("{k}():");
-        println!("  {:<24} {:>10} {:>12}", "contender", "ns/call", "added ns");
-        for (ci, c) in Contender::ALL.iter().enumerate() {
-            println!(
-                "  {:<24} {:>10.1} {:>12.1}",
-                c.name(),
-                med[ci],
-                med[ci] - bare
-            );
-        }
-        let (io, bt, raw) = (med[1] - bare, med[2] - bare, med[3] - bare);
-        if bt > 0.0 {
-            println!(
-                "  ratio iolens added / bpftrace (sys_enter_read) added: {:.2}",
-                io / bt
-            );
-        }
-        if raw > 0.0 {
-            println!(
-                "  ratio iolens added / bpftrace (raw_syscalls) added: {:.2}",
-                io / raw
-            );
-        }
-        println!();
-    }
     println!(
-        "iolens counts, per call: syscall, bytes, errors and the path of both ends (fd types walked \
-         through task->files), per process; bpftrace counts calls per pid only."
+        "{:<10} {:>10} {:>10} {:>10} {:>12} {:>12} {:>8}",
+        "loop", "bare ns", "iolens ns", "bpftrace", "iolens +ns", "bpftrace +ns", "ratio"
+    );
+    for (ki, kind) in KINDS.iter().enumerate() {
+        let med: Vec<f64> = results[ki].iter_mut().map(|v| median(v)).collect();
+        let (io, bt) = (med[1] - med[0], med[2] - med[0]);
+        let ratio = if bt > 0.0 {
+            format!("{:.2}", io / bt)
+        } else {
+            "n/a".into()
+        };
+        println!(
+            "{:<10} {:>10.1} {:>10.1} {:>10.1} {:>12.1} {:>12.1} {:>8}",
+            kind.name, med[0], med[1], med[2], io, bt, ratio
+        );
+    }
+    println!();
+    for k in &KINDS {
+        println!("{:<10} per {}", k.name, k.unit);
+    }
+    println!("ratio = ns iolens adds / ns bpftrace adds (target <= 0.5)\n");
+    println!(
+        "iolens counts, per event: syscalls, bytes, errors and the path of both ends (fd types \
+         walked through task->files), context switches and CPU time, page cache, waits and \
+         io_uring by opcode, per process, all at once; bpftrace counts one kind of event per pid."
     );
     Ok(())
 }
