@@ -70,6 +70,58 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(v * mul))
 }
 
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+/// Where the cgroup v2 hierarchy is mounted (from /proc/self/mountinfo).
+fn cgroup2_mount() -> Option<std::path::PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        (post.split_whitespace().next()? == "cgroup2")
+            .then(|| pre.split_whitespace().nth(4).map(std::path::PathBuf::from))?
+    })
+}
+
+/// A cgroup v2 directory, absolute or relative to the cgroup2 mount, to the
+/// id the kernel uses for it (its inode number).
+fn parse_cgroup(s: &str) -> Result<u64, String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let given = std::path::Path::new(s);
+    let candidates: Vec<std::path::PathBuf> = if given.is_absolute() {
+        let mut v = vec![given.to_path_buf()];
+        if let Some(m) = cgroup2_mount() {
+            v.push(m.join(s.trim_start_matches('/')));
+        }
+        v
+    } else {
+        cgroup2_mount().map(|m| vec![m.join(s)]).unwrap_or_default()
+    };
+    for path in &candidates {
+        let Ok(meta) = std::fs::metadata(path) else {
+            continue;
+        };
+        let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+            continue;
+        };
+        // SAFETY: a zeroed statfs is valid; statfs writes into it.
+        let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: valid C string and out pointer.
+        if unsafe { libc::statfs(c.as_ptr(), &mut st) } == 0
+            && st.f_type as i64 == CGROUP2_SUPER_MAGIC
+            && meta.is_dir()
+        {
+            return Ok(meta.ino());
+        }
+    }
+    Err(match cgroup2_mount() {
+        Some(m) => format!(
+            "`{s}` is not a cgroup v2 directory (the cgroup2 hierarchy is mounted at {}; give a path under it, e.g. /system.slice/nginx.service)",
+            m.display()
+        ),
+        None => format!("`{s}`: no cgroup v2 hierarchy is mounted on this machine"),
+    })
+}
+
 /// Options of `iolens run`.
 #[derive(Debug, Args, Clone)]
 pub struct RunArgs {
@@ -86,6 +138,24 @@ pub struct RunArgs {
     /// bytes); repeat for several. Applied in the kernel.
     #[arg(long = "comm", value_name = "NAME", value_parser = parse_comm)]
     pub comms: Vec<String>,
+
+    /// Count only tasks in this cgroup v2 (exactly this cgroup, not its
+    /// children): a path under the cgroup2 mount, absolute or relative to
+    /// it, as in /proc/PID/cgroup. Repeat for several. Applied in the kernel.
+    #[arg(long = "cgroup", value_name = "PATH", value_parser = parse_cgroup)]
+    pub cgroups: Vec<u64>,
+
+    /// Add a `cgroup` label (the process's cgroup v2 path, read once from
+    /// /proc/PID/cgroup) to per-process series.
+    #[arg(long)]
+    pub cgroup_label: bool,
+
+    /// Export at most this many processes; beyond it the least recently
+    /// active are dropped (from the export and the kernel maps) and
+    /// iolens_processes_evicted_total counts them.
+    #[arg(long, default_value_t = 10_000, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=4_000_000))]
+    pub max_processes: u32,
 
     /// How long an exited process's series stay exported, so that a scrape
     /// still sees short-lived processes (a dd, a curl). Examples: 60s, 2m.
@@ -279,6 +349,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     let config = ProbeConfig {
         pids: args.pids.clone(),
         comms: args.comms.clone(),
+        cgroups: args.cgroups.clone(),
         stats_entries: args.max_stats_entries,
         proc_entries: args.max_proc_entries,
         thread_entries: args.max_thread_entries,
@@ -298,7 +369,9 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     let shared = Arc::new(Shared(Mutex::new(Agent {
         probes,
         program_stats: args.program_stats,
-        tracker: Tracker::new(args.exit_ttl),
+        tracker: Tracker::new(args.exit_ttl)
+            .with_cgroup_label(args.cgroup_label)
+            .with_max_processes(args.max_processes as usize),
         snapshot: Snapshot::default(),
     })));
 
@@ -418,5 +491,20 @@ mod tests {
         assert!(parse_pid("0").is_err());
         assert!(parse_pid("12x").is_err());
         assert_eq!(parse_pid("42"), Ok(42));
+    }
+
+    #[test]
+    fn cgroups() {
+        assert!(parse_cgroup("/definitely/not/a/cgroup").is_err());
+        assert!(
+            parse_cgroup("/etc").is_err(),
+            "a directory that is not cgroup2"
+        );
+        if let Some(m) = cgroup2_mount() {
+            use std::os::unix::fs::MetadataExt as _;
+            let ino = std::fs::metadata(&m).expect("mount").ino();
+            assert_eq!(parse_cgroup(m.to_str().expect("utf-8")), Ok(ino));
+            assert_eq!(parse_cgroup("/"), Ok(ino), "relative to the mount");
+        }
     }
 }

@@ -41,6 +41,8 @@ static FILTER_PIDS: u8 = 0;
 #[unsafe(no_mangle)]
 static FILTER_COMMS: u8 = 0;
 #[unsafe(no_mangle)]
+static FILTER_CGROUPS: u8 = 0;
+#[unsafe(no_mangle)]
 static OFFSETS: KernelOffsets = KernelOffsets {
     valid: 0,
     task_files: 0,
@@ -72,6 +74,10 @@ static PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(FILTER_ENTRIES, 
 
 #[map]
 static COMM_FILTER: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(FILTER_ENTRIES, 0);
+
+/// cgroup v2 ids (the cgroup directory's inode number) to count.
+#[map]
+static CGROUP_FILTER: HashMap<u64, u8> = HashMap::with_max_entries(FILTER_ENTRIES, 0);
 
 #[map]
 static PSTATS: LruPerCpuHashMap<u32, ProcCounters> =
@@ -617,8 +623,8 @@ pub fn iolens_exit(_ctx: TracePointContext) -> u32 {
 }
 
 /// The pid filter alone: for work attributed to a process other than the
-/// current task's (a switched-in task, a ring owner), whose comm is not at
-/// hand.
+/// current task's (a switched-in task, a ring owner), whose comm and cgroup
+/// are not at hand.
 #[inline(always)]
 fn passes_pid_filter(tgid: u32) -> bool {
     // SAFETY: a plain read of a global the loader wrote before attaching.
@@ -629,10 +635,11 @@ fn passes_pid_filter(tgid: u32) -> bool {
 #[inline(always)]
 fn passes_filters(tgid: u32) -> bool {
     // SAFETY: plain reads of globals the loader wrote before attaching.
-    let (by_pid, by_comm) = unsafe {
+    let (by_pid, by_comm, by_cgroup) = unsafe {
         (
             core::ptr::read_volatile(&FILTER_PIDS),
             core::ptr::read_volatile(&FILTER_COMMS),
+            core::ptr::read_volatile(&FILTER_CGROUPS),
         )
     };
     if by_pid != 0 && PID_FILTER.get_ptr(tgid).is_none() {
@@ -641,6 +648,14 @@ fn passes_filters(tgid: u32) -> bool {
     if by_comm != 0 {
         let comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
         if COMM_FILTER.get_ptr(comm).is_none() {
+            return false;
+        }
+    }
+    if by_cgroup != 0 {
+        // SAFETY: no preconditions; the current task's default-hierarchy
+        // (v2) cgroup id.
+        let id = unsafe { aya_ebpf::helpers::bpf_get_current_cgroup_id() };
+        if CGROUP_FILTER.get_ptr(id).is_none() {
             return false;
         }
     }

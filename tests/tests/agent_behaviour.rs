@@ -328,3 +328,65 @@ fn sigterm_detaches_and_exits_0() {
     assert!(log.contains("SIGTERM received; detaching"), "{log}");
     assert!(log.contains("detached and stopped in "), "{log}");
 }
+
+/// The cgroup v2 mount point, from /proc/self/mountinfo.
+fn cgroup2_mount() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().find_map(|l| {
+        let (pre, post) = l.split_once(" - ")?;
+        (post.split_whitespace().next()? == "cgroup2")
+            .then(|| pre.split_whitespace().nth(4).map(str::to_owned))?
+    })
+}
+
+#[test]
+fn cgroup_filter_and_label() {
+    if !can_load_probes("cgroup_filter_and_label") {
+        return;
+    }
+    let Some(mount) = cgroup2_mount() else {
+        assert!(!in_ci(), "CI machines of this kind mount cgroup2");
+        eprintln!("skipped: no cgroup2 mount");
+        return;
+    };
+    let name = format!("iolens-test-{}", std::process::id());
+    let cg = format!("{mount}/{name}");
+    std::fs::create_dir(&cg).expect("create a cgroup");
+    let dir_a = tempdir("cg-a");
+    let dir_b = tempdir("cg-b");
+    let mut a = TestChild::spawn(CHILD, &["rw", &dir_a]);
+    let mut b = TestChild::spawn(CHILD, &["rw", &dir_b]);
+    // Move A into the cgroup before it does its work; B stays outside.
+    std::fs::write(format!("{cg}/cgroup.procs"), a.pid().to_string()).expect("move A");
+    let agent = Agent::start(&["--cgroup", &format!("/{name}"), "--cgroup-label"]);
+    a.go();
+    b.go();
+    let m = agent.scrape();
+    let pid_a = a.pid().to_string();
+    let cg_label = format!("/{name}");
+    assert_eq!(
+        m.sum(
+            "iolens_io_bytes_total",
+            &[
+                ("pid", &pid_a),
+                ("cgroup", &cg_label),
+                ("syscall", "write"),
+                ("path", "user_to_file")
+            ]
+        ),
+        100_000
+    );
+    let pids: std::collections::BTreeSet<&str> = m
+        .samples
+        .iter()
+        .filter_map(|s| s.labels.get("pid").map(String::as_str))
+        .collect();
+    assert_eq!(pids.into_iter().collect::<Vec<_>>(), vec![pid_a.as_str()]);
+    a.finish();
+    b.finish();
+    drop(agent);
+    // Empty now: A exited.
+    let _ = std::fs::remove_dir(&cg);
+    let _ = std::fs::remove_dir_all(dir_a);
+    let _ = std::fs::remove_dir_all(dir_b);
+}

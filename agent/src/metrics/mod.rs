@@ -113,16 +113,21 @@ impl<V: Accum> Series<V> {
 /// Folds one map read into `series`: keys absent from the read were evicted
 /// (or forgotten) and keep what they had counted; a value smaller than the
 /// last one was evicted and re-created between two reads.
+/// Returns the keys whose counts changed.
 fn fold<K: Ord + Copy + std::hash::Hash, V: Accum>(
     series: &mut BTreeMap<K, Series<V>>,
     read: &[(K, V)],
-) {
+) -> Vec<K> {
     let mut seen: HashMap<K, V> = read.iter().copied().collect();
+    let mut changed = Vec::new();
     for (key, s) in series.iter_mut() {
         match seen.remove(key) {
             Some(v) => {
                 if v.marker() < s.last.marker() {
                     s.retire();
+                }
+                if v.marker() != s.last.marker() {
+                    changed.push(*key);
                 }
                 s.last = v;
             }
@@ -130,6 +135,7 @@ fn fold<K: Ord + Copy + std::hash::Hash, V: Accum>(
         }
     }
     for (key, v) in seen {
+        changed.push(key);
         series.insert(
             key,
             Series {
@@ -138,11 +144,17 @@ fn fold<K: Ord + Copy + std::hash::Hash, V: Accum>(
             },
         );
     }
+    changed
 }
 
 #[derive(Debug, Clone)]
 struct Process {
     comm: String,
+    /// cgroup v2 path, read once when the process is first seen (only with
+    /// the label on).
+    cgroup: Option<String>,
+    /// CLOCK_MONOTONIC ns of the last read that saw its counts change.
+    active_ns: u64,
     /// CLOCK_MONOTONIC ns at which we learned it exited.
     exited_ns: Option<u64>,
 }
@@ -162,6 +174,10 @@ pub struct Tracker {
     counters: [u64; counter::COUNT as usize],
     live_stats_entries: usize,
     live_proc_entries: usize,
+    cgroup_label: bool,
+    max_processes: usize,
+    /// Processes dropped to stay under max_processes.
+    processes_evicted: u64,
 }
 
 /// What to delete from the kernel maps after a refresh.
@@ -188,6 +204,17 @@ fn comm_string(raw: &[u8]) -> String {
     String::from_utf8_lossy(&raw[..end]).into_owned()
 }
 
+/// The process's cgroup v2 path from /proc/PID/cgroup (`0::/path`).
+fn read_cgroup(tgid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{tgid}/cgroup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("0::").map(str::to_owned))
+        })
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
 fn proc_alive(tgid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{tgid}")).exists()
 }
@@ -206,16 +233,36 @@ impl Tracker {
             counters: [0; counter::COUNT as usize],
             live_stats_entries: 0,
             live_proc_entries: 0,
+            cgroup_label: false,
+            max_processes: usize::MAX,
+            processes_evicted: 0,
         }
+    }
+
+    pub fn with_cgroup_label(mut self, on: bool) -> Tracker {
+        self.cgroup_label = on;
+        self
+    }
+
+    pub fn with_max_processes(mut self, max: usize) -> Tracker {
+        self.max_processes = max.max(1);
+        self
     }
 
     /// Folds one read of the maps in. `now_ns` is CLOCK_MONOTONIC. Returns
     /// the processes whose grace period ended, for the caller to delete from
     /// the kernel maps (and then to report with [`Tracker::forgot`]).
     pub fn update(&mut self, snap: &Snapshot, now_ns: u64) -> Vec<Expired> {
-        fold(&mut self.series, &snap.stats);
-        fold(&mut self.pseries, &snap.pstats);
-        fold(&mut self.useries, &snap.uring);
+        let active: Vec<u32> = fold(&mut self.series, &snap.stats)
+            .into_iter()
+            .map(|k| k.tgid)
+            .chain(fold(&mut self.pseries, &snap.pstats))
+            .chain(
+                fold(&mut self.useries, &snap.uring)
+                    .into_iter()
+                    .map(|k| k.tgid),
+            )
+            .collect();
         self.wait_hist.clone_from(&snap.wait_hist);
 
         for (tgid, info) in &snap.procs {
@@ -237,9 +284,23 @@ impl Tracker {
                     .unwrap_or_else(|_| "unknown".to_owned());
                 Process {
                     comm,
+                    cgroup: None,
+                    active_ns: now_ns,
                     exited_ns: None,
                 }
             });
+        }
+        for tgid in active {
+            if let Some(p) = self.procs.get_mut(&tgid) {
+                p.active_ns = now_ns;
+            }
+        }
+        if self.cgroup_label {
+            for (tgid, p) in self.procs.iter_mut() {
+                if p.cgroup.is_none() {
+                    p.cgroup = Some(read_cgroup(*tgid));
+                }
+            }
         }
         for (tgid, p) in self.procs.iter_mut() {
             if p.exited_ns.is_none() && !proc_alive(*tgid) {
@@ -257,38 +318,60 @@ impl Tracker {
         self.evictions = self.evictions.max(derived);
 
         let ttl = self.exit_ttl.as_nanos() as u64;
-        let mut expired = Vec::new();
-        for (tgid, p) in &self.procs {
-            let Some(exited) = p.exited_ns else { continue };
+        let mut doomed: Vec<u32> = self
+            .procs
+            .iter()
             // The leader exiting does not end a process whose other threads
             // run on; /proc says whether the thread group is still there.
-            if now_ns.saturating_sub(exited) >= ttl && !proc_alive(*tgid) {
-                let keys = self
-                    .series
-                    .range(
-                        StatKey {
-                            tgid: *tgid,
-                            syscall: 0,
-                            src: 0,
-                            dst: 0,
-                            _pad: 0,
-                        }..,
-                    )
-                    .take_while(|(k, _)| k.tgid == *tgid)
-                    .map(|(k, _)| *k)
-                    .collect();
-                let uring_keys = self
-                    .useries
-                    .keys()
-                    .filter(|k| k.tgid == *tgid)
-                    .copied()
-                    .collect();
-                expired.push(Expired {
-                    tgid: *tgid,
-                    keys,
-                    uring_keys,
-                });
-            }
+            .filter(|(tgid, p)| {
+                p.exited_ns
+                    .is_some_and(|e| now_ns.saturating_sub(e) >= ttl && !proc_alive(**tgid))
+            })
+            .map(|(tgid, _)| *tgid)
+            .collect();
+        let over = self
+            .procs
+            .len()
+            .saturating_sub(doomed.len())
+            .saturating_sub(self.max_processes);
+        if over > 0 {
+            let mut by_age: Vec<(u64, u32)> = self
+                .procs
+                .iter()
+                .filter(|(t, _)| !doomed.contains(t))
+                .map(|(t, p)| (p.active_ns, *t))
+                .collect();
+            by_age.sort_unstable();
+            doomed.extend(by_age.iter().take(over).map(|(_, t)| *t));
+            self.processes_evicted += over as u64;
+        }
+        let mut expired = Vec::new();
+        for tgid in &doomed {
+            let keys = self
+                .series
+                .range(
+                    StatKey {
+                        tgid: *tgid,
+                        syscall: 0,
+                        src: 0,
+                        dst: 0,
+                        _pad: 0,
+                    }..,
+                )
+                .take_while(|(k, _)| k.tgid == *tgid)
+                .map(|(k, _)| *k)
+                .collect();
+            let uring_keys = self
+                .useries
+                .keys()
+                .filter(|k| k.tgid == *tgid)
+                .copied()
+                .collect();
+            expired.push(Expired {
+                tgid: *tgid,
+                keys,
+                uring_keys,
+            });
         }
         expired
     }
@@ -297,6 +380,8 @@ impl Tracker {
         let comm = comm_string(&info.comm);
         let p = self.procs.entry(tgid).or_insert_with(|| Process {
             comm: comm.clone(),
+            cgroup: None,
+            active_ns: now_ns,
             exited_ns: None,
         });
         if p.comm != comm {
@@ -447,8 +532,6 @@ impl Tracker {
             let Some(sc) = Syscall::from_u8(key.syscall) else {
                 continue;
             };
-            let comm = self.comm(key.tgid);
-            let pid = key.tgid.to_string();
             let src = Endpoint::from_u8(key.src);
             let dst = Endpoint::from_u8(key.dst);
             let failed = src == Endpoint::Unknown && dst == Endpoint::Unknown;
@@ -461,11 +544,8 @@ impl Tracker {
                 "none".to_owned()
             };
             let labels = |with_path: bool| {
-                let mut l = vec![
-                    label("pid", &pid),
-                    label("comm", comm),
-                    label("syscall", sc.name()),
-                ];
+                let mut l = self.proc_labels(key.tgid);
+                l.push(label("syscall", sc.name()));
                 if with_path {
                     l.push(label("path", &path));
                 }
@@ -494,24 +574,18 @@ impl Tracker {
                         .push(counter_metric(labels(false), t.scanned as f64));
                 }
             } else {
-                enter_sqes.mut_metric().push(counter_metric(
-                    vec![label("pid", &pid), label("comm", comm)],
-                    t.bytes as f64,
-                ));
+                enter_sqes
+                    .mut_metric()
+                    .push(counter_metric(self.proc_labels(key.tgid), t.bytes as f64));
             }
         }
         for ((tgid, sc), e) in per_syscall {
             let Some(sc) = Syscall::from_u8(sc) else {
                 continue;
             };
-            errors.mut_metric().push(counter_metric(
-                vec![
-                    label("pid", &tgid.to_string()),
-                    label("comm", self.comm(tgid)),
-                    label("syscall", sc.name()),
-                ],
-                e as f64,
-            ));
+            let mut labels = self.proc_labels(tgid);
+            labels.push(label("syscall", sc.name()));
+            errors.mut_metric().push(counter_metric(labels, e as f64));
         }
 
         let mut per_proc = self.proc_families();
@@ -608,6 +682,14 @@ impl Tracker {
         processes
             .mut_metric()
             .push(gauge_metric(vec![], self.procs.len() as f64));
+        let mut evicted = family(
+            "iolens_processes_evicted_total",
+            "Live processes dropped from the export (and the kernel maps) to stay under --max-processes, least recently active first.",
+            MetricType::COUNTER,
+        );
+        evicted
+            .mut_metric()
+            .push(counter_metric(vec![], self.processes_evicted as f64));
 
         let mut all = vec![
             calls,
@@ -629,14 +711,27 @@ impl Tracker {
             drops,
             fd_failures,
             processes,
+            evicted,
         ]);
         all.into_iter()
             .filter(|f| !f.get_metric().is_empty())
             .collect()
     }
 
-    fn comm(&self, tgid: u32) -> &str {
-        self.procs.get(&tgid).map_or("unknown", |p| &p.comm)
+    /// `pid`, `comm` and, with --cgroup-label, `cgroup`.
+    fn proc_labels(&self, tgid: u32) -> Vec<LabelPair> {
+        let p = self.procs.get(&tgid);
+        let mut l = vec![
+            label("pid", &tgid.to_string()),
+            label("comm", p.map_or("unknown", |p| &p.comm)),
+        ];
+        if self.cgroup_label {
+            l.push(label(
+                "cgroup",
+                p.and_then(|p| p.cgroup.as_deref()).unwrap_or("unknown"),
+            ));
+        }
+        l
     }
 
     /// Families from the per-process counters.
@@ -705,23 +800,18 @@ impl Tracker {
         );
         for (tgid, series) in &self.pseries {
             let t = series.total();
-            let pid = tgid.to_string();
-            let comm = self.comm(*tgid);
             for (f, (name, _, get)) in fams.iter_mut().zip(specs.iter()) {
                 // Most processes never create a ring: no series for them.
                 if *name == "iolens_io_uring_rings_created_total" && t.rings_created == 0 {
                     continue;
                 }
-                f.mut_metric().push(counter_metric(
-                    vec![label("pid", &pid), label("comm", comm)],
-                    get(&t),
-                ));
+                f.mut_metric()
+                    .push(counter_metric(self.proc_labels(*tgid), get(&t)));
             }
             for (kind, v) in [("voluntary", t.vcsw), ("involuntary", t.ivcsw)] {
-                cs.mut_metric().push(counter_metric(
-                    vec![label("pid", &pid), label("comm", comm), label("kind", kind)],
-                    v as f64,
-                ));
+                let mut labels = self.proc_labels(*tgid);
+                labels.push(label("kind", kind));
+                cs.mut_metric().push(counter_metric(labels, v as f64));
             }
         }
         fams.push(cs);
@@ -752,11 +842,9 @@ impl Tracker {
         for (key, series) in &self.useries {
             let t = series.total();
             let labels = || {
-                vec![
-                    label("pid", &key.tgid.to_string()),
-                    label("comm", self.comm(key.tgid)),
-                    label("opcode", &uring_op_name(key.opcode)),
-                ]
+                let mut l = self.proc_labels(key.tgid);
+                l.push(label("opcode", &uring_op_name(key.opcode)));
+                l
             };
             sqes.mut_metric()
                 .push(counter_metric(labels(), t.submitted as f64));
@@ -977,6 +1065,38 @@ mod tests {
         t.forgot(&expired[0]);
         assert!(t.totals_for(dead).is_empty());
         assert_eq!(t.processes(), 0);
+    }
+
+    #[test]
+    fn max_processes_evicts_the_least_recently_active() {
+        let mut t = Tracker::new(Duration::from_secs(60)).with_max_processes(2);
+        // Three live pids: ours, our parent's, and init.
+        let (a, b, c) = (me(), std::os::unix::process::parent_id(), 1);
+        let s1 = snap(&[(key(a, Syscall::Read), val(1, 1))], 1);
+        assert!(t.update(&s1, 10).is_empty());
+        let s2 = snap(
+            &[
+                (key(a, Syscall::Read), val(1, 1)),
+                (key(b, Syscall::Read), val(1, 1)),
+            ],
+            2,
+        );
+        assert!(t.update(&s2, 20).is_empty());
+        // c arrives; a has not changed since t=10: it goes.
+        let s3 = snap(
+            &[
+                (key(a, Syscall::Read), val(1, 1)),
+                (key(b, Syscall::Read), val(2, 2)),
+                (key(c, Syscall::Read), val(1, 1)),
+            ],
+            3,
+        );
+        let gone = t.update(&s3, 30);
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].tgid, a);
+        t.forgot(&gone[0]);
+        assert_eq!(t.processes(), 2);
+        assert_eq!(t.processes_evicted, 1);
     }
 
     #[test]

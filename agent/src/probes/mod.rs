@@ -120,6 +120,8 @@ pub struct ProbeConfig {
     pub pids: Vec<u32>,
     /// Count only tasks with these comms (empty: all). At most 15 bytes each.
     pub comms: Vec<String>,
+    /// Count only tasks in these cgroup v2 ids (empty: all).
+    pub cgroups: Vec<u64>,
     pub stats_entries: u32,
     pub proc_entries: u32,
     pub thread_entries: u32,
@@ -134,6 +136,7 @@ impl Default for ProbeConfig {
         ProbeConfig {
             pids: Vec::new(),
             comms: Vec::new(),
+            cgroups: Vec::new(),
             stats_entries: DEFAULT_STATS_ENTRIES,
             proc_entries: DEFAULT_PROC_ENTRIES,
             thread_entries: DEFAULT_THREAD_ENTRIES,
@@ -229,10 +232,12 @@ impl Probes {
         };
         let filter_pids = u8::from(!config.pids.is_empty());
         let filter_comms = u8::from(!config.comms.is_empty());
+        let filter_cgroups = u8::from(!config.cgroups.is_empty());
         let mut ebpf = EbpfLoader::new()
             .override_global(globals::OFFSETS, &offsets, true)
             .override_global(globals::FILTER_PIDS, &filter_pids, true)
             .override_global(globals::FILTER_COMMS, &filter_comms, true)
+            .override_global(globals::FILTER_CGROUPS, &filter_cgroups, true)
             .map_max_entries(maps::STATS, config.stats_entries)
             .map_max_entries(maps::PROCS, config.proc_entries)
             .map_max_entries(maps::PSTATS, config.proc_entries)
@@ -286,6 +291,25 @@ impl Probes {
         // Off by default: while the fd is open, every BPF program on the
         // machine reads the clock twice per run (measured here: ~200 ns per
         // syscall on a VM), which would triple iolens's own overhead.
+        {
+            let mut cgroup_filter: HashMap<&mut MapData, u64, u8> = HashMap::try_from(
+                ebpf.map_mut(maps::CGROUP_FILTER)
+                    .ok_or(ProbeError::NoMap(maps::CGROUP_FILTER))?,
+            )
+            .map_err(|source| ProbeError::Map {
+                name: maps::CGROUP_FILTER,
+                source,
+            })?;
+            for id in &config.cgroups {
+                cgroup_filter
+                    .insert(id, 1, 0)
+                    .map_err(|source| ProbeError::Map {
+                        name: maps::CGROUP_FILTER,
+                        source,
+                    })?;
+            }
+        }
+
         let stats_fd = if config.program_stats {
             match aya::sys::enable_stats(aya::sys::Stats::RunTime) {
                 Ok(fd) => Some(fd),

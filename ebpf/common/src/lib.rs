@@ -39,6 +39,7 @@ pub mod maps {
     pub const COUNTERS: &str = "COUNTERS";
     pub const PID_FILTER: &str = "PID_FILTER";
     pub const COMM_FILTER: &str = "COMM_FILTER";
+    pub const CGROUP_FILTER: &str = "CGROUP_FILTER";
     pub const PSTATS: &str = "PSTATS";
     pub const THREADS: &str = "THREADS";
     pub const WAIT_START: &str = "WAIT_START";
@@ -53,6 +54,9 @@ pub mod globals {
     pub const FILTER_PIDS: &str = "FILTER_PIDS";
     /// Non-zero: only tasks whose comm is present in `COMM_FILTER` are counted.
     pub const FILTER_COMMS: &str = "FILTER_COMMS";
+    /// Non-zero: only tasks whose cgroup v2 id is in `CGROUP_FILTER` are
+    /// counted.
+    pub const FILTER_CGROUPS: &str = "FILTER_CGROUPS";
     /// [`super::KernelOffsets`] resolved from the running kernel's BTF.
     pub const OFFSETS: &str = "OFFSETS";
 }
