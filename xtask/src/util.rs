@@ -15,6 +15,8 @@ pub fn cmd(program: &str) -> Command {
 /// Runs a command with inherited stdio; fails if it exits non-zero.
 pub fn run(c: &mut Command) -> anyhow::Result<()> {
     let shown = format!("{c:?}");
+    // Say what runs: CI logs are read by people who were not there.
+    eprintln!("xtask: running {shown}");
     let status = c
         .stdin(Stdio::null())
         .status()
@@ -61,6 +63,7 @@ pub struct Teed {
 pub fn run_tee(c: &mut Command) -> anyhow::Result<Teed> {
     use std::io::{BufRead as _, BufReader, Write as _};
     let shown = format!("{c:?}");
+    eprintln!("xtask: running {shown}");
     let mut child = c
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
