@@ -129,11 +129,12 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<i32, i32> {
     if tgid == 0 || !passes_filters(tgid) {
         return Ok(0);
     }
-    // Every syscall is a user->kernel->user round trip of this process.
-    with_proc(tgid, |p| p.syscalls += 1);
-
     let nr: u64 = read_at(regs, REGS_ORIG_AX)?;
     let Some(syscall) = Syscall::from_x86_64_nr(nr) else {
+        // Every syscall is a user->kernel->user round trip. Accounted ones
+        // are counted in STATS; counting them here too would cost a second
+        // map update per call, so user space adds the two.
+        with_proc(tgid, |p| p.syscalls += 1);
         return Ok(0);
     };
     let arg = |off| read_at::<u64>(regs, off).unwrap_or(0);

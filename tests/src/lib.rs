@@ -474,3 +474,33 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// Waits until every thread of `pid` is asleep (state S in
+/// /proc/PID/task/*/stat) and its voluntary switch count has stopped
+/// moving, so counters read now are final until it is woken.
+pub fn wait_all_asleep(pid: u32) {
+    let asleep = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|d| {
+                d.filter_map(Result::ok).all(|t| {
+                    std::fs::read_to_string(t.path().join("stat"))
+                        .ok()
+                        .and_then(|s| {
+                            s.rsplit_once(')')
+                                .and_then(|(_, r)| r.split_whitespace().next().map(|st| st == "S"))
+                        })
+                        .unwrap_or(false)
+                })
+            })
+            .unwrap_or(false)
+    };
+    let mut last = status_sum(pid, "voluntary_ctxt_switches");
+    let settled = wait_until(Duration::from_secs(10), || {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = status_sum(pid, "voluntary_ctxt_switches");
+        let stable = now == last;
+        last = now;
+        stable && asleep()
+    });
+    assert!(settled, "pid {pid} did not settle asleep");
+}

@@ -415,9 +415,21 @@ impl Tracker {
         self.procs.len()
     }
 
-    /// Per-process counters (for `compare`).
-    pub fn proc_totals(&self, tgid: u32) -> Option<ProcCounters> {
-        self.pseries.get(&tgid).map(Series::total)
+    /// Per-process counters (for `compare`), `syscalls` being every
+    /// syscall of the process.
+    pub fn proc_totals(&self, tgid: u32) -> ProcCounters {
+        let mut t = self
+            .pseries
+            .get(&tgid)
+            .map(Series::total)
+            .unwrap_or_default();
+        t.syscalls += self
+            .series
+            .iter()
+            .filter(|(k, _)| k.tgid == tgid)
+            .map(|(_, s)| s.total().calls)
+            .sum::<u64>();
+        t
     }
 
     /// io_uring totals of one process, by opcode (for `compare`).
@@ -798,8 +810,25 @@ impl Tracker {
             "Scheduler context switches away from the process's threads: voluntary (blocked, nvcsw) or involuntary (preempted or yielded while runnable, nivcsw).",
             MetricType::COUNTER,
         );
-        for (tgid, series) in &self.pseries {
-            let t = series.total();
+        // Syscalls iolens accounts per syscall live in STATS; the rest in
+        // PSTATS. A process may have only one of the two.
+        let mut accounted: BTreeMap<u32, u64> = BTreeMap::new();
+        for (key, series) in &self.series {
+            *accounted.entry(key.tgid).or_default() += series.total().calls;
+        }
+        let tgids: std::collections::BTreeSet<u32> = self
+            .pseries
+            .keys()
+            .copied()
+            .chain(accounted.keys().copied())
+            .collect();
+        for tgid in &tgids {
+            let mut t = self
+                .pseries
+                .get(tgid)
+                .map(Series::total)
+                .unwrap_or_default();
+            t.syscalls += accounted.get(tgid).copied().unwrap_or(0);
             for (f, (name, _, get)) in fams.iter_mut().zip(specs.iter()) {
                 // Most processes never create a ring: no series for them.
                 if *name == "iolens_io_uring_rings_created_total" && t.rings_created == 0 {

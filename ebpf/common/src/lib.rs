@@ -368,7 +368,8 @@ pub struct StatValue {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProcCounters {
-    /// Every syscall, accounted or not (x2 = user/kernel mode switches).
+    /// Syscalls iolens does not account per syscall (those are in STATS);
+    /// user space adds the two for the process's total.
     pub syscalls: u64,
     /// Switches out while blocked (nvcsw).
     pub vcsw: u64,

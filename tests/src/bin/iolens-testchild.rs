@@ -220,8 +220,8 @@ fn scenario_zerocopy(dir: &str, port: u16, t: &mut Tally) {
 }
 
 /// Two threads ping-pong a byte over two pipes `rounds` times (each side
-/// blocks: voluntary switches), then the main thread spins for `spin_ms`
-/// (preemption by the other CPU's work: involuntary switches) and yields
+/// blocks: voluntary switches), then the main thread burns `spin_ms` of CPU
+/// (preemption by other work: involuntary switches) and yields
 /// `yields` times. The helper thread stays alive, blocked, so the test can
 /// read its /proc/PID/task/TID/status.
 fn scenario_ctxsw(rounds: usize, spin_ms: u64, yields: usize) -> std::thread::JoinHandle<()> {
@@ -271,9 +271,20 @@ fn scenario_ctxsw(rounds: usize, spin_ms: u64, yields: usize) -> std::thread::Jo
             libc::read(b_rd, byte.as_mut_ptr().cast(), 1);
         }
     }
-    let until = std::time::Instant::now() + std::time::Duration::from_millis(spin_ms);
+    // Spin on this thread's own CPU clock, so it burns spin_ms of CPU
+    // however loaded the machine is.
+    let cpu_ns = || {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: writes one timespec into a valid pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    };
+    let until = cpu_ns() + spin_ms * 1_000_000;
     let mut x = 0u64;
-    while std::time::Instant::now() < until {
+    while cpu_ns() < until {
         x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
     }
     for _ in 0..yields {
