@@ -2,6 +2,7 @@
 //! measures. The binary (`main.rs`) is a thin CLI over this library.
 
 pub mod agent;
+pub mod compare;
 pub mod metrics;
 pub mod probes;
 pub mod workloads;

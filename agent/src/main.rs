@@ -3,6 +3,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use iolens::{
     agent::{self, RunArgs, UsageError},
+    compare::{self, CompareArgs},
     workloads,
 };
 
@@ -30,6 +31,11 @@ enum Cmd {
         #[arg(long)]
         strict: bool,
     },
+    /// Run the reference workloads one after another under the probes and
+    /// report, per request and per MiB, what each I/O model cost its own
+    /// process: CPU, syscalls, context switches, copies, page cache, wakeups.
+    /// Needs root.
+    Compare(CompareArgs),
     /// Run reference I/O workloads (servers, file sender, load generator).
     Workload {
         #[command(subcommand)]
@@ -54,6 +60,7 @@ fn main() -> ExitCode {
         Cmd::Run(args) => agent::run(args),
         Cmd::Check { strict } => agent::check(strict),
         Cmd::Workload { cmd } => workloads::run(cmd),
+        Cmd::Compare(args) => compare::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
