@@ -266,7 +266,7 @@ fn drive(addr: SocketAddr, case: &Case, conns: u32) -> anyhow::Result<Load> {
         .with_context(|| format!("reading the load generator's report for {}", case.name))
 }
 
-/// Reads the load generator's `--json` report.
+/// Reads the load generator's `--json` report (schema `iolens.load.v1`).
 fn parse_load(json: &[u8]) -> anyhow::Result<Load> {
     let v: serde_json::Value = serde_json::from_slice(json).context("not JSON")?;
     let num = |path: &[&str]| -> Option<f64> {
@@ -281,8 +281,9 @@ fn parse_load(json: &[u8]) -> anyhow::Result<Load> {
     Ok(Load {
         requests: req(&["requests"])? as u64,
         errors: req(&["errors", "total"]).or_else(|_| req(&["errors"]))? as u64,
-        bytes: req(&["bytes"])? as u64,
-        seconds: req(&["duration_secs"])?,
+        // Body bytes: what was served; heads are the same for every mode.
+        bytes: req(&["body_bytes"])? as u64,
+        seconds: req(&["duration_s"])?,
         p50_us: req(&["latency_us", "p50"])?,
         p99_us: req(&["latency_us", "p99"])?,
     })
@@ -853,8 +854,9 @@ mod tests {
 
     #[test]
     fn load_report_parses() {
-        let j = br#"{"requests": 100, "errors": {"total": 0}, "bytes": 12800,
-                     "duration_secs": 0.5, "latency_us": {"p50": 40.0, "p99": 90.5}}"#;
+        let j = br#"{"schema": "iolens.load.v1", "requests": 100, "errors": {"total": 0},
+                     "bytes": 20000, "body_bytes": 12800, "duration_s": 0.5,
+                     "latency_us": {"p50": 40.0, "p99": 90.5}}"#;
         let l = parse_load(j).expect("parse");
         assert_eq!((l.requests, l.errors, l.bytes), (100, 0, 12800));
         assert!(parse_load(b"{}").is_err());
