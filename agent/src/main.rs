@@ -44,12 +44,16 @@ enum Cmd {
 }
 
 fn init_logging() {
+    use std::io::IsTerminal as _;
+
     use tracing_subscriber::{EnvFilter, fmt};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // aya logs through `log`; tracing-subscriber's default features bridge it.
+    // Colours only for a person at a terminal, not in log files.
     let _ = fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .try_init();
 }
 
