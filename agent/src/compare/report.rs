@@ -53,7 +53,8 @@ fn columns(suite: Suite) -> Vec<Col> {
         }
         Suite::Servers => {
             c.push(("events/wakeup", |r| r.events_per_wakeup));
-            c.push(("ops/enter", |r| r.uring_ops_per_enter));
+            c.push(("sqes/enter", |r| r.uring_ops_per_enter));
+            c.push(("cqes/enter", |r| r.uring_completions_per_enter));
         }
         Suite::Demux => {
             c.push(("events/wakeup", |r| r.events_per_wakeup));
