@@ -22,6 +22,16 @@ fn opt(v: Option<f64>, prec: usize) -> String {
     v.map_or_else(|| "-".to_owned(), |x| format!("{x:.prec$}"))
 }
 
+/// Enough digits to compare, no more: 12345, 12.35, 0.123.
+fn num(v: Option<f64>) -> String {
+    let prec = match v {
+        Some(x) if x.abs() >= 100.0 => 0,
+        Some(x) if x.abs() >= 1.0 => 2,
+        _ => 3,
+    };
+    opt(v, prec)
+}
+
 /// Metrics charted and tabled per suite: (header, value).
 type Col = (&'static str, fn(&Row) -> Option<f64>);
 
@@ -81,13 +91,7 @@ pub fn table(suite: Suite, rows: &[Row]) -> String {
     for r in rows {
         let _ = write!(out, "{:<name_w$}", r.case.name);
         for (_, f) in &cols {
-            let v = f(r);
-            let prec = match v {
-                Some(x) if x.abs() >= 100.0 => 0,
-                Some(x) if x.abs() >= 1.0 => 2,
-                _ => 3,
-            };
-            let _ = write!(out, " {:>13}", opt(v, prec));
+            let _ = write!(out, " {:>13}", num(f(r)));
         }
         out.push('\n');
     }
@@ -115,44 +119,81 @@ fn esc(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// One small bar chart per metric, a bar per workload.
+/// The group a row belongs to (its first word: `sendfile`, `reactor`, …),
+/// which picks its colour so a mode reads the same in every chart.
+fn group(name: &str) -> &str {
+    name.split_whitespace().next().unwrap_or(name)
+}
+
+/// Grouped bar charts: one small chart per metric, two columns, a bar per
+/// workload coloured by its group, with a legend.
 pub fn svg(suite: Suite, rows: &[Row]) -> String {
     let cols = columns(suite);
-    let (w, bar_h, gap, label_w) = (760.0, 16.0, 4.0, 200.0);
-    let chart_h = rows.len() as f64 * (bar_h + gap) + 40.0;
-    let total_h = chart_h * cols.len() as f64 + 20.0;
     let palette = [
         "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
         "#9c755f", "#bab0ac",
     ];
+    let mut groups: Vec<&str> = Vec::new();
+    for r in rows {
+        let g = group(&r.case.name);
+        if !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
+    let colour = |name: &str| {
+        let i = groups.iter().position(|g| *g == group(name)).unwrap_or(0);
+        palette[i % palette.len()]
+    };
+    let (chart_w, bar_h, gap, label_w, value_w) = (470.0, 14.0, 3.0, 170.0, 70.0);
+    let chart_h = rows.len() as f64 * (bar_h + gap) + 34.0;
+    let legend_h = 28.0;
+    let n_rows = cols.len().div_ceil(2);
+    let (w, h) = (
+        2.0 * chart_w + 20.0,
+        legend_h + chart_h * n_rows as f64 + 10.0,
+    );
     let mut out = String::new();
     let _ = write!(
         out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{total_h}" font-family="sans-serif" font-size="12">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h:.0}" font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="white"/>"#
     );
+    let mut x = 10.0;
+    for g in &groups {
+        let _ = write!(
+            out,
+            r#"<rect x="{x:.1}" y="8" width="12" height="12" fill="{}"/><text x="{:.1}" y="18">{}</text>"#,
+            colour(g),
+            x + 16.0,
+            esc(g)
+        );
+        x += 22.0 + 7.0 * g.len() as f64;
+    }
     for (ci, (header, f)) in cols.iter().enumerate() {
-        let y0 = ci as f64 * chart_h + 10.0;
+        let x0 = if ci % 2 == 0 { 0.0 } else { chart_w + 20.0 };
+        let y0 = legend_h + (ci / 2) as f64 * chart_h;
         let max = rows.iter().filter_map(f).fold(0.0f64, f64::max).max(1e-12);
         let _ = write!(
             out,
-            r#"<text x="0" y="{:.1}" font-weight="bold">{}</text>"#,
+            r#"<text x="{:.1}" y="{:.1}" font-weight="bold" font-size="12">{}</text>"#,
+            x0 + 4.0,
             y0 + 14.0,
             esc(header)
         );
         for (ri, r) in rows.iter().enumerate() {
-            let y = y0 + 24.0 + ri as f64 * (bar_h + gap);
+            let y = y0 + 22.0 + ri as f64 * (bar_h + gap);
             let v = f(r);
-            let len = v.map_or(0.0, |v| (v / max).max(0.0) * (w - label_w - 90.0));
+            let len = v.map_or(0.0, |v| (v / max).max(0.0) * (chart_w - label_w - value_w));
             let _ = write!(
                 out,
-                r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text><rect x="{label_w}" y="{y:.1}" width="{len:.1}" height="{bar_h}" fill="{}"/><text x="{:.1}" y="{:.1}">{}</text>"#,
-                label_w - 6.0,
-                y + bar_h - 4.0,
+                r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text><rect x="{:.1}" y="{y:.1}" width="{len:.1}" height="{bar_h}" fill="{}"/><text x="{:.1}" y="{:.1}" fill="dimgray">{}</text>"#,
+                x0 + label_w - 6.0,
+                y + bar_h - 3.0,
                 esc(&r.case.name),
-                palette[ri % palette.len()],
-                label_w + len + 4.0,
-                y + bar_h - 4.0,
-                opt(v, 3)
+                x0 + label_w,
+                colour(&r.case.name),
+                x0 + label_w + len + 4.0,
+                y + bar_h - 3.0,
+                num(v)
             );
         }
     }
@@ -179,7 +220,7 @@ pub fn html(suite: Suite, rows: &[Row]) -> String {
     for r in rows {
         let _ = write!(out, "<tr><td>{}</td>", esc(&r.case.name));
         for (_, f) in &cols {
-            let _ = write!(out, "<td>{}</td>", opt(f(r), 3));
+            let _ = write!(out, "<td>{}</td>", num(f(r)));
         }
         let class = match r.verdict {
             Verdict::Confirmed => "confirmed",
