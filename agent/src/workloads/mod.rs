@@ -3,6 +3,7 @@
 
 pub mod demux;
 pub mod http;
+pub mod loadgen;
 pub mod reactor;
 pub mod sys;
 
@@ -13,6 +14,8 @@ use clap::Subcommand;
 pub enum WorkloadCmd {
     /// HTTP/1.1 server on an epoll/poll/select reactor (single, pool, multi, reuseport).
     Reactor(reactor::Args),
+    /// HTTP/1.1 load generator: closed loop or constant rate, latency percentiles.
+    Load(loadgen::Args),
 }
 
 /// Runs a workload to completion (servers: until SIGINT/SIGTERM).
@@ -20,6 +23,7 @@ pub fn run(cmd: WorkloadCmd) -> anyhow::Result<()> {
     init_tracing();
     match cmd {
         WorkloadCmd::Reactor(args) => reactor::run(args),
+        WorkloadCmd::Load(args) => loadgen::run(args),
     }
 }
 
