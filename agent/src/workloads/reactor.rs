@@ -601,6 +601,9 @@ struct Handler {
     /// Close once everything queued is written.
     closing: bool,
     peer_closed: bool,
+    /// The buffered bytes end in an incomplete request: parsing again is
+    /// pointless until more arrive.
+    need_input: bool,
     awaiting_worker: bool,
     registered: Interest,
 }
@@ -619,6 +622,7 @@ impl Handler {
             body_off: 0,
             closing: false,
             peer_closed: false,
+            need_input: true,
             awaiting_worker: false,
             registered,
         }
@@ -654,6 +658,11 @@ impl Handler {
                     want_read: false,
                     want_write: false,
                 };
+            }
+            if !self.need_input && self.rstart < self.rend {
+                // Output was flushed; requests held back by back-pressure
+                // are still buffered, so parse again before reading.
+                continue;
             }
             if self.peer_closed {
                 return Verdict::Close;
@@ -698,6 +707,7 @@ impl Handler {
         use std::io::Read;
         let n = (&self.stream).read(&mut self.rbuf[self.rend..])?;
         self.rend += n;
+        self.need_input = false;
         Ok(n)
     }
 
@@ -711,7 +721,10 @@ impl Handler {
         {
             let (route, head_only, keep_alive, consumed) =
                 match http::parse_request(&self.rbuf[self.rstart..self.rend]) {
-                    Ok(Parsed::Partial) => break,
+                    Ok(Parsed::Partial) => {
+                        self.need_input = true;
+                        break;
+                    }
                     Ok(Parsed::Complete(req, n)) => {
                         let head_only = req.method == Method::Head;
                         if let Some(jobs) = pool {
