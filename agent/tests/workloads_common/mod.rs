@@ -209,3 +209,18 @@ pub fn ok_response(n: usize, keep_alive: bool) -> Vec<u8> {
     v.extend(body(n));
     v
 }
+
+/// Raises this test process's soft RLIMIT_NOFILE to its hard limit and
+/// returns the hard limit.
+pub fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit into a live struct.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: setrlimit with a live, initialised struct.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+    lim.rlim_max
+}
