@@ -94,6 +94,16 @@ fn rejections_get_exact_error_responses() {
             b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello".to_vec(),
             error_response("HTTP/1.1 413 Content Too Large", false),
         ),
+        // A body larger than the read buffer: the response must survive the
+        // unread remainder (no RST before the client reads it).
+        (
+            [
+                &b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n"[..],
+                &[b'x'; 100_000][..],
+            ]
+            .concat(),
+            error_response("HTTP/1.1 413 Content Too Large", false),
+        ),
         (
             b"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
             error_response("HTTP/1.1 413 Content Too Large", false),

@@ -649,6 +649,7 @@ impl Handler {
                 }
             }
             if self.closing {
+                self.linger();
                 return Verdict::Close;
             }
             if self.awaiting_worker {
@@ -688,6 +689,22 @@ impl Handler {
                     debug!("read failed: {e}");
                     return Verdict::Close;
                 }
+            }
+        }
+    }
+
+    /// Half-closes and discards input that is already queued, so that
+    /// close(2) sends FIN rather than RST: a reset would make the peer drop
+    /// the response it has not read yet (e.g. a 413 whose body is still
+    /// arriving). Bounded: input arriving later can still cause a reset.
+    fn linger(&mut self) {
+        use std::io::Read;
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        let mut scratch = [0u8; 16 * 1024];
+        for _ in 0..16 {
+            match (&self.stream).read(&mut scratch) {
+                Ok(n) if n > 0 => {}
+                _ => break,
             }
         }
     }
