@@ -57,10 +57,10 @@ use super::{
 /// Flags of `iolens workload load`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// Target as a URL: http://HOST[:PORT]/PATH (overrides --addr and --path).
+    /// Target as a URL, http://HOST[:PORT]/PATH, instead of --addr and --path.
     #[arg(long, conflicts_with_all = ["addr", "path"])]
     pub url: Option<String>,
-    /// Target address, IP:PORT.
+    /// Target address, HOST:PORT.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: String,
     /// Request path.
@@ -78,7 +78,7 @@ pub struct Args {
     /// Load phase length in seconds (default 10 unless --requests is given).
     #[arg(long, conflicts_with = "requests")]
     pub duration: Option<f64>,
-    /// Total successful-or-failed requests to issue, then stop.
+    /// Issue this many requests in total (successful or not), then stop.
     #[arg(long)]
     pub requests: Option<u64>,
     /// Open loop: total requests per second, latency measured from the

@@ -73,7 +73,7 @@ pub enum AcceptMode {
 /// Flags of `iolens workload reactor`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// Thread arrangement: single, pool, multi or reuseport (see `--help` of each value).
+    /// Thread arrangement (the values name the production servers they mimic).
     #[arg(long, value_enum, default_value_t = Model::Single)]
     pub model: Model,
     /// Worker threads (pool), sub-reactors (multi) or loops (reuseport).
