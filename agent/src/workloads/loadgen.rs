@@ -495,6 +495,8 @@ struct Client {
     next_send: Instant,
     /// Earliest reconnect after a failure (avoids spinning on a dead server).
     not_before: Instant,
+    /// Holds one request of the --requests budget (taken at connect time).
+    ticket: bool,
     sent: usize,
     head: Vec<u8>,
     in_body: bool,
@@ -515,6 +517,7 @@ impl Client {
             deadline: now,
             next_send: now,
             not_before: now,
+            ticket: false,
             sent: 0,
             head: Vec::new(),
             in_body: false,
@@ -593,13 +596,18 @@ impl Worker {
             Ok(fd) => TcpStream::from(fd),
             Err(_) => {
                 self.error(ErrKind::Connect);
-                self.clients[i].not_before = now + Duration::from_millis(10);
+                let c = &mut self.clients[i];
+                c.ticket = false;
+                c.not_before = now + Duration::from_millis(10);
                 return;
             }
         };
         let fd = stream.as_raw_fd();
         if self.epoll.register(fd, Interest::READ_WRITE).is_err() {
             self.error(ErrKind::Connect);
+            let c = &mut self.clients[i];
+            c.ticket = false;
+            c.not_before = now + Duration::from_millis(10);
             return;
         }
         if self.by_fd.len() <= fd as usize {
@@ -708,6 +716,16 @@ impl Worker {
                     State::Closed => {
                         live = true;
                         if self.clients[i].not_before <= now {
+                            // The ticket is taken before connecting so that a
+                            // failed connect counts as one failed request and
+                            // --requests always terminates.
+                            if !self.clients[i].ticket {
+                                if !self.claim_ticket() {
+                                    self.clients[i].state = State::Finished;
+                                    continue;
+                                }
+                                self.clients[i].ticket = true;
+                            }
                             self.connect(i, now);
                         } else {
                             next_due = next_due.min(self.clients[i].not_before);
@@ -752,6 +770,7 @@ impl Worker {
             match c.state {
                 State::Connecting if timed_out => {
                     self.error(ErrKind::Connect);
+                    self.clients[i].ticket = false;
                     self.close(i, now, true);
                 }
                 State::Sending | State::Receiving if timed_out => {
@@ -763,24 +782,28 @@ impl Worker {
         }
     }
 
+    /// Takes one request from the --requests budget (always succeeds
+    /// without --requests).
+    fn claim_ticket(&self) -> bool {
+        self.plan.tickets.as_ref().is_none_or(|t| {
+            t.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+        })
+    }
+
     /// Sends the next request if this connection's turn and a ticket allow.
     fn try_send(&mut self, i: usize, now: Instant) {
         let plan = self.plan.clone();
         if plan.interval.is_some() && self.clients[i].next_send > now {
             return;
         }
-        if let Some(t) = &plan.tickets {
-            let got = t
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                .is_ok();
-            if !got {
-                self.clients[i].state = State::Finished;
-                self.close(i, now, false);
-                self.clients[i].state = State::Finished;
-                return;
-            }
+        if !self.clients[i].ticket && !self.claim_ticket() {
+            self.close(i, now, false);
+            self.clients[i].state = State::Finished;
+            return;
         }
         let c = &mut self.clients[i];
+        c.ticket = false;
         c.started = match plan.interval {
             Some(iv) => {
                 let intended = c.next_send;
@@ -831,6 +854,7 @@ impl Worker {
                 let ok = sys::take_socket_error(fd).is_ok();
                 if !ok {
                     self.error(ErrKind::Connect);
+                    self.clients[i].ticket = false;
                     self.close(i, now, true);
                     return;
                 }

@@ -147,20 +147,12 @@ pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Output {
 /// Runs the built-in load generator with `--json` and returns the report.
 pub fn load(addr: SocketAddr, args: &[&str]) -> serde_json::Value {
     let addr = addr.to_string();
-    let out = run_bounded(
-        Command::new(BIN)
-            .args([
-                "workload",
-                "load",
-                "--addr",
-                &addr,
-                "--json",
-                "--timeout-ms",
-                "5000",
-            ])
-            .args(args),
-        Duration::from_secs(90),
-    );
+    let mut cmd = Command::new(BIN);
+    cmd.args(["workload", "load", "--addr", &addr, "--json"]);
+    if !args.contains(&"--timeout-ms") {
+        cmd.args(["--timeout-ms", "5000"]);
+    }
+    let out = run_bounded(cmd.args(args), Duration::from_secs(90));
     assert!(
         out.status.success(),
         "load generator failed: {}",
