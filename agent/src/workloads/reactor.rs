@@ -265,7 +265,7 @@ fn worker(cfg: &Config, jobs: &Mutex<Receiver<Job>>, done: &Sender<Done>, wake: 
         let reply = Done {
             fd: job.fd,
             conn_id: job.conn_id,
-            route: http::route(job.path.as_str(), cfg.response_size, cfg.max_response_size),
+            route: job.route,
             head_only: job.head_only,
             keep_alive: job.keep_alive,
         };
@@ -316,11 +316,13 @@ fn run_independent(
     join_all(handles)
 }
 
-/// Work sent to the pool: owned, because the read buffer moves on.
+/// Work sent to the pool. The reactor already routed the request (the path
+/// borrows its read buffer), so a job is a few plain values and sending one
+/// copies no request bytes.
 struct Job {
     fd: RawFd,
     conn_id: u64,
-    path: String,
+    route: Route,
     head_only: bool,
     keep_alive: bool,
 }
@@ -486,12 +488,11 @@ impl Reactor {
     }
 
     fn on_handoff(&mut self) {
-        let Some((rx, wake)) = &self.inbox else {
+        let Some((_, wake)) = &self.inbox else {
             return;
         };
         wake.drain();
-        let streams: Vec<TcpStream> = rx.try_iter().collect();
-        for s in streams {
+        while let Some(s) = self.inbox.as_ref().and_then(|(rx, _)| rx.try_recv().ok()) {
             self.add_conn(s);
         }
     }
@@ -499,8 +500,8 @@ impl Reactor {
     fn on_pool_done(&mut self) {
         let Some(pool) = &self.pool else { return };
         pool.wake.drain();
-        let done: Vec<Done> = pool.done.try_iter().collect();
-        for d in done {
+        // One at a time: drive() needs `self` mutably.
+        while let Some(d) = self.pool.as_ref().and_then(|p| p.done.try_recv().ok()) {
             let Some(Some(h)) = self.conns.get_mut(d.fd as usize) else {
                 continue;
             };
@@ -748,7 +749,11 @@ impl Handler {
                             let job = Job {
                                 fd: self.stream.as_raw_fd(),
                                 conn_id: self.id,
-                                path: req.path.to_owned(),
+                                route: http::route(
+                                    req.path,
+                                    cfg.response_size,
+                                    cfg.max_response_size,
+                                ),
                                 head_only,
                                 keep_alive: req.keep_alive,
                             };
