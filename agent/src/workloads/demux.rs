@@ -109,8 +109,9 @@ impl Epoll {
     }
 
     fn ctl(&mut self, op: libc::c_int, fd: RawFd, interest: Interest) -> io::Result<()> {
-        // EPOLLEXCLUSIVE rejects EPOLLRDHUP (EINVAL); listeners need neither.
-        let mut flags = if interest.exclusive {
+        // EPOLLEXCLUSIVE rejects EPOLLRDHUP (EINVAL), and a handler that
+        // paused reading must not be woken by the peer's FIN either.
+        let mut flags = if interest.exclusive || !interest.read {
             0
         } else {
             libc::EPOLLRDHUP as u32
@@ -292,7 +293,6 @@ impl Demultiplexer for Poll {
 pub struct Select {
     /// Interest per fd, indexed by fd; `None` when not registered.
     interest: Vec<Option<Interest>>,
-    max_fd: RawFd,
 }
 
 /// Why select cannot take an fd; the reactor logs it and closes that
@@ -317,7 +317,6 @@ impl Demultiplexer for Select {
             self.interest.resize(i + 1, None);
         }
         self.interest[i] = Some(interest);
-        self.max_fd = self.max_fd.max(fd);
         Ok(())
     }
 
@@ -393,5 +392,69 @@ impl Demultiplexer for Select {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workloads::sys::EventFd;
+
+    /// Registration bookkeeping survives removals, and only ready fds are
+    /// reported, for every implementation.
+    #[test]
+    fn reports_exactly_the_ready_fds() {
+        for kind in [DemuxKind::Epoll, DemuxKind::Poll, DemuxKind::Select] {
+            let mut d = new(kind, Trigger::Level).expect("demux");
+            let fds: Vec<EventFd> = (0..4).map(|_| EventFd::new().expect("eventfd")).collect();
+            for f in &fds {
+                d.register(f.fd(), Interest::READ).expect("register");
+            }
+            d.deregister(fds[1].fd()).expect("deregister");
+            fds[1].wake();
+            fds[3].wake();
+            let mut events = Vec::new();
+            d.wait(&mut events, Duration::from_secs(1)).expect("wait");
+            let ready: Vec<RawFd> = events.iter().filter(|e| e.readable).map(|e| e.fd).collect();
+            assert_eq!(ready, vec![fds[3].fd()], "{kind:?}");
+            // Level-triggered: still reported until drained.
+            d.wait(&mut events, Duration::from_millis(10))
+                .expect("wait");
+            assert_eq!(events.len(), 1, "{kind:?}");
+            fds[3].drain();
+            d.wait(&mut events, Duration::from_millis(10))
+                .expect("wait");
+            assert!(events.is_empty(), "{kind:?}: {events:?}");
+            // Write interest on an eventfd is immediately ready.
+            d.modify(fds[0].fd(), Interest::READ_WRITE).expect("modify");
+            d.wait(&mut events, Duration::from_secs(1)).expect("wait");
+            assert_eq!(events.len(), 1, "{kind:?}");
+            assert!(events[0].writable && !events[0].readable, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn edge_trigger_reports_once() {
+        let mut d = new(DemuxKind::Epoll, Trigger::Edge).expect("demux");
+        let f = EventFd::new().expect("eventfd");
+        d.register(f.fd(), Interest::READ).expect("register");
+        f.wake();
+        let mut events = Vec::new();
+        d.wait(&mut events, Duration::from_secs(1)).expect("wait");
+        assert_eq!(events.len(), 1);
+        d.wait(&mut events, Duration::from_millis(10))
+            .expect("wait");
+        assert!(events.is_empty(), "edge-triggered fd reported twice");
+    }
+
+    #[test]
+    fn select_refuses_fds_beyond_fd_setsize() {
+        let mut d = Select::default();
+        let fd = libc::FD_SETSIZE as RawFd;
+        let err = d.register(fd, Interest::READ).expect_err("must refuse");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("FD_SETSIZE"), "{err}");
+        d.register(fd - 1, Interest::READ)
+            .expect("below FD_SETSIZE is fine");
     }
 }
