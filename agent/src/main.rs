@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use iolens::{
     agent::{self, RunArgs, UsageError},
     compare::{self, CompareArgs},
-    workloads,
+    workloads::{self, sys::ListenError},
 };
 
 /// eBPF I/O observability agent: per-process bytes by path (through user space
@@ -68,7 +68,14 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.downcast_ref::<UsageError>().is_some() => {
+        // Errors the user fixes by starting differently: one line, exit 2.
+        Err(e)
+            if e.downcast_ref::<UsageError>().is_some()
+                || matches!(
+                    e.downcast_ref::<ListenError>(),
+                    Some(ListenError::AddrInUse(_))
+                ) =>
+        {
             eprintln!("iolens: {e}");
             ExitCode::from(2)
         }

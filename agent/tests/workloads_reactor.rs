@@ -211,7 +211,7 @@ fn port_in_use_is_one_clear_line() {
     let addr = server.addr.to_string();
     let out = run_cli(&["workload", "reactor", "--listen", &addr]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(out.status.code(), Some(2), "{err}");
     assert_eq!(
         err.lines()
             .filter(|l| l.starts_with("iolens: "))

@@ -20,6 +20,7 @@ use util::{cmd, is_root, repo_root, run};
 /// match `BPF_TOOLCHAIN` in agent/build.rs.
 const BPF_TOOLCHAIN: &str = "iolens-bpf";
 const BPF_LINKER_VERSION: &str = "0.13.0";
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// Debian packages: the kernel-side toolchain, then what tests, benchmarks
 /// and the workloads' peers use.
@@ -162,7 +163,40 @@ fn setup() -> anyhow::Result<()> {
             ])
             .env("LLVM_PREFIX", "/usr/lib/llvm-22"))?;
     }
+
+    let fuzz_ok = cmd("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_FUZZ_VERSION))
+        .unwrap_or(false);
+    if !fuzz_ok {
+        eprintln!("xtask: installing cargo-fuzz {CARGO_FUZZ_VERSION} (about a minute and a half)");
+        run(cmd("cargo").args([
+            "install",
+            "cargo-fuzz",
+            "--locked",
+            "--version",
+            CARGO_FUZZ_VERSION,
+        ]))?;
+    }
     Ok(())
+}
+
+/// A short coverage-guided run of the HTTP parser's fuzz target on its
+/// committed corpus (new inputs go to a scratch directory, so the corpus in
+/// the repository stays as reviewed). cargo-fuzz needs nightly's sanitizer
+/// flags; the fuzz crate is its own workspace.
+fn fuzz(seconds: u32) -> anyhow::Result<()> {
+    let scratch = std::env::temp_dir().join(format!("iolens-fuzz-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).context("creating the fuzz scratch corpus")?;
+    let result = run(cargo()
+        .args(["+nightly", "fuzz", "run", "http_parse"])
+        .arg(&scratch)
+        .arg("fuzz/corpus/http_parse")
+        .arg("--")
+        .arg(format!("-max_total_time={seconds}")));
+    let _ = std::fs::remove_dir_all(&scratch);
+    result.context("fuzzing the HTTP parser found a failure (see fuzz/artifacts)")
 }
 
 fn cargo() -> std::process::Command {
@@ -242,12 +276,14 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
             .env("IOLENS_BIN", &bin),
     )?;
     let (passed, failed, ignored) = util::sum_test_results(&output.stdout);
+    let fuzzed = fuzz(20);
     // cargo's last line is a doc-test binary's "0 passed"; close with the
     // whole run's count instead.
     println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
     if !output.status.success() || failed > 0 {
         bail!("tests failed");
     }
+    fuzzed?;
     if passed == 0 {
         bail!("no test ran");
     }

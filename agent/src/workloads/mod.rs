@@ -20,21 +20,8 @@ pub enum WorkloadCmd {
 
 /// Runs a workload to completion (servers: until SIGINT/SIGTERM).
 pub fn run(cmd: WorkloadCmd) -> anyhow::Result<()> {
-    init_tracing();
     match cmd {
         WorkloadCmd::Reactor(args) => reactor::run(args),
         WorkloadCmd::Load(args) => loadgen::run(args),
     }
-}
-
-/// Logs to stderr, filtered by `RUST_LOG` (default `info`). Ignores a
-/// subscriber installed earlier, e.g. by the agent.
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(sys::stderr_is_tty())
-        .try_init();
 }
