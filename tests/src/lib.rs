@@ -504,3 +504,10 @@ pub fn wait_all_asleep(pid: u32) {
     });
     assert!(settled, "pid {pid} did not settle asleep");
 }
+
+/// A scratch directory for one test, unique per test process.
+pub fn tempdir(test: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("iolens-{test}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tempdir");
+    dir.to_str().expect("utf-8 tempdir").to_owned()
+}

@@ -7,16 +7,10 @@ use std::{
 };
 
 use iolens_tests::{
-    Agent, TestChild, agent_bin, can_load_probes, http_get, in_ci, is_root, wait_until,
+    Agent, TestChild, agent_bin, can_load_probes, http_get, in_ci, is_root, tempdir, wait_until,
 };
 
 const CHILD: &str = env!("CARGO_BIN_EXE_iolens-testchild");
-
-fn tempdir(test: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("iolens-{test}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tempdir");
-    dir.to_str().expect("utf-8").to_owned()
-}
 
 /// Runs the agent with `args` and returns (exit code, stderr).
 fn run_agent(args: &[&str], uid: Option<u32>) -> (Option<i32>, String) {

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use iolens_tests::{Agent, Count, Metrics, ProcIo, TestChild, can_load_probes, tcp_sink};
+use iolens_tests::{Agent, Count, Metrics, ProcIo, TestChild, can_load_probes, tcp_sink, tempdir};
 
 const CHILD: &str = env!("CARGO_BIN_EXE_iolens-testchild");
 
@@ -197,12 +197,6 @@ fn run_scenario(test: &str, scenario: &str, port: Option<u16>) {
     let (status, log) = agent.stop();
     assert!(status.success(), "agent exit {status:?}\n{log}");
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn tempdir(test: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("iolens-{test}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tempdir");
-    dir.to_str().expect("utf-8 tempdir").to_owned()
 }
 
 #[test]

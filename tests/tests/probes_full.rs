@@ -5,16 +5,10 @@
 
 use iolens_tests::{
     Agent, Metrics, TestChild, can_load_probes, resident_pages, schedstat_ns, stat_cpu_seconds,
-    status_sum, tcp_sink, wait_all_asleep,
+    status_sum, tcp_sink, tempdir, wait_all_asleep,
 };
 
 const CHILD: &str = env!("CARGO_BIN_EXE_iolens-testchild");
-
-fn tempdir(test: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("iolens-{test}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tempdir");
-    dir.to_str().expect("utf-8").to_owned()
-}
 
 fn get(m: &Metrics, name: &str, pid: u32, more: &[(&str, &str)]) -> u64 {
     let pid = pid.to_string();

@@ -141,11 +141,9 @@ fn scenario_rw(dir: &str, t: &mut Tally) {
     }
 }
 
-/// sendfile file -> TCP socket, and splice file -> pipe -> TCP socket.
-fn scenario_zerocopy(dir: &str, port: u16, t: &mut Tally) {
-    let sock = tcp_connect(port);
-    let file = open(&format!("{dir}/in"), libc::O_RDONLY);
-    let mut left: usize = 1 << 20;
+/// sendfile(2) until `len` bytes of `file` went to `sock`.
+fn sendfile_all(sock: &std::net::TcpStream, file: &OwnedFd, len: usize, t: &mut Tally) {
+    let mut left = len;
     while left > 0 {
         // SAFETY: valid fds; a null offset uses and advances the file offset.
         let r = unsafe {
@@ -159,6 +157,13 @@ fn scenario_zerocopy(dir: &str, port: u16, t: &mut Tally) {
         left -= check(r, "sendfile") as usize;
         t.add("sendfile64", "file_to_socket", r);
     }
+}
+
+/// sendfile file -> TCP socket, and splice file -> pipe -> TCP socket.
+fn scenario_zerocopy(dir: &str, port: u16, t: &mut Tally) {
+    let sock = tcp_connect(port);
+    let file = open(&format!("{dir}/in"), libc::O_RDONLY);
+    sendfile_all(&sock, &file, 1 << 20, t);
     let mut fds: [RawFd; 2] = [0; 2];
     // SAFETY: fds has room for two descriptors.
     check(
@@ -530,20 +535,7 @@ fn main() {
         "cache-sendfile" => {
             let sock = tcp_connect(port);
             let file = open(&format!("{dir}/cached"), libc::O_RDONLY);
-            let mut left: usize = 1 << 20;
-            while left > 0 {
-                // SAFETY: valid fds; null offset uses the file offset.
-                let r = unsafe {
-                    libc::sendfile(
-                        sock.as_raw_fd(),
-                        file.as_raw_fd(),
-                        std::ptr::null_mut(),
-                        left,
-                    )
-                };
-                left -= check(r, "sendfile") as usize;
-                t.add("sendfile64", "file_to_socket", r);
-            }
+            sendfile_all(&sock, &file, 1 << 20, &mut t);
         }
         "epoll" => scenario_epoll(100, 10, &mut t),
         "uring" => scenario_uring(&dir, 50, "plain"),
