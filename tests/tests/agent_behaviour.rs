@@ -203,6 +203,20 @@ fn exited_process_keeps_final_counts_until_the_ttl() {
         gone,
         "series of pid {pid} still exported well after the 3 s TTL"
     );
+    // Nowhere near full: the keys the agent deleted for the expired process
+    // must not be mistaken for LRU evictions.
+    let m = agent.scrape();
+    for map in ["STATS", "PROCS", "PSTATS", "URING"] {
+        assert!(
+            m.has("iolens_map_evictions_total", &[("map", map)]),
+            "{map}"
+        );
+        assert_eq!(
+            m.sum("iolens_map_evictions_total", &[("map", map)]),
+            0,
+            "{map}"
+        );
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -89,6 +89,15 @@ impl Accum for UringValue {
     }
 }
 
+/// The LRU maps whose fill and evictions are exported, with the kernel
+/// counter of their inserts. Indices of Tracker's per-map arrays.
+const MAPS: [(&str, u32); 4] = [
+    ("STATS", counter::STATS_INSERTS),
+    ("PROCS", counter::PROC_INSERTS),
+    ("PSTATS", counter::PSTATS_INSERTS),
+    ("URING", counter::URING_INSERTS),
+];
+
 /// Totals for one kernel key.
 #[derive(Debug, Clone, Copy, Default)]
 struct Series<V> {
@@ -168,12 +177,13 @@ pub struct Tracker {
     wait_hist: Vec<([u8; COMM_LEN], [u64; WAIT_SLOTS])>,
     procs: HashMap<u32, Process>,
     exit_ttl: Duration,
-    /// STATS keys this process removed itself (not evictions).
-    forgotten_keys: u64,
-    evictions: u64,
+    /// Keys this process removed itself (not evictions), per [`MAPS`].
+    forgotten: [u64; 4],
+    /// Derived LRU evictions, per [`MAPS`].
+    evictions: [u64; 4],
+    /// Entries at the last read, per [`MAPS`].
+    live: [usize; 4],
     counters: [u64; counter::COUNT as usize],
-    live_stats_entries: usize,
-    live_proc_entries: usize,
     cgroup_label: bool,
     max_processes: usize,
     /// Processes dropped to stay under max_processes.
@@ -228,11 +238,10 @@ impl Tracker {
             wait_hist: Vec::new(),
             procs: HashMap::new(),
             exit_ttl,
-            forgotten_keys: 0,
-            evictions: 0,
+            forgotten: [0; 4],
+            evictions: [0; 4],
+            live: [0; 4],
             counters: [0; counter::COUNT as usize],
-            live_stats_entries: 0,
-            live_proc_entries: 0,
             cgroup_label: false,
             max_processes: usize::MAX,
             processes_evicted: 0,
@@ -309,13 +318,19 @@ impl Tracker {
         }
 
         self.counters = snap.counters;
-        self.live_stats_entries = snap.stats.len();
-        self.live_proc_entries = snap.procs.len();
+        self.live = [
+            snap.stats.len(),
+            snap.procs.len(),
+            snap.pstats.len(),
+            snap.uring.len(),
+        ];
         // Every key the kernel inserted is live, was removed by us, or was
         // evicted. Reads race with inserts, so never let it go backwards.
-        let derived = self.counters[counter::STATS_INSERTS as usize]
-            .saturating_sub(self.live_stats_entries as u64 + self.forgotten_keys);
-        self.evictions = self.evictions.max(derived);
+        for (i, (_, insert_counter)) in MAPS.iter().enumerate() {
+            let derived = self.counters[*insert_counter as usize]
+                .saturating_sub(self.live[i] as u64 + self.forgotten[i]);
+            self.evictions[i] = self.evictions[i].max(derived);
+        }
 
         let ttl = self.exit_ttl.as_nanos() as u64;
         let mut doomed: Vec<u32> = self
@@ -397,18 +412,31 @@ impl Tracker {
     /// Drops an expired process's series after the caller deleted its keys
     /// from the kernel maps.
     pub fn forgot(&mut self, expired: &Expired) {
+        // A series whose last read was zero had no kernel key to delete.
         for key in &expired.keys {
-            if let Some(s) = self.series.remove(key)
-                && s.last.calls > 0
-            {
-                self.forgotten_keys += 1;
+            if self.series.remove(key).is_some_and(|s| s.last.marker() > 0) {
+                self.forgotten[0] += 1;
             }
         }
-        for key in &expired.uring_keys {
-            self.useries.remove(key);
+        if self.procs.remove(&expired.tgid).is_some() {
+            self.forgotten[1] += 1;
         }
-        self.pseries.remove(&expired.tgid);
-        self.procs.remove(&expired.tgid);
+        if self
+            .pseries
+            .remove(&expired.tgid)
+            .is_some_and(|s| s.last.marker() > 0)
+        {
+            self.forgotten[2] += 1;
+        }
+        for key in &expired.uring_keys {
+            if self
+                .useries
+                .remove(key)
+                .is_some_and(|s| s.last.marker() > 0)
+            {
+                self.forgotten[3] += 1;
+            }
+        }
     }
 
     pub fn processes(&self) -> usize {
@@ -645,13 +673,17 @@ impl Tracker {
         );
         let mut capacity = family(
             "iolens_map_capacity",
-            "Maximum entries of a kernel map (--max-stats-entries, --max-proc-entries).",
+            "Maximum entries of a kernel map (--max-stats-entries; --max-proc-entries for PROCS and PSTATS; URING is fixed).",
             MetricType::GAUGE,
         );
-        for (map, live, cap) in [
-            ("STATS", self.live_stats_entries, me.stats_capacity),
-            ("PROCS", self.live_proc_entries, me.procs_capacity),
-        ] {
+        let caps = [
+            me.stats_capacity,
+            me.procs_capacity,
+            me.procs_capacity,
+            iolens_common::URING_ENTRIES,
+        ];
+        for (i, (map, _)) in MAPS.iter().enumerate() {
+            let (live, cap) = (self.live[i], caps[i]);
             entries
                 .mut_metric()
                 .push(gauge_metric(vec![label("map", map)], live as f64));
@@ -664,10 +696,12 @@ impl Tracker {
             "Keys the kernel evicted from a full LRU map. Their counts are kept; a non-zero rate means the map is too small for the workload.",
             MetricType::COUNTER,
         );
-        evictions.mut_metric().push(counter_metric(
-            vec![label("map", "STATS")],
-            self.evictions as f64,
-        ));
+        for (i, (map, _)) in MAPS.iter().enumerate() {
+            evictions.mut_metric().push(counter_metric(
+                vec![label("map", map)],
+                self.evictions[i] as f64,
+            ));
+        }
         let mut drops = family(
             "iolens_events_dropped_total",
             "Events the kernel side could not record (map update failed).",
@@ -1051,7 +1085,7 @@ mod tests {
         // Evicted: absent from the read.
         t.update(&snap(&[], 1), 0);
         assert_eq!(t.totals_for(me())[&k], val(10, 100));
-        assert_eq!(t.evictions, 1);
+        assert_eq!(t.evictions[0], 1);
         // Re-created and counting again from zero.
         t.update(&snap(&[(k, val(3, 30))], 2), 0);
         assert_eq!(t.totals_for(me())[&k], val(13, 130));

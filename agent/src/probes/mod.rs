@@ -396,6 +396,19 @@ impl Probes {
 
     /// Reads every map into `snap`, reusing its buffers.
     pub fn read(&self, snap: &mut Snapshot) -> Result<(), ProbeError> {
+        // Counters first: evictions are derived as inserts - live entries,
+        // so an insert must never be counted without its key having been
+        // there to see when the maps are read below.
+        for (i, slot) in snap.counters.iter_mut().enumerate() {
+            let per_cpu = self
+                .counters
+                .get(&(i as u32), 0)
+                .map_err(|source| ProbeError::Map {
+                    name: maps::COUNTERS,
+                    source,
+                })?;
+            *slot = per_cpu.iter().sum();
+        }
         snap.stats.clear();
         for item in self.stats.iter() {
             let (key, per_cpu) = item.map_err(|source| ProbeError::Map {
@@ -470,16 +483,6 @@ impl Probes {
                 source,
             })?;
             snap.procs.push((tgid, info));
-        }
-        for (i, slot) in snap.counters.iter_mut().enumerate() {
-            let per_cpu = self
-                .counters
-                .get(&(i as u32), 0)
-                .map_err(|source| ProbeError::Map {
-                    name: maps::COUNTERS,
-                    source,
-                })?;
-            *slot = per_cpu.iter().sum();
         }
         Ok(())
     }
