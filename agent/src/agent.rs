@@ -280,7 +280,9 @@ struct Shared(Mutex<Agent>);
 impl Agent {
     fn refresh(&mut self) -> anyhow::Result<()> {
         self.probes.read(&mut self.snapshot)?;
-        let expired = self.tracker.update(&self.snapshot, metrics::monotonic_ns());
+        let expired = self
+            .tracker
+            .update(&mut self.snapshot, metrics::monotonic_ns());
         for e in &expired {
             self.probes.forget(e.tgid, &e.keys, &e.uring_keys);
             self.tracker.forgot(e);

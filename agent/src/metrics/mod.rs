@@ -121,30 +121,38 @@ impl<V: Accum> Series<V> {
 
 /// Folds one map read into `series`: keys absent from the read were evicted
 /// (or forgotten) and keep what they had counted; a value smaller than the
-/// last one was evicted and re-created between two reads.
-/// Returns the keys whose counts changed.
-fn fold<K: Ord + Copy + std::hash::Hash, V: Accum>(
+/// last one was evicted and re-created between two reads. `read` is sorted
+/// here, in place, so the two walk in key order without a scratch map:
+/// the per-tick path allocates only for keys seen for the first time.
+/// `changed` is called for every key whose counts moved.
+fn fold<K: Ord + Copy, V: Accum>(
     series: &mut BTreeMap<K, Series<V>>,
-    read: &[(K, V)],
-) -> Vec<K> {
-    let mut seen: HashMap<K, V> = read.iter().copied().collect();
-    let mut changed = Vec::new();
+    read: &mut [(K, V)],
+    mut changed: impl FnMut(&K),
+) {
+    read.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut fresh = Vec::new();
+    let mut incoming = read.iter().peekable();
     for (key, s) in series.iter_mut() {
-        match seen.remove(key) {
-            Some(v) => {
+        while let Some((k, v)) = incoming.next_if(|(k, _)| k < key) {
+            fresh.push((*k, *v));
+        }
+        match incoming.next_if(|(k, _)| k == key) {
+            Some((_, v)) => {
                 if v.marker() < s.last.marker() {
                     s.retire();
                 }
                 if v.marker() != s.last.marker() {
-                    changed.push(*key);
+                    changed(key);
                 }
-                s.last = v;
+                s.last = *v;
             }
             None => s.retire(),
         }
     }
-    for (key, v) in seen {
-        changed.push(key);
+    fresh.extend(incoming.copied());
+    for (key, v) in fresh {
+        changed(&key);
         series.insert(
             key,
             Series {
@@ -153,7 +161,6 @@ fn fold<K: Ord + Copy + std::hash::Hash, V: Accum>(
             },
         );
     }
-    changed
 }
 
 #[derive(Debug, Clone)]
@@ -188,6 +195,8 @@ pub struct Tracker {
     max_processes: usize,
     /// Processes dropped to stay under max_processes.
     processes_evicted: u64,
+    /// Reused between updates: tgids whose counts moved.
+    scratch_active: Vec<u32>,
 }
 
 /// What to delete from the kernel maps after a refresh.
@@ -245,6 +254,7 @@ impl Tracker {
             cgroup_label: false,
             max_processes: usize::MAX,
             processes_evicted: 0,
+            scratch_active: Vec::new(),
         }
     }
 
@@ -261,33 +271,33 @@ impl Tracker {
     /// Folds one read of the maps in. `now_ns` is CLOCK_MONOTONIC. Returns
     /// the processes whose grace period ended, for the caller to delete from
     /// the kernel maps (and then to report with [`Tracker::forgot`]).
-    pub fn update(&mut self, snap: &Snapshot, now_ns: u64) -> Vec<Expired> {
-        let active: Vec<u32> = fold(&mut self.series, &snap.stats)
-            .into_iter()
-            .map(|k| k.tgid)
-            .chain(fold(&mut self.pseries, &snap.pstats))
-            .chain(
-                fold(&mut self.useries, &snap.uring)
-                    .into_iter()
-                    .map(|k| k.tgid),
-            )
-            .collect();
+    pub fn update(&mut self, snap: &mut Snapshot, now_ns: u64) -> Vec<Expired> {
+        let mut active = std::mem::take(&mut self.scratch_active);
+        active.clear();
+        fold(&mut self.series, &mut snap.stats, |k| active.push(k.tgid));
+        fold(&mut self.pseries, &mut snap.pstats, |k| active.push(*k));
+        fold(&mut self.useries, &mut snap.uring, |k| active.push(k.tgid));
         self.wait_hist.clone_from(&snap.wait_hist);
 
         for (tgid, info) in &snap.procs {
             self.observe_proc(*tgid, info, now_ns);
         }
         // Series whose process the kernel table lost (LRU) still need a name
-        // and an exit time.
-        let tgids: Vec<u32> = self
-            .series
+        // and an exit time; only they are looked up in /proc.
+        let Tracker {
+            series,
+            pseries,
+            useries,
+            procs,
+            ..
+        } = self;
+        let tgids = series
             .keys()
             .map(|k| k.tgid)
-            .chain(self.pseries.keys().copied())
-            .chain(self.useries.keys().map(|k| k.tgid))
-            .collect();
+            .chain(pseries.keys().copied())
+            .chain(useries.keys().map(|k| k.tgid));
         for tgid in tgids {
-            self.procs.entry(tgid).or_insert_with(|| {
+            procs.entry(tgid).or_insert_with(|| {
                 let comm = std::fs::read_to_string(format!("/proc/{tgid}/comm"))
                     .map(|s| s.trim_end().to_owned())
                     .unwrap_or_else(|_| "unknown".to_owned());
@@ -299,11 +309,12 @@ impl Tracker {
                 }
             });
         }
-        for tgid in active {
-            if let Some(p) = self.procs.get_mut(&tgid) {
+        for tgid in &active {
+            if let Some(p) = self.procs.get_mut(tgid) {
                 p.active_ns = now_ns;
             }
         }
+        self.scratch_active = active;
         if self.cgroup_label {
             for (tgid, p) in self.procs.iter_mut() {
                 if p.cgroup.is_none() {
@@ -311,8 +322,15 @@ impl Tracker {
                 }
             }
         }
+        // The kernel stamps the exits of the processes in its table; the
+        // others are checked in /proc (procs is keyed by tgid and snap.procs
+        // came from a hash map: sort it once to search it).
+        snap.procs.sort_unstable_by_key(|(t, _)| *t);
         for (tgid, p) in self.procs.iter_mut() {
-            if p.exited_ns.is_none() && !proc_alive(*tgid) {
+            if p.exited_ns.is_none()
+                && snap.procs.binary_search_by_key(tgid, |(t, _)| *t).is_err()
+                && !proc_alive(*tgid)
+            {
                 p.exited_ns = Some(now_ns);
             }
         }
@@ -1081,16 +1099,16 @@ mod tests {
     fn counts_survive_eviction_and_recreation() {
         let mut t = Tracker::new(Duration::from_secs(60));
         let k = key(me(), Syscall::Read);
-        t.update(&snap(&[(k, val(10, 100))], 1), 0);
+        t.update(&mut snap(&[(k, val(10, 100))], 1), 0);
         // Evicted: absent from the read.
-        t.update(&snap(&[], 1), 0);
+        t.update(&mut snap(&[], 1), 0);
         assert_eq!(t.totals_for(me())[&k], val(10, 100));
         assert_eq!(t.evictions[0], 1);
         // Re-created and counting again from zero.
-        t.update(&snap(&[(k, val(3, 30))], 2), 0);
+        t.update(&mut snap(&[(k, val(3, 30))], 2), 0);
         assert_eq!(t.totals_for(me())[&k], val(13, 130));
         // Evicted and re-created between two reads: the value went down.
-        t.update(&snap(&[(k, val(1, 5))], 3), 0);
+        t.update(&mut snap(&[(k, val(1, 5))], 3), 0);
         assert_eq!(t.totals_for(me())[&k], val(14, 135));
     }
 
@@ -1110,7 +1128,7 @@ mod tests {
                 exit_ns: 1_000_000_000,
             },
         ));
-        assert!(t.update(&s, 2_000_000_000).is_empty());
+        assert!(t.update(&mut s, 2_000_000_000).is_empty());
         let fams = t.families(&SelfInfo {
             probes: &[],
             program_stats: &[],
@@ -1122,7 +1140,7 @@ mod tests {
             text.contains(r#"iolens_syscalls_total{pid="4000000000",comm="dd",syscall="write",path="file_to_user"} 1"#),
             "{text}"
         );
-        let expired = t.update(&s, 61_000_000_000);
+        let expired = t.update(&mut s, 61_000_000_000);
         assert_eq!(expired.len(), 1);
         assert_eq!(expired[0].keys, vec![k]);
         t.forgot(&expired[0]);
@@ -1135,18 +1153,18 @@ mod tests {
         let mut t = Tracker::new(Duration::from_secs(60)).with_max_processes(2);
         // Three live pids: ours, our parent's, and init.
         let (a, b, c) = (me(), std::os::unix::process::parent_id(), 1);
-        let s1 = snap(&[(key(a, Syscall::Read), val(1, 1))], 1);
-        assert!(t.update(&s1, 10).is_empty());
-        let s2 = snap(
+        let mut s1 = snap(&[(key(a, Syscall::Read), val(1, 1))], 1);
+        assert!(t.update(&mut s1, 10).is_empty());
+        let mut s2 = snap(
             &[
                 (key(a, Syscall::Read), val(1, 1)),
                 (key(b, Syscall::Read), val(1, 1)),
             ],
             2,
         );
-        assert!(t.update(&s2, 20).is_empty());
+        assert!(t.update(&mut s2, 20).is_empty());
         // c arrives; a has not changed since t=10: it goes.
-        let s3 = snap(
+        let mut s3 = snap(
             &[
                 (key(a, Syscall::Read), val(1, 1)),
                 (key(b, Syscall::Read), val(2, 2)),
@@ -1154,7 +1172,7 @@ mod tests {
             ],
             3,
         );
-        let gone = t.update(&s3, 30);
+        let gone = t.update(&mut s3, 30);
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].tgid, a);
         t.forgot(&gone[0]);
