@@ -130,7 +130,7 @@ fn fold<K: Ord + Copy, V: Accum>(
     read: &mut [(K, V)],
     mut changed: impl FnMut(&K),
 ) {
-    read.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    read.sort_unstable_by_key(|(k, _)| *k);
     let mut fresh = Vec::new();
     let mut incoming = read.iter().peekable();
     for (key, s) in series.iter_mut() {
