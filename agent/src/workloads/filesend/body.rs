@@ -139,7 +139,8 @@ impl Pipe {
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
         // SAFETY: fcntl on our pipe; failure (EPERM above pipe-max-size or
         // the per-user soft limit) leaves the default 64 KiB, which works.
-        let got = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int) };
+        let got =
+            unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int) };
         let cap = if got > 0 {
             got as usize
         } else {
@@ -164,12 +165,20 @@ pub(crate) struct PipePool {
 
 impl PipePool {
     pub(crate) fn new(max: usize, size: usize) -> Self {
-        Self { idle: Mutex::new((Vec::new(), 0)), freed: Condvar::new(), max: max.max(1), size }
+        Self {
+            idle: Mutex::new((Vec::new(), 0)),
+            freed: Condvar::new(),
+            max: max.max(1),
+            size,
+        }
     }
 
     /// Takes an idle pipe, creates one while under the bound, or waits.
     fn acquire(&self) -> io::Result<Pipe> {
-        let mut g = self.idle.lock().map_err(|_| io::Error::other("pipe pool poisoned"))?;
+        let mut g = self
+            .idle
+            .lock()
+            .map_err(|_| io::Error::other("pipe pool poisoned"))?;
         loop {
             if let Some(p) = g.0.pop() {
                 return Ok(p);
@@ -179,7 +188,10 @@ impl PipePool {
                 drop(g);
                 return Pipe::new(self.size).inspect_err(|_| self.forget());
             }
-            g = self.freed.wait(g).map_err(|_| io::Error::other("pipe pool poisoned"))?;
+            g = self
+                .freed
+                .wait(g)
+                .map_err(|_| io::Error::other("pipe pool poisoned"))?;
         }
     }
 
@@ -199,7 +211,13 @@ impl PipePool {
     }
 }
 
-fn splice(from: i32, off: Option<&mut libc::loff_t>, to: i32, len: usize, more: bool) -> io::Result<usize> {
+fn splice(
+    from: i32,
+    off: Option<&mut libc::loff_t>,
+    to: i32,
+    len: usize,
+    more: bool,
+) -> io::Result<usize> {
     let flags = libc::SPLICE_F_MOVE | if more { libc::SPLICE_F_MORE } else { 0 };
     let off_ptr = off.map_or(std::ptr::null_mut(), |o| o as *mut libc::loff_t);
     loop {
@@ -216,7 +234,13 @@ fn splice(from: i32, off: Option<&mut libc::loff_t>, to: i32, len: usize, more: 
 }
 
 /// file → pipe → socket with splice(2): zero copy, two calls per pipe-full.
-pub(crate) fn splice_send(sock: &TcpStream, file: &File, off: u64, len: u64, pool: &PipePool) -> io::Result<()> {
+pub(crate) fn splice_send(
+    sock: &TcpStream,
+    file: &File,
+    off: u64,
+    len: u64,
+    pool: &PipePool,
+) -> io::Result<()> {
     if len == 0 {
         return Ok(());
     }
@@ -237,16 +261,31 @@ fn splice_with(sock: &TcpStream, file: &File, off: u64, len: u64, pipe: &Pipe) -
     let mut rem = len;
     while rem > 0 {
         let want = rem.min(pipe.cap as u64) as usize;
-        let n = splice(file.as_raw_fd(), Some(&mut pos), pipe.write.as_raw_fd(), want, true)?;
+        let n = splice(
+            file.as_raw_fd(),
+            Some(&mut pos),
+            pipe.write.as_raw_fd(),
+            want,
+            true,
+        )?;
         if n == 0 {
             return Err(truncated());
         }
         rem -= n as u64;
         let mut pending = n;
         while pending > 0 {
-            let m = splice(pipe.read.as_raw_fd(), None, sock.as_raw_fd(), pending, rem > 0)?;
+            let m = splice(
+                pipe.read.as_raw_fd(),
+                None,
+                sock.as_raw_fd(),
+                pending,
+                rem > 0,
+            )?;
             if m == 0 {
-                return Err(io::Error::new(io::ErrorKind::WriteZero, "socket accepted no bytes"));
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "socket accepted no bytes",
+                ));
             }
             pending -= m;
         }
@@ -271,7 +310,8 @@ impl AlignedBuf {
         let layout = std::alloc::Layout::from_size_align(len, align).map_err(io::Error::other)?;
         // SAFETY: layout has non-zero size (chunk ≥ align > 0).
         let p = unsafe { std::alloc::alloc(layout) };
-        let ptr = NonNull::new(p).ok_or_else(|| io::Error::other("out of memory for O_DIRECT buffer"))?;
+        let ptr =
+            NonNull::new(p).ok_or_else(|| io::Error::other("out of memory for O_DIRECT buffer"))?;
         Ok(Self { ptr, layout })
     }
 }
@@ -293,6 +333,8 @@ pub(crate) struct DirectReader {
     align: usize,
     /// Reads submitted and not yet reaped; their buffers must stay alive.
     in_flight: [bool; 2],
+    /// Results reaped but not yet consumed, per buffer.
+    results: [Option<i32>; 2],
 }
 
 /// Alignment used for O_DIRECT offsets, lengths and buffers. 4096 is a
@@ -305,33 +347,49 @@ impl DirectReader {
         let chunk = chunk.max(align).div_ceil(align) * align;
         Ok(Self {
             ring: IoUring::new(4)?,
-            bufs: std::mem::ManuallyDrop::new([AlignedBuf::new(chunk, align)?, AlignedBuf::new(chunk, align)?]),
+            bufs: std::mem::ManuallyDrop::new([
+                AlignedBuf::new(chunk, align)?,
+                AlignedBuf::new(chunk, align)?,
+            ]),
             chunk,
             align,
             in_flight: [false; 2],
+            results: [None; 2],
         })
     }
 
     fn submit_read(&mut self, file: &File, which: usize, at: u64) -> io::Result<()> {
         if self.in_flight[which] {
-            return Err(io::Error::other("O_DIRECT buffer still owned by an earlier read"));
+            return Err(io::Error::other(
+                "O_DIRECT buffer still owned by an earlier read",
+            ));
         }
-        let sqe = opcode::Read::new(types::Fd(file.as_raw_fd()), self.bufs[which].ptr.as_ptr(), self.chunk as u32)
-            .offset(at)
-            .build()
-            .user_data(which as u64);
+        let sqe = opcode::Read::new(
+            types::Fd(file.as_raw_fd()),
+            self.bufs[which].ptr.as_ptr(),
+            self.chunk as u32,
+        )
+        .offset(at)
+        .build()
+        .user_data(which as u64);
         // SAFETY: the target buffer is owned by self and is not read, reused
         // or freed until this read's completion is reaped (`in_flight`).
-        unsafe { self.ring.submission().push(&sqe) }.map_err(|_| io::Error::other("io_uring SQ full"))?;
+        unsafe { self.ring.submission().push(&sqe) }
+            .map_err(|_| io::Error::other("io_uring SQ full"))?;
         self.ring.submit()?;
         self.in_flight[which] = true;
         Ok(())
     }
 
     /// Waits for the read into buffer `which`; returns its byte count.
+    /// Completions for the other buffer reaped on the way are kept.
     fn wait_read(&mut self, which: usize) -> io::Result<usize> {
-        let mut result = None;
-        while self.in_flight[which] {
+        while self.results[which].is_none() {
+            if !self.in_flight[which] {
+                return Err(io::Error::other(
+                    "no O_DIRECT read outstanding on this buffer",
+                ));
+            }
             match self.ring.submit_and_wait(1) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -340,12 +398,10 @@ impl DirectReader {
             for cqe in self.ring.completion() {
                 let w = (cqe.user_data() as usize) & 1;
                 self.in_flight[w] = false;
-                if w == which {
-                    result = Some(cqe.result());
-                }
+                self.results[w] = Some(cqe.result());
             }
         }
-        match result {
+        match self.results[which].take() {
             Some(r) if r >= 0 => Ok(r as usize),
             Some(r) => Err(io::Error::from_raw_os_error(-r)),
             None => Err(io::Error::other("O_DIRECT read completion lost")),
@@ -361,6 +417,7 @@ impl DirectReader {
                 // buffer's release matters.
                 let _ = self.wait_read(w);
             }
+            self.results[w] = None;
         }
         !self.in_flight.iter().any(|&f| f)
     }
@@ -369,15 +426,29 @@ impl DirectReader {
     /// start at `off` rounded down to the alignment; the tail is read by an
     /// aligned over-read that the short read at EOF ends, and only the
     /// requested bytes are sent.
-    pub(crate) fn send(&mut self, sock: &mut TcpStream, file: &File, off: u64, len: u64) -> io::Result<()> {
+    pub(crate) fn send(
+        &mut self,
+        sock: &mut TcpStream,
+        file: &File,
+        off: u64,
+        len: u64,
+    ) -> io::Result<()> {
         let r = self.send_inner(sock, file, off, len);
         if !self.drain() {
-            return Err(io::Error::other("io_uring failed with an O_DIRECT read outstanding"));
+            return Err(io::Error::other(
+                "io_uring failed with an O_DIRECT read outstanding",
+            ));
         }
         r
     }
 
-    fn send_inner(&mut self, sock: &mut TcpStream, file: &File, off: u64, len: u64) -> io::Result<()> {
+    fn send_inner(
+        &mut self,
+        sock: &mut TcpStream,
+        file: &File,
+        off: u64,
+        len: u64,
+    ) -> io::Result<()> {
         if len == 0 {
             return Ok(());
         }
@@ -437,7 +508,10 @@ pub(crate) fn open_direct(path: &std::path::Path) -> io::Result<(File, bool)> {
     {
         Ok(f) => Ok((f, true)),
         Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path)?;
             Ok((f, false))
         }
         Err(e) => Err(e),

@@ -95,14 +95,26 @@ struct Shared {
 /// Runs the server until SIGINT/SIGTERM.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let sigset = block_term_signals().context("blocking SIGINT/SIGTERM for the signal waiter")?;
-    let root = args
-        .root
-        .canonicalize()
-        .with_context(|| format!("cannot open --root {}: give an existing directory", args.root.display()))?;
-    anyhow::ensure!(root.is_dir(), "--root {} is not a directory", root.display());
-    let listener = TcpListener::bind(args.listen)
-        .with_context(|| format!("cannot listen on {}: choose another --listen address", args.listen))?;
-    let addr = listener.local_addr().context("reading the listener's address")?;
+    let root = args.root.canonicalize().with_context(|| {
+        format!(
+            "cannot open --root {}: give an existing directory",
+            args.root.display()
+        )
+    })?;
+    anyhow::ensure!(
+        root.is_dir(),
+        "--root {} is not a directory",
+        root.display()
+    );
+    let listener = TcpListener::bind(args.listen).with_context(|| {
+        format!(
+            "cannot listen on {}: choose another --listen address",
+            args.listen
+        )
+    })?;
+    let addr = listener
+        .local_addr()
+        .context("reading the listener's address")?;
     println!("listening on {addr}");
     info!(%addr, root = %root.display(), mode = ?args.mode, "filesend listening");
 
@@ -132,16 +144,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn accept_loop(listener: &TcpListener, shared: &Arc<Shared>, active: &Arc<AtomicUsize>, max: usize) -> io::Result<()> {
+fn accept_loop(
+    listener: &TcpListener,
+    shared: &Arc<Shared>,
+    active: &Arc<AtomicUsize>,
+    max: usize,
+) -> io::Result<()> {
     loop {
         let (mut sock, peer) = match listener.accept() {
             Ok(x) => x,
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)) => {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM)
+                ) =>
+            {
                 warn!(error = %e, "accept failed; retrying in 10 ms");
                 thread::sleep(Duration::from_millis(10));
                 continue;
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted || e.kind() == io::ErrorKind::ConnectionAborted => {
+            Err(e)
+                if e.kind() == io::ErrorKind::Interrupted
+                    || e.kind() == io::ErrorKind::ConnectionAborted =>
+            {
                 continue;
             }
             Err(e) => return Err(e),
@@ -180,7 +205,10 @@ struct ConnBufs {
 /// One connection: parse each request, answer it, until close.
 fn serve(mut sock: TcpStream, shared: &Shared) -> io::Result<()> {
     let mut inbuf: Vec<u8> = Vec::with_capacity(4096);
-    let mut bufs = ConnBufs { scratch: Vec::new(), direct: None };
+    let mut bufs = ConnBufs {
+        scratch: Vec::new(),
+        direct: None,
+    };
     let mut tmp = [0u8; 4096];
     loop {
         match http::parse_request(&inbuf) {
@@ -212,7 +240,12 @@ fn serve(mut sock: TcpStream, shared: &Shared) -> io::Result<()> {
 }
 
 /// Answers one request; returns whether the connection stays open.
-fn answer(sock: &mut TcpStream, shared: &Shared, req: &http::Request<'_>, bufs: &mut ConnBufs) -> io::Result<bool> {
+fn answer(
+    sock: &mut TcpStream,
+    shared: &Shared,
+    req: &http::Request<'_>,
+    bufs: &mut ConnBufs,
+) -> io::Result<bool> {
     let keep = req.keep_alive;
     let head_only = req.method == http::Method::Head;
     if req.method != http::Method::Get && !head_only {
@@ -222,7 +255,11 @@ fn answer(sock: &mut TcpStream, shared: &Shared, req: &http::Request<'_>, bufs: 
     let resolved = match path::resolve(&shared.root, req.path) {
         Ok(p) => p,
         Err(code) => {
-            let reason = if code == 403 { "Forbidden" } else { "Not Found" };
+            let reason = if code == 403 {
+                "Forbidden"
+            } else {
+                "Not Found"
+            };
             sock.write_all(&simple_response(code, reason, !keep))?;
             return Ok(keep);
         }
@@ -236,7 +273,11 @@ fn answer(sock: &mut TcpStream, shared: &Shared, req: &http::Request<'_>, bufs: 
         }
     };
     if mode == Mode::Auto {
-        mode = if size >= shared.threshold { Mode::DirectAio } else { Mode::Sendfile };
+        mode = if size >= shared.threshold {
+            Mode::DirectAio
+        } else {
+            Mode::Sendfile
+        };
     }
     let opened = if mode == Mode::DirectAio {
         body::open_direct(&resolved).map(|(f, direct)| {
@@ -247,7 +288,10 @@ fn answer(sock: &mut TcpStream, shared: &Shared, req: &http::Request<'_>, bufs: 
         })
     } else {
         use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&resolved)
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&resolved)
     };
     let file: File = match opened {
         Ok(f) => f,
@@ -256,9 +300,14 @@ fn answer(sock: &mut TcpStream, shared: &Shared, req: &http::Request<'_>, bufs: 
             return Ok(keep);
         }
     };
-    let (status, off, len, content_range) = match req.header("range").map(|r| path::parse_range(r, size)) {
+    let (status, off, len, content_range) = match req
+        .header("range")
+        .map(|r| path::parse_range(r, size))
+    {
         None | Some(path::Range::Ignore) => (200, 0, size, None),
-        Some(path::Range::Satisfiable(a, b)) => (206, a, b - a + 1, Some(format!("bytes {a}-{b}/{size}"))),
+        Some(path::Range::Satisfiable(a, b)) => {
+            (206, a, b - a + 1, Some(format!("bytes {a}-{b}/{size}")))
+        }
         Some(path::Range::Unsatisfiable) => {
             let resp = format!(
                 "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{size}\r\nContent-Length: 0\r\n{}\r\n",
@@ -270,7 +319,11 @@ fn answer(sock: &mut TcpStream, shared: &Shared, req: &http::Request<'_>, bufs: 
     };
     let mut head = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {len}\r\nAccept-Ranges: bytes\r\n",
-        if status == 206 { "Partial Content" } else { "OK" }
+        if status == 206 {
+            "Partial Content"
+        } else {
+            "OK"
+        }
     );
     if let Some(cr) = content_range {
         head.push_str(&format!("Content-Range: {cr}\r\n"));
@@ -285,7 +338,9 @@ fn answer(sock: &mut TcpStream, shared: &Shared, req: &http::Request<'_>, bufs: 
         return Ok(keep);
     }
     match mode {
-        Mode::ReadWrite => body::read_write(sock, &file, off, len, &mut bufs.scratch, shared.chunk)?,
+        Mode::ReadWrite => {
+            body::read_write(sock, &file, off, len, &mut bufs.scratch, shared.chunk)?
+        }
         Mode::MmapWrite => body::mmap_write(sock, &file, off, len)?,
         Mode::Sendfile | Mode::Auto => body::sendfile(sock, &file, off, len)?,
         Mode::Splice => body::splice_send(sock, &file, off, len, &shared.pipes)?,
@@ -307,7 +362,14 @@ fn send_head(sock: &TcpStream, head: &[u8], more: bool) -> io::Result<()> {
     let mut sent = 0;
     while sent < head.len() {
         // SAFETY: valid socket; the slice outlives the call.
-        let n = unsafe { libc::send(sock.as_raw_fd(), head[sent..].as_ptr().cast(), head.len() - sent, flags) };
+        let n = unsafe {
+            libc::send(
+                sock.as_raw_fd(),
+                head[sent..].as_ptr().cast(),
+                head.len() - sent,
+                flags,
+            )
+        };
         if n < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {

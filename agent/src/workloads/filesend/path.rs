@@ -76,13 +76,17 @@ pub(crate) fn parse_range(value: &str, size: u64) -> Range {
     let (a, b) = (a.trim(), b.trim());
     if a.is_empty() {
         // Suffix range: the last N bytes.
-        let Ok(n) = b.parse::<u64>() else { return Range::Ignore };
+        let Ok(n) = b.parse::<u64>() else {
+            return Range::Ignore;
+        };
         if n == 0 || size == 0 {
             return Range::Unsatisfiable;
         }
         return Range::Satisfiable(size - n.min(size), size - 1);
     }
-    let Ok(first) = a.parse::<u64>() else { return Range::Ignore };
+    let Ok(first) = a.parse::<u64>() else {
+        return Range::Ignore;
+    };
     let last = if b.is_empty() {
         u64::MAX
     } else {

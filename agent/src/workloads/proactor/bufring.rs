@@ -102,7 +102,11 @@ impl BufRing {
         // beyond the published tail.
         let entry = unsafe { &mut *self.ring.as_ptr().add(idx) };
         // SAFETY: bid < entries, so the offset stays inside the buffers mapping.
-        let addr = unsafe { self.bufs.as_ptr().add(usize::from(bid) * self.size as usize) };
+        let addr = unsafe {
+            self.bufs
+                .as_ptr()
+                .add(usize::from(bid) * self.size as usize)
+        };
         entry.set_addr(addr as u64);
         entry.set_len(self.size);
         entry.set_bid(bid);
@@ -125,9 +129,7 @@ impl BufRing {
         let len = len.min(self.size as usize);
         // SAFETY: the range lies inside the buffers mapping; the kernel does
         // not write this buffer again until we push it back.
-        unsafe {
-            std::slice::from_raw_parts(self.bufs.as_ptr().add(bid * self.size as usize), len)
-        }
+        unsafe { std::slice::from_raw_parts(self.bufs.as_ptr().add(bid * self.size as usize), len) }
     }
 }
 

@@ -70,7 +70,11 @@ impl Conn {
     fn parse(&mut self, cfg: &Config) {
         let mut consumed = 0;
         while !self.close_after_send && self.queued.len() + self.sending.len() < MAX_QUEUED {
-            let out = if self.send_in_flight { &mut self.queued } else { &mut self.sending };
+            let out = if self.send_in_flight {
+                &mut self.queued
+            } else {
+                &mut self.sending
+            };
             match http::parse_request(&self.inbuf[consumed..]) {
                 Ok(None) => break,
                 Ok(Some(req)) => {
@@ -125,13 +129,21 @@ impl Conn {
         Some((rest.as_ptr(), len))
     }
 
-    pub(crate) fn on_sent(&mut self, res: i32) {
+    pub(crate) fn on_sent(&mut self, res: i32, cfg: &Config) {
         self.send_in_flight = false;
         if res < 0 {
             self.broken = true;
             return;
         }
         self.sent += res as usize;
+        if self.sent >= self.sending.len() {
+            self.sending.clear();
+            self.sent = 0;
+        }
+        // Requests held back by the output limit can be answered now.
+        if !self.inbuf.is_empty() && !self.closing() {
+            self.parse(cfg);
+        }
     }
 
     fn output_pending(&self) -> bool {
@@ -181,8 +193,13 @@ impl Slab {
             s.conn = Some(conn);
             return Some((i, s.generation));
         }
-        let i = u32::try_from(self.slots.len()).ok().filter(|&i| i < 0x00ff_ffff)?;
-        self.slots.push(Slot { generation: 0, conn: Some(conn) });
+        let i = u32::try_from(self.slots.len())
+            .ok()
+            .filter(|&i| i < 0x00ff_ffff)?;
+        self.slots.push(Slot {
+            generation: 0,
+            conn: Some(conn),
+        });
         Some((i, 0))
     }
 

@@ -81,7 +81,9 @@ pub struct Args {
 /// Errors of the proactor's own setup and loop.
 #[derive(Debug, thiserror::Error)]
 pub enum ProactorError {
-    #[error("cannot create io_uring with {entries} entries: {source} (is io_uring disabled? see /proc/sys/kernel/io_uring_disabled)")]
+    #[error(
+        "cannot create io_uring with {entries} entries: {source} (is io_uring disabled? see /proc/sys/kernel/io_uring_disabled)"
+    )]
     Ring { entries: u32, source: io::Error },
     #[error("cannot register the provided-buffer ring: {0} (needs Linux ≥ 5.19)")]
     BufRing(io::Error),
@@ -171,7 +173,11 @@ fn build_ring(args: &Args) -> Result<(IoUring, RingMode), ProactorError> {
             Ok(r) => return Ok((r, RingMode::SqPoll)),
             Err(e) => warn!(error = %e, "kernel refused SQPOLL|SINGLE_ISSUER; trying SQPOLL alone"),
         }
-        match IoUring::builder().setup_cqsize(cq).setup_sqpoll(args.sqpoll_idle_ms).build(entries) {
+        match IoUring::builder()
+            .setup_cqsize(cq)
+            .setup_sqpoll(args.sqpoll_idle_ms)
+            .build(entries)
+        {
             Ok(r) => return Ok((r, RingMode::SqPoll)),
             Err(e) => warn!(error = %e, "kernel refused SQPOLL; falling back to a plain ring"),
         }
@@ -189,7 +195,10 @@ fn build_ring(args: &Args) -> Result<(IoUring, RingMode), ProactorError> {
             ),
         }
     }
-    let r = IoUring::builder().setup_cqsize(cq).build(entries).map_err(err)?;
+    let r = IoUring::builder()
+        .setup_cqsize(cq)
+        .build(entries)
+        .map_err(err)?;
     Ok((r, RingMode::Plain))
 }
 
@@ -203,8 +212,13 @@ impl Proactor {
     ) -> Result<Self, ProactorError> {
         let (ring, mode) = build_ring(args)?;
         debug!(?mode, "ring ready");
-        let bufs = BufRing::new(&ring.submitter(), args.recv_buffers, args.recv_buffer_size, 0)
-            .map_err(ProactorError::BufRing)?;
+        let bufs = BufRing::new(
+            &ring.submitter(),
+            args.recv_buffers,
+            args.recv_buffer_size,
+            0,
+        )
+        .map_err(ProactorError::BufRing)?;
         Ok(Self {
             ring,
             bufs,
@@ -286,7 +300,9 @@ impl Proactor {
     }
 
     fn submit_cancel(&mut self, target: u64) -> Result<(), ProactorError> {
-        let sqe = opcode::AsyncCancel::new(target).build().user_data(tag(Op::Cancel, 0, 0));
+        let sqe = opcode::AsyncCancel::new(target)
+            .build()
+            .user_data(tag(Op::Cancel, 0, 0));
         self.initiate(sqe, true)
     }
 
@@ -301,9 +317,13 @@ impl Proactor {
                 if self.inflight == 0 {
                     return Ok(());
                 }
-                let deadline = *drain_deadline.get_or_insert_with(|| Instant::now() + Duration::from_secs(2));
+                let deadline =
+                    *drain_deadline.get_or_insert_with(|| Instant::now() + Duration::from_secs(2));
                 if Instant::now() >= deadline {
-                    warn!(inflight = self.inflight, "operations still in flight after 2 s; leaking their buffers");
+                    warn!(
+                        inflight = self.inflight,
+                        "operations still in flight after 2 s; leaking their buffers"
+                    );
                     // Freeing memory the kernel may still write is unsound;
                     // leaking it at exit is not.
                     std::mem::forget(std::mem::take(&mut self.conns));
@@ -313,7 +333,11 @@ impl Proactor {
                 let args = types::SubmitArgs::new().timespec(&ts);
                 match self.ring.submitter().submit_with_args(1, &args) {
                     Ok(_) => {}
-                    Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {}
+                    Err(e)
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                        ) => {}
                     Err(e) => return Err(ProactorError::Enter(e)),
                 }
             } else {
@@ -332,7 +356,11 @@ impl Proactor {
         let mut batch: Vec<(u64, i32, u32)> = Vec::new();
         loop {
             batch.clear();
-            batch.extend(self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
+            batch.extend(
+                self.ring
+                    .completion()
+                    .map(|c| (c.user_data(), c.result(), c.flags())),
+            );
             if batch.is_empty() {
                 break;
             }
@@ -406,7 +434,7 @@ impl Proactor {
             Some(Op::Send) => {
                 self.inflight -= 1;
                 if let Some(conn) = self.conns.get_mut(slot, generation) {
-                    conn.on_sent(res);
+                    conn.on_sent(res, &self.cfg);
                     self.after_event(slot, generation)?;
                 }
             }
@@ -519,7 +547,11 @@ impl Proactor {
 /// Creates a listening TCP socket with SO_REUSEPORT so every thread can own
 /// one on the same port and the kernel spreads connections among them.
 pub(crate) fn reuseport_listener(addr: SocketAddr) -> io::Result<OwnedFd> {
-    let domain = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let domain = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     // SAFETY: plain socket(2) call; the result is checked.
     let raw = unsafe { libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
     if raw < 0 {
@@ -563,7 +595,9 @@ fn sockaddr_of(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
             let sin = libc::sockaddr_in {
                 sin_family: libc::AF_INET as libc::sa_family_t,
                 sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
                 sin_zero: [0; 8],
             };
             // SAFETY: sockaddr_in fits in sockaddr_storage.
@@ -575,7 +609,9 @@ fn sockaddr_of(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
                 sin6_family: libc::AF_INET6 as libc::sa_family_t,
                 sin6_port: a.port().to_be(),
                 sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
                 sin6_scope_id: a.scope_id(),
             };
             // SAFETY: sockaddr_in6 fits in sockaddr_storage.
@@ -622,8 +658,9 @@ pub(crate) fn wait_term_signal(set: &libc::sigset_t, timeout: Duration) -> bool 
 
 /// The bytes of a 200 response with a `size`-byte body, built once.
 pub(crate) fn ok_response(size: usize) -> Vec<u8> {
-    let mut r = format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {size}\r\n\r\n")
-        .into_bytes();
+    let mut r =
+        format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {size}\r\n\r\n")
+            .into_bytes();
     r.extend((0..size).map(|i| b'a' + (i % 26) as u8));
     r
 }
@@ -647,13 +684,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let sigset = block_term_signals().context("blocking SIGINT/SIGTERM for the signal waiter")?;
 
     // The first listener resolves port 0; the others join the same port.
-    let first = reuseport_listener(args.listen)
-        .with_context(|| format!("cannot listen on {}: choose another --listen address", args.listen))?;
+    let first = reuseport_listener(args.listen).with_context(|| {
+        format!(
+            "cannot listen on {}: choose another --listen address",
+            args.listen
+        )
+    })?;
     let addr = local_addr(&first).context("reading the listener's address")?;
     let mut listeners = vec![first];
     for _ in 1..threads {
         listeners.push(
-            reuseport_listener(addr).with_context(|| format!("cannot add a SO_REUSEPORT listener on {addr}"))?,
+            reuseport_listener(addr)
+                .with_context(|| format!("cannot add a SO_REUSEPORT listener on {addr}"))?,
         );
     }
     println!("listening on {addr}");
