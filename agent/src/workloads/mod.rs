@@ -1,6 +1,8 @@
 //! Reference workloads run under measurement: reactor and proactor servers,
 //! a zero-copy file sender and a load generator.
 
+pub mod http;
+
 use clap::Subcommand;
 
 /// `iolens workload …`
