@@ -94,6 +94,7 @@ struct Shared {
 
 /// Runs the server until SIGINT/SIGTERM.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    crate::workloads::proactor::init_logging();
     let sigset = block_term_signals().context("blocking SIGINT/SIGTERM for the signal waiter")?;
     let root = args.root.canonicalize().with_context(|| {
         format!(
@@ -173,7 +174,9 @@ fn accept_loop(
         };
         if active.fetch_add(1, Ordering::AcqRel) >= max {
             active.fetch_sub(1, Ordering::AcqRel);
-            let _ = sock.write_all(&simple_response(503, "Service Unavailable", true));
+            let mut out = Vec::new();
+            http::write_head(&mut out, http::Status::ServiceUnavailable, 0, false);
+            let _ = sock.write_all(&out);
             continue;
         }
         let shared = Arc::clone(shared);
@@ -191,9 +194,18 @@ fn accept_loop(
     }
 }
 
-fn simple_response(code: u16, reason: &str, close: bool) -> Vec<u8> {
-    let conn = if close { "Connection: close\r\n" } else { "" };
-    format!("HTTP/1.1 {code} {reason}\r\nContent-Length: 0\r\n{conn}\r\n").into_bytes()
+/// 403 is not among the shared statuses (only the file sender refuses
+/// paths), so its head is written here in the same shape.
+fn forbidden(keep_alive: bool) -> Vec<u8> {
+    let conn = if keep_alive { "keep-alive" } else { "close" };
+    format!("HTTP/1.1 403 Forbidden\r\nServer: iolens\r\nContent-Length: 0\r\nConnection: {conn}\r\n\r\n")
+        .into_bytes()
+}
+
+fn empty_response(status: http::Status, keep_alive: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    http::write_head(&mut out, status, 0, keep_alive);
+    out
 }
 
 /// Per-connection reusable state.
@@ -212,15 +224,14 @@ fn serve(mut sock: TcpStream, shared: &Shared) -> io::Result<()> {
     let mut tmp = [0u8; 4096];
     loop {
         match http::parse_request(&inbuf) {
-            Ok(Some(req)) => {
-                let consumed = req.len;
+            Ok(http::Parsed::Complete(req, consumed)) => {
                 let keep = answer(&mut sock, shared, &req, &mut bufs)?;
                 inbuf.drain(..consumed);
                 if !keep {
                     return Ok(());
                 }
             }
-            Ok(None) => {
+            Ok(http::Parsed::Partial) => {
                 let n = sock.read(&mut tmp)?;
                 if n == 0 {
                     return Ok(());
@@ -229,7 +240,7 @@ fn serve(mut sock: TcpStream, shared: &Shared) -> io::Result<()> {
             }
             Err(e) => {
                 let mut out = Vec::new();
-                http::write_error(&mut out, e.status());
+                http::write_error(&mut out, &e);
                 sock.write_all(&out)?;
                 // Let the client read the error before the close resets.
                 let _ = sock.shutdown(std::net::Shutdown::Write);
@@ -248,19 +259,14 @@ fn answer(
 ) -> io::Result<bool> {
     let keep = req.keep_alive;
     let head_only = req.method == http::Method::Head;
-    if req.method != http::Method::Get && !head_only {
-        sock.write_all(&simple_response(405, "Method Not Allowed", !keep))?;
-        return Ok(keep);
-    }
     let resolved = match path::resolve(&shared.root, req.path) {
         Ok(p) => p,
-        Err(code) => {
-            let reason = if code == 403 {
-                "Forbidden"
-            } else {
-                "Not Found"
-            };
-            sock.write_all(&simple_response(code, reason, !keep))?;
+        Err(path::Refused::Forbidden) => {
+            sock.write_all(&forbidden(keep))?;
+            return Ok(keep);
+        }
+        Err(path::Refused::NotFound) => {
+            sock.write_all(&empty_response(http::Status::NotFound, keep))?;
             return Ok(keep);
         }
     };
@@ -268,7 +274,7 @@ fn answer(
     let size = match std::fs::metadata(&resolved) {
         Ok(m) => m.len(),
         Err(_) => {
-            sock.write_all(&simple_response(404, "Not Found", !keep))?;
+            sock.write_all(&empty_response(http::Status::NotFound, keep))?;
             return Ok(keep);
         }
     };
@@ -296,44 +302,39 @@ fn answer(
     let file: File = match opened {
         Ok(f) => f,
         Err(_) => {
-            sock.write_all(&simple_response(404, "Not Found", !keep))?;
+            sock.write_all(&empty_response(http::Status::NotFound, keep))?;
             return Ok(keep);
         }
     };
-    let (status, off, len, content_range) = match req
-        .header("range")
-        .map(|r| path::parse_range(r, size))
-    {
-        None | Some(path::Range::Ignore) => (200, 0, size, None),
-        Some(path::Range::Satisfiable(a, b)) => {
-            (206, a, b - a + 1, Some(format!("bytes {a}-{b}/{size}")))
-        }
-        Some(path::Range::Unsatisfiable) => {
-            let resp = format!(
-                "HTTP/1.1 416 Range Not Satisfiable\r\nContent-Range: bytes */{size}\r\nContent-Length: 0\r\n{}\r\n",
-                if keep { "" } else { "Connection: close\r\n" }
+    let (status, off, len) = match path::range(req.range, size) {
+        path::Range::Whole => (http::Status::Ok, 0, size),
+        path::Range::Part(a, b) => (http::Status::PartialContent, a, b - a + 1),
+        path::Range::Unsatisfiable => {
+            let mut out = Vec::new();
+            let cr = format!("bytes */{size}");
+            http::write_head_with(
+                &mut out,
+                http::Status::RangeNotSatisfiable,
+                0,
+                keep,
+                &[("Content-Range", cr.as_bytes())],
             );
-            sock.write_all(resp.as_bytes())?;
+            sock.write_all(&out)?;
             return Ok(keep);
         }
     };
-    let mut head = format!(
-        "HTTP/1.1 {status} {}\r\nContent-Type: application/octet-stream\r\nContent-Length: {len}\r\nAccept-Ranges: bytes\r\n",
-        if status == 206 {
-            "Partial Content"
-        } else {
-            "OK"
-        }
-    );
-    if let Some(cr) = content_range {
-        head.push_str(&format!("Content-Range: {cr}\r\n"));
+    let mut head = Vec::with_capacity(256);
+    let cr = format!("bytes {off}-{}/{size}", (off + len).saturating_sub(1));
+    let mut extra: Vec<(&str, &[u8])> = vec![
+        ("Content-Type", b"application/octet-stream"),
+        ("Accept-Ranges", b"bytes"),
+    ];
+    if status == http::Status::PartialContent {
+        extra.push(("Content-Range", cr.as_bytes()));
     }
-    if !keep {
-        head.push_str("Connection: close\r\n");
-    }
-    head.push_str("\r\n");
+    http::write_head_with(&mut head, status, len, keep, &extra);
     let body_follows = len > 0 && !head_only;
-    send_head(sock, head.as_bytes(), body_follows)?;
+    send_head(sock, &head, body_follows)?;
     if !body_follows {
         return Ok(keep);
     }

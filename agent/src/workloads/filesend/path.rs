@@ -2,33 +2,44 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::workloads::http::ByteRange;
+
+/// Why a target is not served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// It would leave the root (403).
+    Forbidden,
+    /// Nothing servable there (404).
+    NotFound,
+}
+
 /// Resolves a request target to a regular file under `root` (already
-/// canonical). Errors are HTTP status codes: 403 for anything that would
-/// leave the root (`..`, or a symlink pointing outside), 404 otherwise.
-pub(crate) fn resolve(root: &Path, target: &str) -> Result<PathBuf, u16> {
+/// canonical): `Forbidden` for anything that would leave the root (`..`,
+/// or a symlink pointing outside), `NotFound` otherwise.
+pub(crate) fn resolve(root: &Path, target: &str) -> Result<PathBuf, Refused> {
     let path = target.split(['?', '#']).next().unwrap_or("");
     if !path.starts_with('/') {
-        return Err(404);
+        return Err(Refused::NotFound);
     }
-    let decoded = percent_decode(path).ok_or(404u16)?;
+    let decoded = percent_decode(path).ok_or(Refused::NotFound)?;
     let mut rel = PathBuf::new();
     for seg in decoded.split('/') {
         match seg {
             "" | "." => {}
-            ".." => return Err(403),
-            s if s.contains('\0') => return Err(404),
+            ".." => return Err(Refused::Forbidden),
+            s if s.contains('\0') => return Err(Refused::NotFound),
             s => rel.push(s),
         }
     }
     let full = root.join(rel);
     // canonicalize follows every symlink, so the prefix check below sees
     // where the file really is.
-    let canon = full.canonicalize().map_err(|_| 404u16)?;
+    let canon = full.canonicalize().map_err(|_| Refused::NotFound)?;
     if !canon.starts_with(root) {
-        return Err(403);
+        return Err(Refused::Forbidden);
     }
     if !canon.is_file() {
-        return Err(404);
+        return Err(Refused::NotFound);
     }
     Ok(canon)
 }
@@ -51,54 +62,39 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// What a `Range` header asks for, given the file size.
+/// What to send given the parsed `Range` and the file size.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Range {
-    /// Inclusive byte range within the file.
-    Satisfiable(u64, u64),
-    /// A single well-formed range that lies past the end (416).
+    /// No range: the whole file (200).
+    Whole,
+    /// Inclusive byte range within the file (206).
+    Part(u64, u64),
+    /// The range lies past the end (416).
     Unsatisfiable,
-    /// Not a single `bytes=` range we serve: send the whole file (RFC 9110
-    /// allows ignoring Range).
-    Ignore,
 }
 
-pub(crate) fn parse_range(value: &str, size: u64) -> Range {
-    let Some(spec) = value.trim().strip_prefix("bytes=") else {
-        return Range::Ignore;
-    };
-    if spec.contains(',') {
-        return Range::Ignore;
-    }
-    let Some((a, b)) = spec.trim().split_once('-') else {
-        return Range::Ignore;
-    };
-    let (a, b) = (a.trim(), b.trim());
-    if a.is_empty() {
-        // Suffix range: the last N bytes.
-        let Ok(n) = b.parse::<u64>() else {
-            return Range::Ignore;
-        };
-        if n == 0 || size == 0 {
-            return Range::Unsatisfiable;
+pub(crate) fn range(r: Option<ByteRange>, size: u64) -> Range {
+    match r {
+        None => Range::Whole,
+        Some(ByteRange::Suffix(n)) => {
+            if n == 0 || size == 0 {
+                Range::Unsatisfiable
+            } else {
+                Range::Part(size - n.min(size), size - 1)
+            }
         }
-        return Range::Satisfiable(size - n.min(size), size - 1);
-    }
-    let Ok(first) = a.parse::<u64>() else {
-        return Range::Ignore;
-    };
-    let last = if b.is_empty() {
-        u64::MAX
-    } else {
-        match b.parse::<u64>() {
-            Ok(l) if l >= first => l,
-            _ => return Range::Ignore,
+        Some(ByteRange::From { start, end }) => {
+            if start >= size {
+                return Range::Unsatisfiable;
+            }
+            let last = end.unwrap_or(u64::MAX).min(size - 1);
+            if last < start {
+                Range::Whole
+            } else {
+                Range::Part(start, last)
+            }
         }
-    };
-    if first >= size {
-        return Range::Unsatisfiable;
     }
-    Range::Satisfiable(first, last.min(size - 1))
 }
 
 #[cfg(test)]
@@ -107,13 +103,15 @@ mod tests {
 
     #[test]
     fn ranges() {
-        assert_eq!(parse_range("bytes=0-0", 10), Range::Satisfiable(0, 0));
-        assert_eq!(parse_range("bytes=2-", 10), Range::Satisfiable(2, 9));
-        assert_eq!(parse_range("bytes=-3", 10), Range::Satisfiable(7, 9));
-        assert_eq!(parse_range("bytes=5-100", 10), Range::Satisfiable(5, 9));
-        assert_eq!(parse_range("bytes=10-", 10), Range::Unsatisfiable);
-        assert_eq!(parse_range("bytes=0-1,3-4", 10), Range::Ignore);
-        assert_eq!(parse_range("items=0-1", 10), Range::Ignore);
-        assert_eq!(parse_range("bytes=5-2", 10), Range::Ignore);
+        let from = |start, end| Some(ByteRange::From { start, end });
+        assert_eq!(range(None, 10), Range::Whole);
+        assert_eq!(range(from(0, Some(0)), 10), Range::Part(0, 0));
+        assert_eq!(range(from(2, None), 10), Range::Part(2, 9));
+        assert_eq!(range(Some(ByteRange::Suffix(3)), 10), Range::Part(7, 9));
+        assert_eq!(range(Some(ByteRange::Suffix(30)), 10), Range::Part(0, 9));
+        assert_eq!(range(from(5, Some(100)), 10), Range::Part(5, 9));
+        assert_eq!(range(from(10, None), 10), Range::Unsatisfiable);
+        assert_eq!(range(Some(ByteRange::Suffix(0)), 10), Range::Unsatisfiable);
+        assert_eq!(range(from(0, None), 0), Range::Unsatisfiable);
     }
 }

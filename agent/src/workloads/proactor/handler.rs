@@ -76,20 +76,16 @@ impl Conn {
                 &mut self.sending
             };
             match http::parse_request(&self.inbuf[consumed..]) {
-                Ok(None) => break,
-                Ok(Some(req)) => {
-                    consumed += req.len;
-                    if req.method != http::Method::Get {
-                        http::write_error(out, http::Status::MethodNotAllowed);
-                        self.close_after_send |= !req.keep_alive;
-                        continue;
-                    }
+                Ok(http::Parsed::Partial) => break,
+                Ok(http::Parsed::Complete(req, len)) => {
+                    consumed += len;
                     spin(cfg.work);
-                    out.extend_from_slice(&cfg.response);
+                    cfg.respond(out, &req);
                     self.close_after_send |= !req.keep_alive;
                 }
                 Err(e) => {
-                    http::write_error(out, e.status());
+                    // The stream cannot be resynchronised: answer and close.
+                    http::write_error(out, &e);
                     self.close_after_send = true;
                 }
             }

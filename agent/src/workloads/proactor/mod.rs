@@ -40,6 +40,7 @@ use self::{
     bufring::BufRing,
     handler::{Conn, Slab},
 };
+use crate::workloads::http;
 
 /// Options for `iolens workload proactor`.
 #[derive(Debug, clap::Args)]
@@ -63,9 +64,10 @@ pub struct Args {
     /// Busy-spin this many microseconds per request (simulated CPU work).
     #[arg(long, default_value_t = 0)]
     pub work_us: u64,
-    /// Response body size in bytes.
+    /// Response body size in bytes for `GET /` (`GET /bytes/N` asks for N,
+    /// up to 16 MiB).
     #[arg(long, default_value_t = 13)]
-    pub response_size: usize,
+    pub response_size: u64,
     /// Submission queue entries per ring (the completion queue is 4× larger).
     #[arg(long, default_value_t = 1024)]
     pub ring_entries: u32,
@@ -124,8 +126,52 @@ fn untag(ud: u64) -> (Option<Op>, u32, u32) {
 
 /// Per-thread settings shared by all connections of a ring.
 pub(crate) struct Config {
-    pub(crate) response: Vec<u8>,
+    /// The complete keep-alive answer to `GET /`, built once: the common
+    /// case costs one copy and no formatting.
+    pub(crate) default_response: Vec<u8>,
+    pub(crate) response_size: u64,
     pub(crate) work: Duration,
+}
+
+/// Largest body `/bytes/N` may ask for: the response is buffered whole.
+pub(crate) const MAX_RESPONSE: u64 = 16 << 20;
+
+impl Config {
+    fn new(response_size: u64, work: Duration) -> Self {
+        let mut default_response = Vec::new();
+        http::write_head(&mut default_response, http::Status::Ok, response_size, true);
+        let start = default_response.len();
+        default_response.resize(start + response_size as usize, 0);
+        http::fill_body(0, &mut default_response[start..]);
+        Self {
+            default_response,
+            response_size,
+            work,
+        }
+    }
+
+    /// Appends the response to one request: `/` → `--response-size` bytes,
+    /// `/bytes/N` → N bytes (up to [`MAX_RESPONSE`]), else 404; HEAD gets
+    /// the head only.
+    pub(crate) fn respond(&self, out: &mut Vec<u8>, req: &http::Request<'_>) {
+        let get = req.method == http::Method::Get;
+        match http::route(req.path, self.response_size, MAX_RESPONSE) {
+            http::Route::Bytes(n) if get && req.keep_alive && n == self.response_size => {
+                out.extend_from_slice(&self.default_response);
+            }
+            http::Route::Bytes(n) => {
+                http::write_head(out, http::Status::Ok, n, req.keep_alive);
+                if get {
+                    let start = out.len();
+                    out.resize(start + n as usize, 0);
+                    http::fill_body(0, &mut out[start..]);
+                }
+            }
+            http::Route::NotFound => {
+                http::write_head(out, http::Status::NotFound, 0, req.keep_alive)
+            }
+        }
+    }
 }
 
 /// The Proactor: owns the ring (whose CQ is the Completion Event Queue), the
@@ -656,15 +702,6 @@ pub(crate) fn wait_term_signal(set: &libc::sigset_t, timeout: Duration) -> bool 
     unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) > 0 }
 }
 
-/// The bytes of a 200 response with a `size`-byte body, built once.
-pub(crate) fn ok_response(size: usize) -> Vec<u8> {
-    let mut r =
-        format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {size}\r\n\r\n")
-            .into_bytes();
-    r.extend((0..size).map(|i| b'a' + (i % 26) as u8));
-    r
-}
-
 fn eventfd() -> Result<OwnedFd, ProactorError> {
     // SAFETY: eventfd(2) with constant flags; the result is checked.
     let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
@@ -675,8 +712,21 @@ fn eventfd() -> Result<OwnedFd, ProactorError> {
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
+/// Sends `tracing` output to stderr (filter from RUST_LOG, default `warn`)
+/// unless the binary already installed a subscriber.
+pub(crate) fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // An error only means a subscriber is already installed; keep that one.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .try_init();
+}
+
 /// Runs the server until SIGINT/SIGTERM.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    crate::workloads::proactor::init_logging();
     let threads = args
         .threads
         .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()))
@@ -712,10 +762,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let handle = thread::Builder::new()
             .name(format!("proactor-{i}"))
             .spawn(move || -> Result<(), ProactorError> {
-                let cfg = Config {
-                    response: ok_response(args.response_size),
-                    work: Duration::from_micros(args.work_us),
-                };
+                let cfg = Config::new(args.response_size, Duration::from_micros(args.work_us));
                 // The ring is created on its own thread: SINGLE_ISSUER ties
                 // it to the creating task.
                 let mut p = Proactor::new(&args, listener, wake, stop, cfg)?;

@@ -1,0 +1,300 @@
+//! `iolens workload proactor` end to end: curl, wrk, pipelining, malformed
+//! input, SQPOLL, clean exit on SIGTERM. Traffic stays on 127.0.0.1.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// Whether `tool` is on PATH. Missing under CI=true is a failure (CI installs
+/// it through `cargo xtask setup`); elsewhere the test is skipped, loudly.
+fn have(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!(
+                "{tool} is required under CI=true but is not installed (run `cargo xtask setup`)"
+            );
+        }
+        eprintln!("SKIPPED: {tool} not installed (Debian package `{tool}`)");
+    }
+    found
+}
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_iolens"))
+            .args(["workload", "proactor", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn iolens");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read first line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("first line: {line:?}"))
+            .to_owned();
+        Self { child, addr }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// SIGTERM, then the exit status must be 0 within 5 s.
+    fn stop(mut self) {
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let t = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                assert!(st.success(), "server exit status {st:?}");
+                return;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "server did not exit within 5 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The shared deterministic body pattern (`http::BODY_PATTERN`).
+fn body(n: usize) -> Vec<u8> {
+    const PATTERN: &[u8; 64] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-\n";
+    (0..n).map(|i| PATTERN[i % 64]).collect()
+}
+
+/// Reads exactly `count` responses framed by Content-Length; returns
+/// (status, body) pairs.
+fn read_responses(s: &mut TcpStream, count: usize) -> Vec<(u16, Vec<u8>)> {
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    let mut tmp = [0u8; 65536];
+    while out.len() < count {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let status: u16 = head[9..12].parse().expect("status code");
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().expect("len"))
+                })
+                .expect("content-length");
+            if buf.len() >= end + 4 + len {
+                out.push((status, buf[end + 4..end + 4 + len].to_vec()));
+                buf.drain(..end + 4 + len);
+                continue;
+            }
+        }
+        let n = s.read(&mut tmp).expect("read response");
+        assert!(
+            n > 0,
+            "connection closed after {} of {count} responses",
+            out.len()
+        );
+        buf.extend_from_slice(&tmp[..n]);
+    }
+    assert!(
+        buf.is_empty(),
+        "extra bytes after {count} responses: {buf:?}"
+    );
+    out
+}
+
+#[test]
+fn curl_gets_headers_and_body() {
+    if !have("curl") {
+        return;
+    }
+    let srv = Server::start(&["--threads", "2", "--response-size", "100"]);
+    let out = Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "5", &srv.url()])
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    let (head, b) = text.split_once("\r\n\r\n").expect("header end");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("\r\ncontent-length: 100"),
+        "{head}"
+    );
+    assert_eq!(b.as_bytes(), body(100));
+    srv.stop();
+}
+
+#[test]
+fn large_response_arrives_whole() {
+    // 4 MiB exceeds the socket buffer, so sends complete partially and must
+    // be resumed from the right offset.
+    let srv = Server::start(&["--threads", "1", "--response-size", "4194304"]);
+    let mut s = TcpStream::connect(&srv.addr).expect("connect");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send");
+    let r = read_responses(&mut s, 2);
+    for (st, b) in r {
+        assert_eq!(st, 200);
+        assert!(b == body(4 << 20), "body differs");
+    }
+    srv.stop();
+}
+
+#[test]
+fn pipelined_requests_answered_in_order() {
+    let srv = Server::start(&["--threads", "2"]);
+    let mut s = TcpStream::connect(&srv.addr).expect("connect");
+    // 20 requests for bodies of 0..20 bytes: the lengths show the order. The
+    // batch is split mid-request so parsing must resume across receives.
+    let mut batch = Vec::new();
+    for i in 0..20 {
+        batch.extend_from_slice(format!("GET /bytes/{i} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+    }
+    let (a, b) = batch.split_at(batch.len() / 2 + 3);
+    s.write_all(a).expect("send");
+    std::thread::sleep(Duration::from_millis(50));
+    s.write_all(b).expect("send");
+    let r = read_responses(&mut s, 20);
+    let want: Vec<(u16, Vec<u8>)> = (0..20).map(|i| (200, body(i))).collect();
+    assert_eq!(r, want);
+    srv.stop();
+}
+
+/// Sends `req` on a new connection and returns everything until the server
+/// closes it.
+fn one_shot(addr: &str, req: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.write_all(req).expect("send");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut got = Vec::new();
+    s.read_to_end(&mut got)
+        .expect("server must close after an error response");
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn errors_get_their_status_and_others_are_served() {
+    let srv = Server::start(&["--threads", "2"]);
+    let big_header = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(9000)
+    );
+    let cases: [(&[u8], &str); 5] = [
+        (b"THIS IS NOT HTTP\r\n\r\n", "HTTP/1.1 400 "),
+        (b"DELETE / HTTP/1.1\r\nHost: t\r\n\r\n", "HTTP/1.1 405 "),
+        (
+            b"GET / HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello",
+            "HTTP/1.1 413 ",
+        ),
+        (big_header.as_bytes(), "HTTP/1.1 431 "),
+        (
+            b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 200 ",
+        ),
+    ];
+    for (req, want) in cases {
+        let text = one_shot(&srv.addr, req);
+        assert!(
+            text.starts_with(want),
+            "{:?} → {text:?}",
+            String::from_utf8_lossy(&req[..req.len().min(40)])
+        );
+    }
+    // Unknown paths are 404 on a connection that stays usable.
+    let mut good = TcpStream::connect(&srv.addr).expect("connect");
+    good.write_all(b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("send");
+    let r = read_responses(&mut good, 2);
+    assert_eq!(r, vec![(404, Vec::new()), (200, body(13))]);
+    srv.stop();
+}
+
+/// Runs wrk and asserts it completed requests with no socket errors and no
+/// non-2xx responses.
+fn wrk_clean(url: &str, threads: &str, conns: &str) {
+    let out = Command::new("wrk")
+        .args([
+            "-t",
+            threads,
+            "-c",
+            conns,
+            "-d",
+            "2s",
+            "--timeout",
+            "2s",
+            url,
+        ])
+        .output()
+        .expect("wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "wrk failed: {text}");
+    assert!(
+        !text.contains("Socket errors"),
+        "wrk saw socket errors:\n{text}"
+    );
+    assert!(
+        !text.contains("Non-2xx"),
+        "wrk saw non-2xx responses:\n{text}"
+    );
+    let reqs: u64 = text
+        .lines()
+        .find_map(|l| {
+            l.split_once(" requests in ")
+                .map(|(n, _)| n.trim().parse().expect("count"))
+        })
+        .expect("wrk summary line");
+    assert!(reqs > 1000, "only {reqs} requests in 2 s:\n{text}");
+}
+
+#[test]
+fn wrk_multithread_zero_errors() {
+    if !have("wrk") {
+        return;
+    }
+    let srv = Server::start(&["--threads", "2"]);
+    wrk_clean(&srv.url(), "2", "64");
+    srv.stop();
+}
+
+#[test]
+fn wrk_sqpoll_zero_errors() {
+    if !have("wrk") {
+        return;
+    }
+    let srv = Server::start(&["--threads", "2", "--sqpoll"]);
+    wrk_clean(&srv.url(), "1", "32");
+    srv.stop();
+}
