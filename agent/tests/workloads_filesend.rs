@@ -363,3 +363,80 @@ fn direct_aio_bypasses_page_cache_sendfile_fills_it() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Reads one response head from `s` (up to the blank line) and returns it
+/// with any body bytes that came along.
+fn read_head(s: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> String {
+    let mut tmp = [0u8; 65536];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            buf.drain(..end + 4);
+            return head;
+        }
+        let n = s.read(&mut tmp).expect("read");
+        assert!(n > 0, "closed before a full head");
+        buf.extend_from_slice(&tmp[..n]);
+    }
+}
+
+#[test]
+fn keep_alive_head_and_malformed() {
+    let fx = fixture();
+    let data = std::fs::read(fx.root.join("page-1")).expect("read");
+    let srv = Server::start(&fx.root, &["--mode", "splice"]);
+    let mut s = std::net::TcpStream::connect(&srv.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    // Pipelined on one connection: GET, HEAD, 404, GET again.
+    s.write_all(
+        b"GET /page-1 HTTP/1.1\r\nHost: t\r\n\r\nHEAD /page-1 HTTP/1.1\r\nHost: t\r\n\r\n\
+          GET /nope HTTP/1.1\r\nHost: t\r\n\r\nGET /one HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .expect("send");
+    let mut buf = Vec::new();
+    let mut tmp = [0u8; 65536];
+    let mut body = |s: &mut std::net::TcpStream, buf: &mut Vec<u8>, n: usize| {
+        while buf.len() < n {
+            let k = s.read(&mut tmp).expect("read");
+            assert!(k > 0, "closed mid-body");
+            buf.extend_from_slice(&tmp[..k]);
+        }
+        buf.drain(..n).collect::<Vec<u8>>()
+    };
+    let h = read_head(&mut s, &mut buf);
+    assert!(
+        h.starts_with("HTTP/1.1 200 ") && h.contains("Content-Length: 4095"),
+        "{h}"
+    );
+    assert!(body(&mut s, &mut buf, 4095) == data, "GET body differs");
+    let h = read_head(&mut s, &mut buf);
+    assert!(
+        h.starts_with("HTTP/1.1 200 ") && h.contains("Content-Length: 4095"),
+        "HEAD: {h}"
+    );
+    let h = read_head(&mut s, &mut buf);
+    assert!(
+        h.starts_with("HTTP/1.1 404 ") && h.contains("Content-Length: 0"),
+        "{h}"
+    );
+    let h = read_head(&mut s, &mut buf);
+    assert!(
+        h.starts_with("HTTP/1.1 200 ") && h.contains("Content-Length: 1"),
+        "{h}"
+    );
+    let one = std::fs::read(fx.root.join("one")).expect("read");
+    assert_eq!(body(&mut s, &mut buf, 1), one);
+    assert!(buf.is_empty(), "HEAD must not carry a body: extra {buf:?}");
+
+    // Malformed input: 400, then the connection closes.
+    let mut bad = std::net::TcpStream::connect(&srv.addr).expect("connect");
+    bad.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    bad.write_all(b"GARBAGE\r\n\r\n").expect("send");
+    let mut got = Vec::new();
+    bad.read_to_end(&mut got).expect("server closes after 400");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
+    srv.stop();
+}
