@@ -238,7 +238,7 @@ fn errors_get_their_status_and_others_are_served() {
     good.write_all(b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n")
         .expect("send");
     let r = read_responses(&mut good, 2);
-    assert_eq!(r, vec![(404, Vec::new()), (200, body(13))]);
+    assert_eq!(r, vec![(404, Vec::new()), (200, body(128))]);
     srv.stop();
 }
 
@@ -323,7 +323,7 @@ fn abrupt_disconnects_with_sends_in_flight_then_sigint() {
     let mut good = TcpStream::connect(&srv.addr).expect("connect");
     good.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         .expect("send");
-    assert_eq!(read_responses(&mut good, 1), vec![(200, body(13))]);
+    assert_eq!(read_responses(&mut good, 1), vec![(200, body(128))]);
     // A client idle on a connection must not hold up shutdown either.
     let mut child = srv;
     // SAFETY: signalling our own child by pid.

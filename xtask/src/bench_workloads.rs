@@ -429,7 +429,10 @@ fn reactor_models(iolens: &Path) -> Vec<String> {
     if !out.status.success() {
         return Vec::new();
     }
-    let help = String::from_utf8_lossy(&out.stdout);
+    let help = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     // clap lists a ValueEnum's choices as `[possible values: a, b, c]`.
     let Some(i) = help.find("--model") else {
         return Vec::new();

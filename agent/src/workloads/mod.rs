@@ -1,17 +1,20 @@
 //! Reference workloads run under measurement: reactor and proactor servers,
 //! a zero-copy file sender and a load generator.
 
+pub mod demux;
 pub mod filesend;
 pub mod http;
 pub mod proactor;
+pub mod reactor;
+pub mod sys;
 
 use clap::Subcommand;
 
 /// `iolens workload …`
 #[derive(Debug, Subcommand)]
 pub enum WorkloadCmd {
-    /// Placeholder until the workloads land.
-    Placeholder,
+    /// HTTP/1.1 server on an epoll/poll/select reactor (single, pool, multi, reuseport).
+    Reactor(reactor::Args),
     /// io_uring HTTP server in the Proactor pattern (thread-per-core rings).
     Proactor(proactor::Args),
     /// HTTP file server comparing data paths (read-write, mmap, sendfile,
@@ -21,9 +24,22 @@ pub enum WorkloadCmd {
 
 /// Runs a workload to completion (servers: until SIGINT/SIGTERM).
 pub fn run(cmd: WorkloadCmd) -> anyhow::Result<()> {
+    init_tracing();
     match cmd {
-        WorkloadCmd::Placeholder => anyhow::bail!("no workloads yet"),
+        WorkloadCmd::Reactor(args) => reactor::run(args),
         WorkloadCmd::Proactor(args) => proactor::run(args),
         WorkloadCmd::Filesend(args) => filesend::run(args),
     }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`). Ignores a
+/// subscriber installed earlier, e.g. by the agent.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(sys::stderr_is_tty())
+        .try_init();
 }

@@ -94,7 +94,6 @@ struct Shared {
 
 /// Runs the server until SIGINT/SIGTERM.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    crate::workloads::proactor::init_logging();
     let sigset = block_term_signals().context("blocking SIGINT/SIGTERM for the signal waiter")?;
     let root = args.root.canonicalize().with_context(|| {
         format!(

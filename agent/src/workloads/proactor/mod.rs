@@ -64,10 +64,13 @@ pub struct Args {
     /// Busy-spin this many microseconds per request (simulated CPU work).
     #[arg(long, default_value_t = 0)]
     pub work_us: u64,
-    /// Response body size in bytes for `GET /` (`GET /bytes/N` asks for N,
-    /// up to 16 MiB).
-    #[arg(long, default_value_t = 13)]
+    /// Body size of `GET /`. `GET /bytes/N` returns N bytes instead.
+    #[arg(long, default_value_t = 128)]
     pub response_size: u64,
+    /// Largest N that `/bytes/N` serves; larger is 404. Each response is
+    /// built whole in memory before it is sent.
+    #[arg(long, default_value_t = 64 << 20)]
+    pub max_response_size: u64,
     /// Submission queue entries per ring (the completion queue is 4× larger).
     #[arg(long, default_value_t = 1024)]
     pub ring_entries: u32,
@@ -130,14 +133,12 @@ pub(crate) struct Config {
     /// case costs one copy and no formatting.
     pub(crate) default_response: Vec<u8>,
     pub(crate) response_size: u64,
+    pub(crate) max_response_size: u64,
     pub(crate) work: Duration,
 }
 
-/// Largest body `/bytes/N` may ask for: the response is buffered whole.
-pub(crate) const MAX_RESPONSE: u64 = 16 << 20;
-
 impl Config {
-    fn new(response_size: u64, work: Duration) -> Self {
+    fn new(response_size: u64, max_response_size: u64, work: Duration) -> Self {
         let mut default_response = Vec::new();
         http::write_head(&mut default_response, http::Status::Ok, response_size, true);
         let start = default_response.len();
@@ -146,16 +147,17 @@ impl Config {
         Self {
             default_response,
             response_size,
+            max_response_size,
             work,
         }
     }
 
     /// Appends the response to one request: `/` → `--response-size` bytes,
-    /// `/bytes/N` → N bytes (up to [`MAX_RESPONSE`]), else 404; HEAD gets
+    /// `/bytes/N` → N bytes (up to `--max-response-size`), else 404; HEAD gets
     /// the head only.
     pub(crate) fn respond(&self, out: &mut Vec<u8>, req: &http::Request<'_>) {
         let get = req.method == http::Method::Get;
-        match http::route(req.path, self.response_size, MAX_RESPONSE) {
+        match http::route(req.path, self.response_size, self.max_response_size) {
             http::Route::Bytes(n) if get && req.keep_alive && n == self.response_size => {
                 out.extend_from_slice(&self.default_response);
             }
@@ -712,21 +714,8 @@ fn eventfd() -> Result<OwnedFd, ProactorError> {
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
-/// Sends `tracing` output to stderr (filter from RUST_LOG, default `warn`)
-/// unless the binary already installed a subscriber.
-pub(crate) fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    // An error only means a subscriber is already installed; keep that one.
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter)
-        .try_init();
-}
-
 /// Runs the server until SIGINT/SIGTERM.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    crate::workloads::proactor::init_logging();
     let threads = args
         .threads
         .unwrap_or_else(|| thread::available_parallelism().map_or(1, |n| n.get()))
@@ -762,7 +751,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let handle = thread::Builder::new()
             .name(format!("proactor-{i}"))
             .spawn(move || -> Result<(), ProactorError> {
-                let cfg = Config::new(args.response_size, Duration::from_micros(args.work_us));
+                let cfg = Config::new(
+                    args.response_size,
+                    args.max_response_size,
+                    Duration::from_micros(args.work_us),
+                );
                 // The ring is created on its own thread: SINGLE_ISSUER ties
                 // it to the creating task.
                 let mut p = Proactor::new(&args, listener, wake, stop, cfg)?;
