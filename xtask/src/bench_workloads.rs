@@ -33,8 +33,8 @@ pub struct Args {
     /// wrk connections for the HTTP servers.
     #[arg(long, default_value_t = 64)]
     pub connections: usize,
-    /// Response body bytes for the HTTP servers.
-    #[arg(long, default_value_t = 13)]
+    /// Response body bytes for the HTTP servers (the reactor's default).
+    #[arg(long, default_value_t = 128)]
     pub response_size: usize,
     /// Size of the file the file senders serve, in MiB (default 1024, or 64
     /// with --quick).
@@ -421,7 +421,7 @@ fn alternate(
 
 fn reactor_models(iolens: &Path) -> Vec<String> {
     let Ok(out) = Command::new(iolens)
-        .args(["workload", "reactor", "--help"])
+        .args(["workload", "reactor", "-h"])
         .output()
     else {
         return Vec::new();
