@@ -104,7 +104,6 @@ struct Ctx {
     client_cpus: String,
     taskset: bool,
     threads: usize,
-    next_port: u16,
 }
 
 impl Ctx {
@@ -145,13 +144,13 @@ impl Ctx {
                 Ok(Running { child, port })
             }
             Server::Nginx { conf_body, .. } => {
-                // A fixed port range per run: nginx cannot report port 0.
-                self.next_port = if self.next_port >= 39000 {
-                    38000
-                } else {
-                    self.next_port + 1
-                };
-                let port = self.next_port;
+                // nginx cannot report a port 0 choice: take a free port from
+                // the kernel and hand it over (a rare race with another
+                // process is caught below and retried by the caller).
+                let port = std::net::TcpListener::bind("127.0.0.1:0")
+                    .and_then(|l| l.local_addr())
+                    .context("finding a free port for nginx")?
+                    .port();
                 let dir = self.work.join("nginx");
                 std::fs::create_dir_all(&dir).context("creating the nginx prefix")?;
                 let user = if is_root() { "user root root;\n" } else { "" };
@@ -169,7 +168,7 @@ impl Ctx {
                 );
                 let path = dir.join("nginx.conf");
                 std::fs::write(&path, conf).context("writing nginx.conf")?;
-                let child = self
+                let mut child = self
                     .pinned(&self.server_cpus.clone(), Path::new("nginx"))
                     .arg("-c")
                     .arg(&path)
@@ -180,7 +179,11 @@ impl Ctx {
                     .context("starting nginx")?;
                 let t = Instant::now();
                 while TcpStream::connect(("127.0.0.1", port)).is_err() {
-                    if t.elapsed() > Duration::from_secs(5) {
+                    if child.try_wait().ok().flatten().is_some()
+                        || t.elapsed() > Duration::from_secs(5)
+                    {
+                        let _ = child.kill();
+                        let _ = child.wait();
                         bail!(
                             "nginx did not listen on 127.0.0.1:{port} within 5 s; see {}/error.log",
                             dir.display()
@@ -402,7 +405,15 @@ fn alternate(
     let mut all = vec![Vec::new(); servers.len()];
     for r in 0..rounds {
         for (i, s) in servers.iter().enumerate() {
-            let sample = measure(ctx, s, path, conns, secs)?;
+            // One retry: a port race or a stray failure should not void a
+            // long run.
+            let sample = match measure(ctx, s, path, conns, secs) {
+                Ok(x) => x,
+                Err(e) => {
+                    eprintln!("  retrying {} after: {e:#}", s.label());
+                    measure(ctx, s, path, conns, secs)?
+                }
+            };
             eprintln!(
                 "  round {}/{rounds} {:<28} {:>10.0} req/s {:>9.1} MiB/s  p99 {:>8.0} µs  cpu {:.2} s  errors {}",
                 r + 1,
@@ -498,7 +509,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         client_cpus: args.client_cpus.clone(),
         taskset,
         threads: args.threads.max(1),
-        next_port: 38000,
     };
     println!(
         "# cargo xtask bench workloads: {rounds} alternating rounds × {secs} s, server CPUs {}, client CPUs {}, {} server thread(s)",

@@ -337,9 +337,36 @@ pub(crate) struct DirectReader {
     results: [Option<i32>; 2],
 }
 
-/// Alignment used for O_DIRECT offsets, lengths and buffers. 4096 is a
-/// multiple of the logical block size of every common device (512 or 4096).
+/// Alignment of the O_DIRECT buffers and chunk lengths: a multiple of the
+/// logical block size of every common device (512 or 4096).
 pub(crate) const DIRECT_ALIGN: usize = 4096;
+
+/// The file offset alignment O_DIRECT needs on this file (its logical block
+/// size, from statx STATX_DIOALIGN, Linux ≥ 6.1), or `DIRECT_ALIGN` when the
+/// kernel or filesystem does not say.
+fn dio_offset_align(file: &File) -> usize {
+    // SAFETY: statx is plain old data; all-zero is a valid value.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: AT_EMPTY_PATH with an empty C string queries the open fd
+    // itself; `stx` is a valid out-pointer.
+    let rc = unsafe {
+        libc::statx(
+            file.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_DIOALIGN,
+            &mut stx,
+        )
+    };
+    if rc == 0
+        && stx.stx_mask & libc::STATX_DIOALIGN != 0
+        && stx.stx_dio_offset_align.is_power_of_two()
+    {
+        stx.stx_dio_offset_align as usize
+    } else {
+        DIRECT_ALIGN
+    }
+}
 
 impl DirectReader {
     pub(crate) fn new(chunk: usize) -> io::Result<Self> {
@@ -452,7 +479,20 @@ impl DirectReader {
         if len == 0 {
             return Ok(());
         }
-        let align = self.align as u64;
+        // Round reads down to the device's own alignment (less over-read at
+        // the head than a page); chunks, multiples of DIRECT_ALIGN, keep
+        // every later read aligned too.
+        let align = dio_offset_align(file);
+        if align > self.align {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "O_DIRECT alignment {align} exceeds the {} supported; use --mode sendfile",
+                    self.align
+                ),
+            ));
+        }
+        let align = align as u64;
         let chunk = self.chunk as u64;
         let end = off + len;
         let mut next = off & !(align - 1);

@@ -73,10 +73,11 @@ pub struct Args {
     pub chunk_size: usize,
     /// Most pipes the splice mode keeps (shared by all connections; a
     /// response waits when all are busy).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 32)]
     pub pipes: usize,
     /// Requested pipe capacity in bytes (F_SETPIPE_SZ; capped by
-    /// /proc/sys/fs/pipe-max-size, else the default 64 KiB stays).
+    /// /proc/sys/fs/pipe-max-size, else the default 64 KiB stays). The
+    /// defaults (32 × 1 MiB) stay under fs.pipe-user-pages-soft (64 MiB).
     #[arg(long, default_value_t = 1 << 20)]
     pub pipe_size: usize,
     /// Most concurrent connections; more get 503 and are closed.
@@ -207,6 +208,9 @@ fn empty_response(status: http::Status, keep_alive: bool) -> Vec<u8> {
     out
 }
 
+/// How long a connection may make no progress before it is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Per-connection reusable state.
 struct ConnBufs {
     scratch: Vec<u8>,
@@ -215,6 +219,10 @@ struct ConnBufs {
 
 /// One connection: parse each request, answer it, until close.
 fn serve(mut sock: TcpStream, shared: &Shared) -> io::Result<()> {
+    // A thread per connection must not be held forever by a client that
+    // went silent (idle keep-alive or a stalled receiver).
+    sock.set_read_timeout(Some(IDLE_TIMEOUT))?;
+    sock.set_write_timeout(Some(IDLE_TIMEOUT))?;
     let mut inbuf: Vec<u8> = Vec::with_capacity(4096);
     let mut bufs = ConnBufs {
         scratch: Vec::new(),

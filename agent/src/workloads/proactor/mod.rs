@@ -195,6 +195,9 @@ struct Proactor {
     stopping: bool,
     /// Slots whose connections asked to close; freed when idle.
     closing: Vec<(u32, u32)>,
+    /// Completions copied out of the CQ, dispatched after the copy so
+    /// handlers may submit while iterating.
+    batch: Vec<(u64, i32, u32)>,
 }
 
 /// Ring flags actually obtained, for the log.
@@ -279,6 +282,7 @@ impl Proactor {
             inflight: 0,
             stopping: false,
             closing: Vec::new(),
+            batch: Vec::with_capacity(256),
         })
     }
 
@@ -401,7 +405,16 @@ impl Proactor {
 
     /// Drains the Completion Event Queue and dispatches every entry.
     fn dispatch_ready(&mut self) -> Result<(), ProactorError> {
-        let mut batch: Vec<(u64, i32, u32)> = Vec::new();
+        // Reused across calls (a nested call, from `initiate` on a full SQ,
+        // just starts with an empty one).
+        let mut batch = std::mem::take(&mut self.batch);
+        let r = self.dispatch_batches(&mut batch);
+        batch.clear();
+        self.batch = batch;
+        r
+    }
+
+    fn dispatch_batches(&mut self, batch: &mut Vec<(u64, i32, u32)>) -> Result<(), ProactorError> {
         loop {
             batch.clear();
             batch.extend(
@@ -412,7 +425,7 @@ impl Proactor {
             if batch.is_empty() {
                 break;
             }
-            for &(ud, res, flags) in &batch {
+            for &(ud, res, flags) in batch.iter() {
                 self.dispatch(ud, res, flags)?;
             }
             self.bufs.publish();
