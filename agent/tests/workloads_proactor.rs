@@ -342,3 +342,34 @@ fn abrupt_disconnects_with_sends_in_flight_then_sigint() {
     assert!(st.success(), "exit status after SIGINT: {st:?}");
     drop(good);
 }
+
+#[test]
+fn tiny_buffer_ring_runs_dry_and_recovers() {
+    // Two 64-byte provided buffers for 8 clients sending ~1.5 KiB heads:
+    // multishot receives end with ENOBUFS and must be re-armed, and heads
+    // spread over many buffers must be reassembled.
+    let srv = Server::start(&[
+        "--threads",
+        "1",
+        "--recv-buffers",
+        "2",
+        "--recv-buffer-size",
+        "64",
+    ]);
+    let req = format!(
+        "GET /bytes/7 HTTP/1.1\r\nHost: t\r\nX-Pad: {}\r\n\r\n",
+        "p".repeat(1500)
+    );
+    let mut clients: Vec<TcpStream> = (0..8)
+        .map(|_| TcpStream::connect(&srv.addr).expect("connect"))
+        .collect();
+    for c in &mut clients {
+        for _ in 0..3 {
+            c.write_all(req.as_bytes()).expect("send");
+        }
+    }
+    for c in &mut clients {
+        assert_eq!(read_responses(c, 3), vec![(200, body(7)); 3]);
+    }
+    srv.stop();
+}

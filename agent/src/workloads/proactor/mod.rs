@@ -487,6 +487,7 @@ impl Proactor {
                 } else if res == -libc::ENOBUFS {
                     // All provided buffers were taken in this batch; they are
                     // recycled before the rearm below is processed.
+                    debug!(slot, "provided buffers exhausted; re-arming recv");
                 } else if res != -libc::ECANCELED {
                     conn.on_error();
                 }
