@@ -373,3 +373,33 @@ fn tiny_buffer_ring_runs_dry_and_recovers() {
     }
     srv.stop();
 }
+
+#[test]
+fn load_generator_counts_exact_requests_with_verified_bodies() {
+    let srv = Server::start(&["--threads", "2", "--response-size", "1000"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_iolens"))
+        .args([
+            "workload",
+            "load",
+            "--url",
+            &srv.url(),
+            "--conns",
+            "32",
+            "--requests",
+            "20000",
+            "--verify-body",
+            "--json",
+        ])
+        .output()
+        .expect("run the load generator");
+    assert!(
+        out.status.success(),
+        "load failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(report["requests"], 20000, "{report}");
+    assert_eq!(report["body_bytes"], 20000 * 1000, "{report}");
+    assert_eq!(report["errors"]["total"], 0, "{report}");
+    srv.stop();
+}

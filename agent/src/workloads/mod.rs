@@ -4,6 +4,7 @@
 pub mod demux;
 pub mod filesend;
 pub mod http;
+pub mod loadgen;
 pub mod proactor;
 pub mod reactor;
 pub mod sys;
@@ -20,6 +21,8 @@ pub enum WorkloadCmd {
     /// HTTP file server comparing data paths (read-write, mmap, sendfile,
     /// splice, O_DIRECT through io_uring).
     Filesend(filesend::Args),
+    /// HTTP/1.1 load generator: closed loop or constant rate, latency percentiles.
+    Load(loadgen::Args),
 }
 
 /// Runs a workload to completion (servers: until SIGINT/SIGTERM).
@@ -29,6 +32,7 @@ pub fn run(cmd: WorkloadCmd) -> anyhow::Result<()> {
         WorkloadCmd::Reactor(args) => reactor::run(args),
         WorkloadCmd::Proactor(args) => proactor::run(args),
         WorkloadCmd::Filesend(args) => filesend::run(args),
+        WorkloadCmd::Load(args) => loadgen::run(args),
     }
 }
 

@@ -73,7 +73,7 @@ pub enum AcceptMode {
 /// Flags of `iolens workload reactor`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// Thread arrangement: single, pool, multi or reuseport (see `--help` of each value).
+    /// Thread arrangement (the values name the production servers they mimic).
     #[arg(long, value_enum, default_value_t = Model::Single)]
     pub model: Model,
     /// Worker threads (pool), sub-reactors (multi) or loops (reuseport).
@@ -601,6 +601,9 @@ struct Handler {
     /// Close once everything queued is written.
     closing: bool,
     peer_closed: bool,
+    /// The buffered bytes end in an incomplete request: parsing again is
+    /// pointless until more arrive.
+    need_input: bool,
     awaiting_worker: bool,
     registered: Interest,
 }
@@ -619,6 +622,7 @@ impl Handler {
             body_off: 0,
             closing: false,
             peer_closed: false,
+            need_input: true,
             awaiting_worker: false,
             registered,
         }
@@ -645,6 +649,7 @@ impl Handler {
                 }
             }
             if self.closing {
+                self.linger();
                 return Verdict::Close;
             }
             if self.awaiting_worker {
@@ -654,6 +659,11 @@ impl Handler {
                     want_read: false,
                     want_write: false,
                 };
+            }
+            if !self.need_input && self.rstart < self.rend {
+                // Output was flushed; requests held back by back-pressure
+                // are still buffered, so parse again before reading.
+                continue;
             }
             if self.peer_closed {
                 return Verdict::Close;
@@ -683,6 +693,22 @@ impl Handler {
         }
     }
 
+    /// Half-closes and discards input that is already queued, so that
+    /// close(2) sends FIN rather than RST: a reset would make the peer drop
+    /// the response it has not read yet (e.g. a 413 whose body is still
+    /// arriving). Bounded: input arriving later can still cause a reset.
+    fn linger(&mut self) {
+        use std::io::Read;
+        let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        let mut scratch = [0u8; 16 * 1024];
+        for _ in 0..16 {
+            match (&self.stream).read(&mut scratch) {
+                Ok(n) if n > 0 => {}
+                _ => break,
+            }
+        }
+    }
+
     fn read(&mut self) -> io::Result<usize> {
         if self.rbuf.is_empty() {
             self.rbuf = vec![0; READ_BUF];
@@ -698,6 +724,7 @@ impl Handler {
         use std::io::Read;
         let n = (&self.stream).read(&mut self.rbuf[self.rend..])?;
         self.rend += n;
+        self.need_input = false;
         Ok(n)
     }
 
@@ -711,7 +738,10 @@ impl Handler {
         {
             let (route, head_only, keep_alive, consumed) =
                 match http::parse_request(&self.rbuf[self.rstart..self.rend]) {
-                    Ok(Parsed::Partial) => break,
+                    Ok(Parsed::Partial) => {
+                        self.need_input = true;
+                        break;
+                    }
                     Ok(Parsed::Complete(req, n)) => {
                         let head_only = req.method == Method::Head;
                         if let Some(jobs) = pool {
