@@ -302,13 +302,13 @@ fn wrk_sqpoll_zero_errors() {
 #[test]
 fn abrupt_disconnects_with_sends_in_flight_then_sigint() {
     let srv = Server::start(&["--threads", "1"]);
-    // Each client asks for 4 × 16 MiB and vanishes without reading: the
+    // Each client asks for 4 × 4 MiB and vanishes without reading: the
     // server's sends fail or stall with buffers in flight, and the
     // connection state must outlive them without disturbing others.
     for _ in 0..20 {
         let mut s = TcpStream::connect(&srv.addr).expect("connect");
         for _ in 0..4 {
-            s.write_all(b"GET /bytes/16777216 HTTP/1.1\r\nHost: t\r\n\r\n")
+            s.write_all(b"GET /bytes/4194304 HTTP/1.1\r\nHost: t\r\n\r\n")
                 .expect("send");
         }
         let mut first = [0u8; 1024];
@@ -401,5 +401,30 @@ fn load_generator_counts_exact_requests_with_verified_bodies() {
     assert_eq!(report["requests"], 20000, "{report}");
     assert_eq!(report["body_bytes"], 20000 * 1000, "{report}");
     assert_eq!(report["errors"]["total"], 0, "{report}");
+    srv.stop();
+}
+
+#[test]
+fn error_response_survives_late_input() {
+    // Input arriving after the 400 was decided must not make the server
+    // close with unread data (RST), which can destroy the response before
+    // the client reads it: the server lingers, draining until our FIN.
+    let srv = Server::start(&["--threads", "1"]);
+    for _ in 0..5 {
+        let mut s = TcpStream::connect(&srv.addr).expect("connect");
+        s.write_all(b"BAD REQUEST\r\n\r\n").expect("send");
+        std::thread::sleep(Duration::from_millis(100));
+        // The server may already have shut down its side; a failed write
+        // here is fine, a lost response is not.
+        let _ = s.write_all(&[b'x'; 65536]);
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut got = Vec::new();
+        s.read_to_end(&mut got)
+            .expect("the 400 and a clean FIN, not a reset");
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
+        assert!(text.ends_with("Bad Request\n"), "{text}");
+    }
     srv.stop();
 }

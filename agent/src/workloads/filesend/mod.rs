@@ -208,6 +208,26 @@ fn empty_response(status: http::Status, keep_alive: bool) -> Vec<u8> {
     out
 }
 
+/// Lingering close after an error response: send FIN, then drain input
+/// until the peer closes (bounded in time and bytes). Closing with unread
+/// input would send RST, which can destroy the response before the client
+/// reads it.
+fn linger(sock: &mut TcpStream) {
+    if sock.shutdown(std::net::Shutdown::Write).is_err()
+        || sock.set_read_timeout(Some(Duration::from_secs(2))).is_err()
+    {
+        return;
+    }
+    let mut sink = [0u8; 4096];
+    let mut budget = 1usize << 20;
+    while budget > 0 {
+        match sock.read(&mut sink) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => budget = budget.saturating_sub(n),
+        }
+    }
+}
+
 /// How long a connection may make no progress before it is closed.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -249,8 +269,7 @@ fn serve(mut sock: TcpStream, shared: &Shared) -> io::Result<()> {
                 let mut out = Vec::new();
                 http::write_error(&mut out, &e);
                 sock.write_all(&out)?;
-                // Let the client read the error before the close resets.
-                let _ = sock.shutdown(std::net::Shutdown::Write);
+                linger(&mut sock);
                 return Ok(());
             }
         }

@@ -35,6 +35,11 @@ pub(crate) struct Conn {
     close_after_send: bool,
     /// Close now, discarding output (socket error, shutdown).
     broken: bool,
+    /// The peer sent FIN (recv returned 0).
+    peer_eof: bool,
+    /// Lingering close under way: FIN sent, draining input until this
+    /// deadline.
+    linger_until: Option<Instant>,
 }
 
 impl Conn {
@@ -51,6 +56,8 @@ impl Conn {
             send_in_flight: false,
             close_after_send: false,
             broken: false,
+            peer_eof: false,
+            linger_until: None,
         }
     }
 
@@ -94,7 +101,36 @@ impl Conn {
     }
 
     pub(crate) fn on_peer_closed(&mut self) {
+        self.peer_eof = true;
         self.close_after_send = true;
+    }
+
+    pub(crate) fn peer_eof(&self) -> bool {
+        self.peer_eof
+    }
+
+    pub(crate) fn broken(&self) -> bool {
+        self.broken
+    }
+
+    /// Everything owed has been sent.
+    pub(crate) fn flushed(&self) -> bool {
+        !self.output_pending()
+    }
+
+    /// Starts lingering (once); true if it just started and the caller
+    /// should shut down the write side. Not needed when the peer already
+    /// closed: nothing more will arrive.
+    pub(crate) fn start_linger(&mut self, until: Instant) -> bool {
+        if self.linger_until.is_some() || self.peer_eof {
+            return false;
+        }
+        self.linger_until = Some(until);
+        true
+    }
+
+    pub(crate) fn linger_expired(&self, now: Instant) -> bool {
+        self.linger_until.is_some_and(|t| now >= t) && !self.broken
     }
 
     pub(crate) fn on_error(&mut self) {
@@ -152,9 +188,12 @@ impl Conn {
         self.broken || self.close_after_send
     }
 
-    /// Nothing in flight and nothing more to send: safe to free.
+    /// Nothing in flight, nothing more to send, and (unless cut off) the
+    /// peer has finished: safe to free.
     pub(crate) fn idle(&self) -> bool {
-        !self.recv_armed && !self.send_in_flight && (self.broken || !self.output_pending())
+        !self.recv_armed
+            && !self.send_in_flight
+            && (self.broken || (!self.output_pending() && self.peer_eof))
     }
 }
 

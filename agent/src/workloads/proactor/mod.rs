@@ -98,6 +98,9 @@ pub enum ProactorError {
     EventFd(io::Error),
 }
 
+/// Longest a lingering close waits for the peer's FIN.
+const LINGER: Duration = Duration::from_secs(5);
+
 /// User-data tags: the operation kind in the top byte, the connection slot in
 /// the next 24 bits, the slot's generation in the low 32 bits (so a stale
 /// completion can never be mistaken for a new connection's).
@@ -109,6 +112,7 @@ enum Op {
     Send = 3,
     Wake = 4,
     Cancel = 5,
+    Tick = 6,
 }
 
 fn tag(op: Op, slot: u32, generation: u32) -> u64 {
@@ -122,6 +126,7 @@ fn untag(ud: u64) -> (Option<Op>, u32, u32) {
         3 => Some(Op::Send),
         4 => Some(Op::Wake),
         5 => Some(Op::Cancel),
+        6 => Some(Op::Tick),
         _ => None,
     };
     (op, ((ud >> 32) & 0x00ff_ffff) as u32, ud as u32)
@@ -198,6 +203,9 @@ struct Proactor {
     /// Completions copied out of the CQ, dispatched after the copy so
     /// handlers may submit while iterating.
     batch: Vec<(u64, i32, u32)>,
+    /// Period of the housekeeping timeout (lingering-close deadlines);
+    /// boxed so the kernel's pointer to it stays valid.
+    tick: Box<types::Timespec>,
 }
 
 /// Ring flags actually obtained, for the log.
@@ -283,6 +291,7 @@ impl Proactor {
             stopping: false,
             closing: Vec::new(),
             batch: Vec::with_capacity(256),
+            tick: Box::new(types::Timespec::new().sec(1)),
         })
     }
 
@@ -351,6 +360,14 @@ impl Proactor {
         self.initiate(sqe, true)
     }
 
+    fn submit_tick(&mut self) -> Result<(), ProactorError> {
+        let ts: *const types::Timespec = &*self.tick;
+        let sqe = opcode::Timeout::new(ts)
+            .build()
+            .user_data(tag(Op::Tick, 0, 0));
+        self.initiate(sqe, true)
+    }
+
     fn submit_cancel(&mut self, target: u64) -> Result<(), ProactorError> {
         let sqe = opcode::AsyncCancel::new(target)
             .build()
@@ -362,6 +379,7 @@ impl Proactor {
     /// handler, until asked to stop and nothing is in flight.
     fn run(&mut self) -> Result<(), ProactorError> {
         self.submit_wake_read()?;
+        self.submit_tick()?;
         self.submit_accept()?;
         let mut drain_deadline: Option<Instant> = None;
         loop {
@@ -509,6 +527,13 @@ impl Proactor {
                 }
             }
             Some(Op::Cancel) => self.inflight -= 1,
+            Some(Op::Tick) => {
+                self.inflight -= 1;
+                if !self.stopping {
+                    self.expire_lingering()?;
+                    self.submit_tick()?;
+                }
+            }
             None => warn!(user_data = ud, "completion with unknown tag"),
         }
         Ok(())
@@ -544,17 +569,32 @@ impl Proactor {
             return Ok(());
         };
         if conn.closing() {
-            let cancel = conn.recv_armed && !conn.cancel_sent;
-            conn.cancel_sent |= cancel;
             if !conn.in_closing {
                 conn.in_closing = true;
                 self.closing.push((slot, generation));
             }
-            if cancel {
-                self.submit_cancel(tag(Op::Recv, slot, generation))?;
+            if conn.broken() {
+                let cancel = conn.recv_armed && !conn.cancel_sent;
+                conn.cancel_sent |= cancel;
+                if cancel {
+                    self.submit_cancel(tag(Op::Recv, slot, generation))?;
+                }
+                return Ok(());
             }
-            // Flush what is already owed (a 400 before closing) unless the
-            // socket failed.
+            // Lingering close: once everything owed is sent, send FIN and
+            // keep reading (and discarding) until the peer closes or the
+            // deadline passes. Closing with unread input would send RST,
+            // which can destroy the response (a 400) before the client
+            // reads it.
+            if conn.flushed() && conn.start_linger(Instant::now() + LINGER) {
+                // SAFETY: shutdown on a socket we own.
+                unsafe { libc::shutdown(conn.fd.as_raw_fd(), libc::SHUT_WR) };
+            }
+            if !conn.recv_armed && !conn.peer_eof() {
+                conn.recv_armed = true;
+                let fd = conn.fd.as_raw_fd();
+                self.submit_recv(slot, generation, fd)?;
+            }
             return self.submit_send(slot, generation);
         }
         if !conn.recv_armed {
@@ -563,6 +603,22 @@ impl Proactor {
             self.submit_recv(slot, generation, fd)?;
         }
         self.submit_send(slot, generation)
+    }
+
+    /// Cuts off connections whose lingering close outlived its deadline.
+    fn expire_lingering(&mut self) -> Result<(), ProactorError> {
+        let now = Instant::now();
+        for i in 0..self.closing.len() {
+            let (slot, generation) = self.closing[i];
+            if let Some(c) = self.conns.get_mut(slot, generation)
+                && c.linger_expired(now)
+            {
+                c.force_close();
+                self.after_event(slot, generation)?;
+            }
+        }
+        self.reap_closing();
+        Ok(())
     }
 
     /// Frees connections that asked to close and have nothing in flight.
@@ -592,14 +648,18 @@ impl Proactor {
         }
         self.stopping = true;
         self.submit_cancel(tag(Op::Accept, 0, 0))?;
+        self.submit_cancel(tag(Op::Tick, 0, 0))?;
+        let mut live = Vec::new();
         for (slot, generation, conn) in self.conns.iter_mut() {
             conn.force_close();
-            // SAFETY: shutdown on a socket we own; wakes its pending ops.
+            // SAFETY: shutdown on a socket we own: stops the peer and fails
+            // pending sends at once.
             unsafe { libc::shutdown(conn.fd.as_raw_fd(), libc::SHUT_RDWR) };
-            if !conn.in_closing {
-                conn.in_closing = true;
-                self.closing.push((slot, generation));
-            }
+            live.push((slot, generation));
+        }
+        // Cancels every armed receive and lists the connection for freeing.
+        for (slot, generation) in live {
+            self.after_event(slot, generation)?;
         }
         self.reap_closing();
         Ok(())
