@@ -472,7 +472,7 @@ pub mod counter {
 /// Byte offsets of kernel struct fields the kernel side walks with
 /// `bpf_probe_read_kernel`, read from the running kernel's BTF by the agent so
 /// the kernel side needs no compile-time layout (CO-RE by hand):
-/// `task_struct.files -> files_struct.fdt -> fdtable.{max_fds,fd}[fd]
+/// `task_struct.files -> files_struct.fdt -> fdtable.fd[fd]
 /// -> file.f_inode -> inode.i_mode` classifies an fd, and
 /// `task_struct.group_leader -> task_struct.comm` names the process.
 /// `valid == 0` means "unknown": fds then classify as `Endpoint::Unknown`.
@@ -482,7 +482,6 @@ pub struct KernelOffsets {
     pub valid: u32,
     pub task_files: u32,
     pub files_fdt: u32,
-    pub fdt_max_fds: u32,
     pub fdt_fd: u32,
     pub file_inode: u32,
     pub inode_mode: u32,
