@@ -4,7 +4,7 @@
 //! fdtable -> file -> inode` with probe reads. The offsets of those fields
 //! change between kernel builds, so they are read here, once, from
 //! `/sys/kernel/btf/vmlinux` and handed to the programs as a global: CO-RE
-//! done by hand for six fields, without a compile-time vmlinux.h.
+//! done by hand for the few fields walked, without a compile-time vmlinux.h.
 //!
 //! Only what that needs is parsed: the type section's records (to skip them)
 //! and struct/union members (to resolve a field, looking through anonymous
