@@ -290,13 +290,26 @@ pub fn iolens_sched_switch(ctx: RawTracePointContext) -> i32 {
     // prev goes off CPU.
     if prev_tid != 0 && passes_filters(prev_tgid) {
         let voluntary = preempt & 1 == 0 && prev_state as u32 != 0;
-        let on = THREADS.get_ptr(prev_tid).map(|t| {
-            // SAFETY: a valid map value pointer.
-            unsafe { (*t).on_ns }
-        });
-        let ran = match on {
-            Some(on) if on != 0 && on <= now => now - on,
-            _ => 0,
+        let sleep_ns = if voluntary { now } else { 0 };
+        // One lookup: read the switch-in time and leave the switch-out
+        // state through the same pointer (an insert would be a second
+        // hash update per switch).
+        let ran = match THREADS.get_ptr_mut(prev_tid) {
+            // SAFETY: a valid map value pointer; only this thread's
+            // switches write it, and the scheduler serialises them.
+            Some(t) => unsafe {
+                let on = (*t).on_ns;
+                (*t).on_ns = 0;
+                (*t).sleep_ns = sleep_ns;
+                if on != 0 && on <= now { now - on } else { 0 }
+            },
+            None => {
+                let state = ThreadState { on_ns: 0, sleep_ns };
+                if THREADS.insert(prev_tid, state, 0).is_err() {
+                    bump(counter::OTHER_DROPS);
+                }
+                0
+            }
         };
         with_proc(prev_tgid, |p| {
             if voluntary {
@@ -306,13 +319,6 @@ pub fn iolens_sched_switch(ctx: RawTracePointContext) -> i32 {
             }
             p.oncpu_ns += ran;
         });
-        let state = ThreadState {
-            on_ns: 0,
-            sleep_ns: if voluntary { now } else { 0 },
-        };
-        if THREADS.insert(prev_tid, state, 0).is_err() {
-            bump(counter::OTHER_DROPS);
-        }
     }
 
     // next comes on CPU.
@@ -320,11 +326,20 @@ pub fn iolens_sched_switch(ctx: RawTracePointContext) -> i32 {
     if off.valid == 0 {
         return 0;
     }
-    let Ok(next_tid) = read_at::<u32>(next, off.task_pid as usize) else {
-        return 0;
-    };
-    let Ok(next_tgid) = read_at::<u32>(next, off.task_tgid as usize) else {
-        return 0;
+    // pid and tgid are adjacent in task_struct: one probe read for both.
+    let (next_tid, next_tgid) = if off.task_tgid == off.task_pid + 4 {
+        match read_at::<u64>(next, off.task_pid as usize) {
+            Ok(both) => (both as u32, (both >> 32) as u32),
+            Err(_) => return 0,
+        }
+    } else {
+        match (
+            read_at::<u32>(next, off.task_pid as usize),
+            read_at::<u32>(next, off.task_tgid as usize),
+        ) {
+            (Ok(pid), Ok(tgid)) => (pid, tgid),
+            _ => return 0,
+        }
     };
     if next_tid == 0 || !passes_pid_filter(next_tgid) {
         return 0;
