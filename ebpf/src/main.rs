@@ -106,10 +106,14 @@ static URING: LruPerCpuHashMap<UringKey, UringValue> =
 static RINGS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(RING_ENTRIES, 0);
 
 /// x86_64 `struct pt_regs` offsets (uapi, stable): the saved user registers.
-const REGS_DI: usize = 112;
-const REGS_SI: usize = 104;
+/// dx, si, di and orig_ax are contiguous from here: one probe read gets the
+/// syscall number and the three arguments any accounted call needs.
 const REGS_DX: usize = 96;
-const REGS_ORIG_AX: usize = 120;
+/// Indices into those four words.
+const DX: usize = 0;
+const SI: usize = 1;
+const DI: usize = 2;
+const ORIG_AX: usize = 3;
 
 const BPF_NOEXIST: u64 = 1;
 
@@ -128,34 +132,33 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<i32, i32> {
     if tgid == 0 || !passes_filters(tgid) {
         return Ok(0);
     }
-    let nr: u64 = read_at(regs, REGS_ORIG_AX)?;
-    let Some(syscall) = Syscall::from_x86_64_nr(nr) else {
+    let words: [u64; 4] = read_at(regs, REGS_DX)?;
+    let Some(syscall) = Syscall::from_x86_64_nr(words[ORIG_AX]) else {
         // Every syscall is a user->kernel->user round trip. Accounted ones
         // are counted in STATS; counting them here too would cost a second
         // map update per call, so user space adds the two.
         with_proc(tgid, |p| p.syscalls += 1);
         return Ok(0);
     };
-    let arg = |off| read_at::<u64>(regs, off).unwrap_or(0);
     let mut scanned = 0;
     let (src, dst) = if ret < 0 {
         // A failed call moved nothing; leave the path unknown rather than
         // spend reads classifying fds that may not exist.
         (Endpoint::Unknown, Endpoint::Unknown)
     } else {
-        let fd = |off| fd_endpoint(arg(off) as i32);
+        let fd = |i: usize| fd_endpoint(words[i] as i32);
         match syscall.shape() {
-            Shape::FdToUser => (fd(REGS_DI), Endpoint::User),
-            Shape::UserToFd => (Endpoint::User, fd(REGS_DI)),
-            Shape::Arg1ToArg0 => (fd(REGS_SI), fd(REGS_DI)),
-            Shape::Arg0ToArg2 => (fd(REGS_DI), fd(REGS_DX)),
-            Shape::Arg0ToArg1 => (fd(REGS_DI), fd(REGS_SI)),
+            Shape::FdToUser => (fd(DI), Endpoint::User),
+            Shape::UserToFd => (Endpoint::User, fd(DI)),
+            Shape::Arg1ToArg0 => (fd(SI), fd(DI)),
+            Shape::Arg0ToArg2 => (fd(DI), fd(DX)),
+            Shape::Arg0ToArg1 => (fd(DI), fd(SI)),
             Shape::ScanArg0 => {
-                scanned = arg(REGS_DI) & 0xffff_ffff;
+                scanned = words[DI] & 0xffff_ffff;
                 (Endpoint::Other, Endpoint::Other)
             }
             Shape::ScanArg1 => {
-                scanned = arg(REGS_SI) & 0xffff_ffff;
+                scanned = words[SI] & 0xffff_ffff;
                 (Endpoint::Other, Endpoint::Other)
             }
             Shape::Events => (Endpoint::Other, Endpoint::Other),
