@@ -41,9 +41,12 @@ impl Drop for Guard {
 pub fn run_demo() -> anyhow::Result<()> {
     if !is_root() {
         bail!(
-            "`cargo xtask demo` starts the agent, which loads eBPF programs: run it as root (or with CAP_BPF and CAP_PERFMON)"
+            "`cargo xtask demo` starts the agent, which loads eBPF programs: run it as root (sudo -E cargo xtask demo)"
         );
     }
+    // After the root check, so a non-root run gets that message rather
+    // than one from a set-up step; set-up installs prometheus if missing.
+    crate::setup()?;
     if !have("prometheus") {
         bail!(
             "prometheus is not installed: run `cargo xtask setup` (it installs Debian's prometheus package) or `apt-get install prometheus`"

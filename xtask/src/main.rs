@@ -252,7 +252,7 @@ fn main() -> ExitCode {
             c.arg("run").args(&args);
             util::exec(c)
         }),
-        Cmd::Demo => setup().and_then(|()| demo::run_demo()),
+        Cmd::Demo => demo::run_demo(),
         Cmd::Bench {
             which: Bench::Overhead(args),
         } => setup().and_then(|()| bench_overhead::run_bench(args)),
