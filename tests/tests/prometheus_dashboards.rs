@@ -179,6 +179,15 @@ struct Target {
     expr: String,
 }
 
+/// A `label_values(<selector>, <label>)` template variable.
+#[derive(Debug)]
+struct VarQuery {
+    dashboard: String,
+    name: String,
+    selector: String,
+    label: String,
+}
+
 fn dashboards_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dashboards")
 }
@@ -212,9 +221,9 @@ fn collect_targets(panels: &[Value], dashboard: &str, out: &mut Vec<Target>) {
     }
 }
 
-/// Every target of every dashboard, after checking the dashboard-level
-/// conventions (schema version, datasource variable).
-fn dashboard_targets() -> Vec<Target> {
+/// Every target and query variable of every dashboard, after checking the
+/// dashboard-level conventions (schema version, datasource variable).
+fn dashboard_targets() -> (Vec<Target>, Vec<VarQuery>) {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dashboards_dir())
         .expect("read dashboards/")
         .map(|e| e.expect("dir entry").path())
@@ -223,6 +232,7 @@ fn dashboard_targets() -> Vec<Target> {
     files.sort();
     assert!(files.len() >= 3, "expected the three dashboards: {files:?}");
     let mut targets = Vec::new();
+    let mut var_queries = Vec::new();
     for f in files {
         let name = f.file_name().expect("name").to_string_lossy().into_owned();
         let text = std::fs::read_to_string(&f).expect("read dashboard");
@@ -242,11 +252,28 @@ fn dashboard_targets() -> Vec<Target> {
                 && v["query"] == "prometheus"),
             "{name}: needs a `datasource` variable of type prometheus"
         );
+        for v in vars.iter().filter(|v| v["type"] == "query") {
+            let var = v["name"].as_str().unwrap_or("?");
+            let def = v["definition"].as_str().unwrap_or("");
+            let (selector, label) = def
+                .strip_prefix("label_values(")
+                .and_then(|r| r.strip_suffix(')'))
+                .and_then(|r| r.rsplit_once(','))
+                .unwrap_or_else(|| {
+                    panic!("{name}: variable `{var}`: expected label_values(<selector>, <label>), got `{def}`")
+                });
+            var_queries.push(VarQuery {
+                dashboard: name.clone(),
+                name: var.to_owned(),
+                selector: selector.trim().to_owned(),
+                label: label.trim().to_owned(),
+            });
+        }
         let before = targets.len();
         collect_targets(d["panels"].as_array().expect("panels"), &name, &mut targets);
         assert!(targets.len() > before, "{name}: no panel targets");
     }
-    targets
+    (targets, var_queries)
 }
 
 /// Grafana's variables replaced by values that select what exists here.
@@ -452,7 +479,7 @@ fn every_dashboard_expression_returns_data_from_a_real_prometheus() {
     let test = "every_dashboard_expression_returns_data_from_a_real_prometheus";
     // Read and check the JSON before anything else: a broken dashboard
     // fails even where the end-to-end part is skipped.
-    let targets = dashboard_targets();
+    let (targets, var_queries) = dashboard_targets();
     if !can_load_probes(test) {
         return;
     }
@@ -553,6 +580,59 @@ fn every_dashboard_expression_returns_data_from_a_real_prometheus() {
         }
         std::thread::sleep(Duration::from_secs(1));
     }
+    // The template variables must offer what exists: this agent's address,
+    // the workload's pid, some process name.
+    for v in &var_queries {
+        let sel = substitute(&v.selector, &instance, pid);
+        let (status, body) = http_get(
+            prom.addr,
+            &format!(
+                "/api/v1/label/{}/values?match%5B%5D={}",
+                v.label,
+                percent_encode(&sel)
+            ),
+        );
+        let values: Vec<String> = serde_json::from_str::<Value>(&body)
+            .ok()
+            .filter(|j| j["status"] == "success")
+            .and_then(|j| j["data"].as_array().cloned())
+            .unwrap_or_else(|| {
+                errors.push(format!(
+                    "{} / variable `{}`: HTTP {status}: {body}",
+                    v.dashboard, v.name
+                ));
+                Vec::new()
+            })
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_owned))
+            .collect();
+        // Each variable is named after the label it lists; a variable
+        // `pid` offering comms would filter nothing that exists.
+        if v.label != v.name {
+            errors.push(format!(
+                "{} / variable `{}` lists label `{}`",
+                v.dashboard, v.name, v.label
+            ));
+        }
+        let want = match v.label.as_str() {
+            "instance" => Some(instance.clone()),
+            "pid" => Some(pid.to_string()),
+            _ => None,
+        };
+        let ok = match &want {
+            Some(w) => values.contains(w),
+            None => !values.is_empty(),
+        };
+        if !ok {
+            errors.push(format!(
+                "{} / variable `{}`: label_values({sel}, {}) gave {values:?}, want {}",
+                v.dashboard,
+                v.name,
+                v.label,
+                want.as_deref().unwrap_or("some value")
+            ));
+        }
+    }
     stop.store(true, Ordering::Relaxed);
     worker.join().expect("workload thread");
     let _ = std::fs::remove_dir_all(&dir);
@@ -564,14 +644,16 @@ fn every_dashboard_expression_returns_data_from_a_real_prometheus() {
     }
     assert!(
         errors.is_empty(),
-        "{} of {} dashboard expressions failed:\n{}",
+        "{} problems in {} dashboard expressions and {} template variables:\n{}",
         errors.len(),
         targets.len(),
+        var_queries.len(),
         errors.join("\n")
     );
     eprintln!(
-        "{} dashboard expressions returned data ({:.1}s)",
+        "{} dashboard expressions and {} template variables returned data ({:.1}s)",
         targets.len(),
+        var_queries.len(),
         started.elapsed().as_secs_f64()
     );
     drop(prom);
