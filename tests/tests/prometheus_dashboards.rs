@@ -580,6 +580,43 @@ fn every_dashboard_expression_returns_data_from_a_real_prometheus() {
         }
         std::thread::sleep(Duration::from_secs(1));
     }
+    // Two formulas whose value this workload pins down: it moves bytes
+    // both through user buffers and zero-copy (so 0 < copies per byte < 1),
+    // and rereads a cached file (so the hit ratio is above 0, never above 1).
+    let copies = |v: f64| v > 0.0 && v < 1.0;
+    let ratio = |v: f64| v > 0.0 && v <= 1.0;
+    for (dashboard, panel, want, ok) in [
+        (
+            "iolens-overview.json",
+            "Estimated CPU copies per byte moved",
+            "in (0, 1)",
+            &copies as &dyn Fn(f64) -> bool,
+        ),
+        (
+            "iolens-process.json",
+            "Page-cache hit ratio",
+            "in (0, 1]",
+            &ratio,
+        ),
+    ] {
+        let t = targets
+            .iter()
+            .find(|t| t.dashboard == dashboard && t.panel == panel)
+            .unwrap_or_else(|| panic!("{dashboard}: no panel `{panel}`"));
+        let q = substitute(&t.expr, &instance, pid);
+        let mine = prom.query(&q).ok().and_then(|r| {
+            r.iter()
+                .find(|s| s["metric"]["pid"].as_str() == Some(pid.to_string().as_str()))
+                .and_then(|s| s["value"][1].as_str()?.parse::<f64>().ok())
+        });
+        match mine {
+            Some(v) if ok(v) => eprintln!("{panel} for the workload: {v:.3}"),
+            other => errors.push(format!(
+                "{dashboard} / `{panel}`: workload (pid {pid}) value {other:?}, want {want}\n    {q}"
+            )),
+        }
+    }
+
     // The template variables must offer what exists: this agent's address,
     // the workload's pid, some process name.
     for v in &var_queries {
