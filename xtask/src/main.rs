@@ -8,6 +8,7 @@
 
 mod bench_overhead;
 mod bench_workloads;
+mod demo;
 mod util;
 
 use std::process::ExitCode;
@@ -75,6 +76,9 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Build, then run the agent on 127.0.0.1:9464 and Prometheus on
+    /// 127.0.0.1:9090 (dashboards/prometheus.yml) until Ctrl-C, for Grafana.
+    Demo,
     /// Benchmarks (not timed tests): each runs a peer in the same run and
     /// prints ratios.
     Bench {
@@ -302,6 +306,7 @@ fn main() -> ExitCode {
             c.arg("run").args(&args);
             util::exec(c)
         }),
+        Cmd::Demo => demo::run_demo(),
         Cmd::Bench {
             which: Bench::Overhead(args),
         } => setup().and_then(|()| bench_overhead::run_bench(args)),
