@@ -426,11 +426,12 @@ pub fn iolens_fm_add(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// `writeback:writeback_dirty_folio`: a folio became dirty. (The record
-/// has no size; folios dirtied through write(2) on this kernel are pages.)
+/// `writeback:writeback_dirty_folio`: a folio became dirty. Counted as a
+/// folio: the record has no size (ext4 on this kernel dirties large folios,
+/// one event for up to hundreds of pages).
 #[tracepoint]
 pub fn iolens_wb_dirty(_ctx: TracePointContext) -> u32 {
-    page_cache(|p| p.cache_dirtied_pages += 1);
+    page_cache(|p| p.cache_dirtied_folios += 1);
     0
 }
 

@@ -442,7 +442,7 @@ impl Probes {
                 t.cache_added_pages += v.cache_added_pages;
                 t.cache_faults += v.cache_faults;
                 t.cache_mapped_pages += v.cache_mapped_pages;
-                t.cache_dirtied_pages += v.cache_dirtied_pages;
+                t.cache_dirtied_folios += v.cache_dirtied_folios;
                 t.rings_created += v.rings_created;
             }
             snap.pstats.push((tgid, t));

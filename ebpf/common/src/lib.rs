@@ -387,8 +387,10 @@ pub struct ProcCounters {
     pub cache_faults: u64,
     /// Pages mapped by fault-around (mm_filemap_map_pages ranges).
     pub cache_mapped_pages: u64,
-    /// Pages dirtied (writeback_dirty_folio).
-    pub cache_dirtied_pages: u64,
+    /// Folios dirtied (writeback_dirty_folio). Folios, not pages: the
+    /// record has no size, and with large folios one event can stand for
+    /// hundreds of pages.
+    pub cache_dirtied_folios: u64,
     /// io_uring instances created.
     pub rings_created: u64,
 }
