@@ -14,21 +14,11 @@ use std::{
 
 use sha2::{Digest, Sha256};
 
+mod workloads_common;
+
+/// Whether `tool` is on PATH (the Debian package has the same name).
 fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!(
-                "{tool} is required under CI=true but is not installed (run `cargo xtask setup`)"
-            );
-        }
-        eprintln!("SKIPPED: {tool} not installed (Debian package `{tool}`)");
-    }
-    found
+    workloads_common::have_tool(tool, tool)
 }
 
 struct Server {
