@@ -67,18 +67,23 @@ fn filesend_suite_shows_the_copy_model_and_the_page_cache() {
             "sendfile" | "splice" => assert!(copies < 0.01, "{name}: {copies}"),
             other => panic!("unexpected mode {other}"),
         }
-        // Page cache: a warm file misses none and O_DIRECT never goes
-        // through the cache: exactly 0. A cold file misses each of its
-        // pages once (readahead stops at EOF), but posix_fadvise(DONTNEED)
-        // leaves pages it cannot drop at that instant, so up to 1% of them
-        // may still hit; never more misses than pages. (The exact cold-read
-        // oracle, with mincore checked first, is in probes_full.rs.)
+        // Page cache. The workload is charged with every page it brings
+        // into the cache, not only the served file's: a path it runs for the
+        // first time can page in a few pages of its own binary. Allow that
+        // much (STRAY). A warm file then misses at most STRAY, and O_DIRECT
+        // never goes through the cache. A cold file misses each of its
+        // pages once (readahead stops at EOF), less up to 1% that
+        // posix_fadvise(DONTNEED) could not drop at that instant. (The exact
+        // oracles — 256 and 0 for a child doing nothing else, mincore
+        // checked first — are in probes_full.rs.) 8 is half the 64 KiB
+        // file, so a fully cold read can never pass for a warm one. Seen: 5.
+        const STRAY: u64 = 8;
         if mode == "direct-aio" || !cold {
-            assert_eq!(misses, 0, "{name}: page-cache misses");
+            assert!(misses <= STRAY, "{name}: {misses} page-cache misses");
         } else {
             let slack = (pages / 100).max(1);
             assert!(
-                (pages - slack..=pages).contains(&misses),
+                (pages - slack..=pages + STRAY).contains(&misses),
                 "{name}: {misses} misses for {pages} pages"
             );
         }
