@@ -154,7 +154,9 @@ pub fn listen(addr: SocketAddr, reuseport: bool) -> Result<TcpListener, ListenEr
     Ok(TcpListener::from(fd))
 }
 
-fn sockaddr_of(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+/// A socket address in the form bind(2) and connect(2) take; shared by the
+/// reactor, the load generator and the proactor.
+pub(crate) fn sockaddr_of(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     // SAFETY: all-zero is a valid sockaddr_storage.
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let len = match addr {

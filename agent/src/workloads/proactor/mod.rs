@@ -697,7 +697,7 @@ pub(crate) fn reuseport_listener(addr: SocketAddr) -> io::Result<OwnedFd> {
             return Err(io::Error::last_os_error());
         }
     }
-    let (storage, len) = sockaddr_of(addr);
+    let (storage, len) = super::sys::sockaddr_of(addr);
     // SAFETY: storage holds a sockaddr of `len` bytes matching the domain.
     if unsafe { libc::bind(raw, (&raw const storage).cast(), len) } < 0 {
         return Err(io::Error::last_os_error());
@@ -707,40 +707,6 @@ pub(crate) fn reuseport_listener(addr: SocketAddr) -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     Ok(fd)
-}
-
-fn sockaddr_of(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: sockaddr_storage is plain old data; all-zero is valid.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    match addr {
-        SocketAddr::V4(a) => {
-            let sin = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from_ne_bytes(a.ip().octets()),
-                },
-                sin_zero: [0; 8],
-            };
-            // SAFETY: sockaddr_in fits in sockaddr_storage.
-            unsafe { std::ptr::write((&raw mut storage).cast(), sin) };
-            (storage, size_of::<libc::sockaddr_in>() as libc::socklen_t)
-        }
-        SocketAddr::V6(a) => {
-            let sin6 = libc::sockaddr_in6 {
-                sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                sin6_port: a.port().to_be(),
-                sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
-                sin6_scope_id: a.scope_id(),
-            };
-            // SAFETY: sockaddr_in6 fits in sockaddr_storage.
-            unsafe { std::ptr::write((&raw mut storage).cast(), sin6) };
-            (storage, size_of::<libc::sockaddr_in6>() as libc::socklen_t)
-        }
-    }
 }
 
 pub(crate) fn local_addr(fd: &OwnedFd) -> io::Result<SocketAddr> {
