@@ -19,12 +19,12 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
-        bpf_probe_read_kernel,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
-    macros::{map, raw_tracepoint, tracepoint},
+    macros::{btf_tracepoint, map, tracepoint},
     maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap},
-    programs::{RawTracePointContext, TracePointContext},
+    programs::{BtfTracePointContext, TracePointContext},
 };
 use iolens_common::{
     COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES, DEFAULT_THREAD_ENTRIES, Endpoint,
@@ -54,6 +54,7 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     task_comm: 0,
     task_pid: 0,
     task_tgid: 0,
+    task_nvcsw: 0,
     kiocb_opcode: 0,
     uring_valid: 0,
 };
@@ -105,6 +106,51 @@ static URING: LruPerCpuHashMap<UringKey, UringValue> =
 #[map]
 static RINGS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(RING_ENTRIES, 0);
 
+/// What the process that last made a syscall on this CPU has done since,
+/// not yet in the maps: one per CPU, looked up without hashing. Flushed
+/// when another process makes a syscall or is switched in on this CPU, and
+/// every `SLOT_FLUSH_EVENTS` syscalls; so when a process is not running,
+/// all it did is in the maps.
+#[map]
+static SLOT: PerCpuArray<Slot> = PerCpuArray::with_max_entries(1, 0);
+
+const SLOT_KEYS: usize = 4;
+const SLOT_FLUSH_EVENTS: u32 = 128;
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    tgid: u32,
+    /// Set while sys_exit updates the slot; sched_switch leaves a busy
+    /// slot alone.
+    busy: u32,
+    /// Syscalls since the last flush.
+    events: u32,
+    tags: [u32; SLOT_KEYS],
+    stats: [StatValue; SLOT_KEYS],
+    proc: ProcDelta,
+}
+
+/// The ProcCounters fields the hot paths add to.
+#[repr(C)]
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct ProcDelta {
+    syscalls: u64,
+    vcsw: u64,
+    ivcsw: u64,
+    oncpu_ns: u64,
+    sleep_ns: u64,
+}
+
+#[inline(always)]
+fn add_stat(v: &mut StatValue, delta: &StatValue) {
+    v.calls += delta.calls;
+    v.errors += delta.errors;
+    v.bytes += delta.bytes;
+    v.zero += delta.zero;
+    v.scanned += delta.scanned;
+}
+
 /// x86_64 `struct pt_regs` offsets (uapi, stable): the saved user registers.
 /// dx, si, di and orig_ax are contiguous from here: one probe read gets the
 /// syscall number and the three arguments any accounted call needs.
@@ -117,29 +163,64 @@ const ORIG_AX: usize = 3;
 
 const BPF_NOEXIST: u64 = 1;
 
-#[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn iolens_sys_exit(ctx: RawTracePointContext) -> i32 {
-    match try_sys_exit(&ctx) {
-        Ok(ret) | Err(ret) => ret,
-    }
+#[btf_tracepoint(function = "sys_exit")]
+pub fn iolens_sys_exit(ctx: BtfTracePointContext) -> i32 {
+    try_sys_exit(&ctx);
+    0
 }
 
 #[inline(always)]
-fn try_sys_exit(ctx: &RawTracePointContext) -> Result<i32, i32> {
+fn try_sys_exit(ctx: &BtfTracePointContext) {
     let regs: *const u8 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if tgid == 0 || !passes_filters(tgid) {
-        return Ok(0);
+    if tgid == 0 || regs.is_null() || !passes_filters(tgid) {
+        return;
     }
-    let words: [u64; 4] = read_at(regs, REGS_DX)?;
-    let Some(syscall) = Syscall::from_x86_64_nr(words[ORIG_AX]) else {
-        // Every syscall is a user->kernel->user round trip. Accounted ones
-        // are counted in STATS; counting them here too would cost a second
-        // map update per call, so user space adds the two.
-        with_proc(tgid, |p| p.syscalls += 1);
-        return Ok(0);
+    // SAFETY: `regs` is the tracepoint's typed `struct pt_regs *`: the
+    // verifier turns these loads into fault-safe kernel loads, with no
+    // helper call (bpf_probe_read_kernel costs ~30 ns a call on a VM).
+    let words: [u64; 4] = unsafe {
+        [
+            load(regs, REGS_DX + 8 * DX),
+            load(regs, REGS_DX + 8 * SI),
+            load(regs, REGS_DX + 8 * DI),
+            load(regs, REGS_DX + 8 * ORIG_AX),
+        ]
     };
+    let Some(slot) = SLOT.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's slot. The program is not re-entered on a CPU (the
+    // kernel skips recursive runs), and `busy` keeps sched_switch from
+    // flushing it under us should this run ever be preempted.
+    let slot = unsafe { &mut *slot };
+    slot.busy = 1;
+    if slot.tgid != tgid {
+        flush(slot);
+        slot.tgid = tgid;
+        // Named here, in the process's own context: a flush may run in
+        // another task's (sched_switch) and must not name it after that.
+        remember_process(tgid);
+    }
+    match Syscall::from_x86_64_nr(words[ORIG_AX]) {
+        // Every syscall is a user->kernel->user round trip. Accounted ones
+        // are counted in STATS; user space adds the two.
+        None => slot.proc.syscalls += 1,
+        Some(syscall) => account_syscall(slot, syscall, &words, ret),
+    }
+    slot.events += 1;
+    if slot.events >= SLOT_FLUSH_EVENTS {
+        // Bounds how far a busy process's counters can lag behind it when
+        // its CPU never switches to another process.
+        flush(slot);
+        slot.tgid = tgid;
+    }
+    slot.busy = 0;
+}
+
+#[inline(always)]
+fn account_syscall(slot: &mut Slot, syscall: Syscall, words: &[u64; 4], ret: i64) {
     let mut scanned = 0;
     let (src, dst) = if ret < 0 {
         // A failed call moved nothing; leave the path unknown rather than
@@ -165,16 +246,8 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<i32, i32> {
         }
     };
     if syscall.is_epoll() {
-        record_wait_time(tgid);
+        record_wait_time(slot.tgid);
     }
-
-    let key = StatKey {
-        tgid,
-        syscall: syscall as u8,
-        src: src as u8,
-        dst: dst as u8,
-        _pad: 0,
-    };
     let delta = StatValue {
         calls: 1,
         errors: u64::from(ret < 0),
@@ -182,8 +255,65 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<i32, i32> {
         zero: u64::from(ret == 0),
         scanned,
     };
-    account(tgid, &key, &delta);
-    Ok(0)
+    // The slot keeps a few (syscall, src, dst) tallies of the process in
+    // hand: a loop repeats the same few calls, and a hash update per call
+    // was the largest cost left.
+    let tag = slot_tag(syscall, src, dst);
+    for i in 0..SLOT_KEYS {
+        if slot.tags[i] == tag || slot.tags[i] == 0 {
+            slot.tags[i] = tag;
+            add_stat(&mut slot.stats[i], &delta);
+            return;
+        }
+    }
+    let key = StatKey {
+        tgid: slot.tgid,
+        syscall: syscall as u8,
+        src: src as u8,
+        dst: dst as u8,
+        _pad: 0,
+    };
+    account(&key, &delta);
+}
+
+/// A slot tally's tag: never 0, which marks a free tally.
+#[inline(always)]
+fn slot_tag(syscall: Syscall, src: Endpoint, dst: Endpoint) -> u32 {
+    1 << 24 | (syscall as u32) << 16 | (src as u32) << 8 | dst as u32
+}
+
+/// Moves what the slot holds into the maps and empties it.
+#[inline(always)]
+fn flush(slot: &mut Slot) {
+    let tgid = slot.tgid;
+    if tgid != 0 {
+        for i in 0..SLOT_KEYS {
+            let tag = slot.tags[i];
+            if tag != 0 {
+                let key = StatKey {
+                    tgid,
+                    syscall: (tag >> 16) as u8,
+                    src: (tag >> 8) as u8,
+                    dst: tag as u8,
+                    _pad: 0,
+                };
+                account(&key, &slot.stats[i]);
+            }
+        }
+        let d = slot.proc;
+        if d != ProcDelta::default() {
+            with_proc(tgid, false, |p| {
+                p.syscalls += d.syscalls;
+                p.vcsw += d.vcsw;
+                p.ivcsw += d.ivcsw;
+                p.oncpu_ns += d.oncpu_ns;
+                p.sleep_ns += d.sleep_ns;
+            });
+        }
+    }
+    let busy = slot.busy;
+    *slot = Slot::default();
+    slot.busy = busy;
 }
 
 /// Closes the wait opened by `iolens_epoll_enter` into the histogram of the
@@ -255,8 +385,10 @@ pub fn iolens_epoll_enter(_ctx: TracePointContext) -> u32 {
 }
 
 /// Adds to the process's counters, creating them on first use.
+/// `name`: the current task belongs to `tgid`, so a new process may be
+/// named after it.
 #[inline(always)]
-fn with_proc(tgid: u32, f: impl Fn(&mut ProcCounters)) {
+fn with_proc(tgid: u32, name: bool, f: impl Fn(&mut ProcCounters)) {
     if let Some(p) = PSTATS.get_ptr_mut(tgid) {
         // SAFETY: a per-CPU value only this CPU writes.
         f(unsafe { &mut *p });
@@ -267,7 +399,9 @@ fn with_proc(tgid: u32, f: impl Fn(&mut ProcCounters)) {
     match PSTATS.insert(tgid, v, BPF_NOEXIST) {
         Ok(()) => {
             bump(counter::PSTATS_INSERTS);
-            remember_process(tgid);
+            if name {
+                remember_process(tgid);
+            }
         }
         Err(_) => match PSTATS.get_ptr_mut(tgid) {
             // SAFETY: as above; this CPU's slot was created zeroed.
@@ -277,73 +411,111 @@ fn with_proc(tgid: u32, f: impl Fn(&mut ProcCounters)) {
     }
 }
 
-/// `sched_switch` (raw: preempt, prev, next, prev_state). It runs in
-/// prev's context, right after the kernel incremented prev's nvcsw or
-/// nivcsw: nvcsw when not preempted and prev_state != TASK_RUNNING.
-#[raw_tracepoint(tracepoint = "sched_switch")]
-pub fn iolens_sched_switch(ctx: RawTracePointContext) -> i32 {
+/// `sched_switch(preempt, prev, next, prev_state)`, BTF-typed so prev and
+/// next are loaded from directly. It runs in prev's context, right after the
+/// kernel incremented prev's nvcsw (a voluntary switch) or nivcsw.
+#[btf_tracepoint(function = "sched_switch")]
+pub fn iolens_sched_switch(ctx: BtfTracePointContext) -> i32 {
     let preempt: u64 = ctx.arg(0);
+    let prev: *const u8 = ctx.arg(1);
     let next: *const u8 = ctx.arg(2);
     let prev_state: u64 = ctx.arg(3);
     // SAFETY: reading the clock has no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let pid_tgid = bpf_get_current_pid_tgid();
     let (prev_tgid, prev_tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    let valid = rd(&OFFSETS.valid) != 0 && !prev.is_null() && !next.is_null();
+    // SAFETY (for `slot`): this CPU's slot; sched_switch is not preempted,
+    // and a sys_exit run it interrupted (if the kernel ever preempts one)
+    // has `busy` set, so the slot is left alone.
+    let slot = match SLOT.get_ptr_mut(0) {
+        Some(s) if unsafe { (*s).busy } == 0 => Some(unsafe { &mut *s }),
+        _ => None,
+    };
+    let mut slot = slot;
 
     // prev goes off CPU.
     if prev_tid != 0 && passes_filters(prev_tgid) {
-        let voluntary = preempt & 1 == 0 && prev_state as u32 != 0;
-        let sleep_ns = if voluntary { now } else { 0 };
+        // The kernel's own verdict: which of prev's counters it just
+        // bumped. prev_state alone misses a task that went to sleep with a
+        // signal pending (counted voluntary, but traced as running).
+        let nvcsw: u64 = if valid {
+            // SAFETY: a BTF-typed task pointer and a verifier-known offset.
+            unsafe { load(prev, rd(&OFFSETS.task_nvcsw)) }
+        } else {
+            0
+        };
+        let guess = preempt & 1 == 0 && prev_state as u32 != 0;
         // One lookup: read the switch-in time and leave the switch-out
         // state through the same pointer (an insert would be a second
         // hash update per switch).
-        let ran = match THREADS.get_ptr_mut(prev_tid) {
+        let (ran, voluntary) = match THREADS.get_ptr_mut(prev_tid) {
             // SAFETY: a valid map value pointer; only this thread's
             // switches write it, and the scheduler serialises them.
             Some(t) => unsafe {
+                let voluntary = if valid && (*t).nvcsw_seen != 0 {
+                    (*t).nvcsw_seen != nvcsw + 1
+                } else {
+                    guess
+                };
                 let on = (*t).on_ns;
                 (*t).on_ns = 0;
-                (*t).sleep_ns = sleep_ns;
-                if on != 0 && on <= now { now - on } else { 0 }
+                (*t).sleep_ns = if voluntary { now } else { 0 };
+                (*t).nvcsw_seen = if valid { nvcsw + 1 } else { 0 };
+                (if on != 0 && on <= now { now - on } else { 0 }, voluntary)
             },
             None => {
-                let state = ThreadState { on_ns: 0, sleep_ns };
+                let state = ThreadState {
+                    on_ns: 0,
+                    sleep_ns: if guess { now } else { 0 },
+                    nvcsw_seen: if valid { nvcsw + 1 } else { 0 },
+                };
                 if THREADS.insert(prev_tid, state, 0).is_err() {
                     bump(counter::OTHER_DROPS);
                 }
-                0
+                (0, guess)
             }
         };
-        with_proc(prev_tgid, |p| {
+        let add = |p: &mut ProcDelta| {
             if voluntary {
                 p.vcsw += 1;
             } else {
                 p.ivcsw += 1;
             }
             p.oncpu_ns += ran;
-        });
+        };
+        match slot.as_deref_mut() {
+            Some(s) if s.tgid == prev_tgid => add(&mut s.proc),
+            _ => with_proc(prev_tgid, true, |p| {
+                let mut d = ProcDelta::default();
+                add(&mut d);
+                p.vcsw += d.vcsw;
+                p.ivcsw += d.ivcsw;
+                p.oncpu_ns += d.oncpu_ns;
+            }),
+        }
     }
 
     // next comes on CPU.
-    let off = offsets();
-    if off.valid == 0 {
-        return 0;
-    }
-    // pid and tgid are adjacent in task_struct: one probe read for both.
-    let (next_tid, next_tgid) = if off.task_tgid == off.task_pid + 4 {
-        match read_at::<u64>(next, off.task_pid as usize) {
-            Ok(both) => (both as u32, (both >> 32) as u32),
-            Err(_) => return 0,
+    let (next_tid, next_tgid) = if valid {
+        // SAFETY: a BTF-typed task pointer and verifier-known offsets.
+        unsafe {
+            (
+                load::<u32>(next, rd(&OFFSETS.task_pid)),
+                load::<u32>(next, rd(&OFFSETS.task_tgid)),
+            )
         }
     } else {
-        match (
-            read_at::<u32>(next, off.task_pid as usize),
-            read_at::<u32>(next, off.task_tgid as usize),
-        ) {
-            (Ok(pid), Ok(tgid)) => (pid, tgid),
-            _ => return 0,
-        }
+        (0, 0)
     };
+    // Another process (or idle) takes the CPU: what the slot holds goes to
+    // the maps, so a process that is not running is fully accounted.
+    if let Some(s) = slot.as_deref_mut()
+        && s.tgid != 0
+        && (s.tgid != next_tgid || !valid)
+    {
+        flush(s);
+    }
     if next_tid == 0 || !passes_pid_filter(next_tgid) {
         return 0;
     }
@@ -353,7 +525,12 @@ pub fn iolens_sched_switch(ctx: RawTracePointContext) -> i32 {
         unsafe {
             let slept = (*t).sleep_ns;
             if slept != 0 && slept <= now {
-                with_proc(next_tgid, |p| p.sleep_ns += now - slept);
+                let ns = now - slept;
+                match slot.as_deref_mut() {
+                    Some(s) if s.tgid == next_tgid => s.proc.sleep_ns += ns,
+                    // Not named here: this runs in prev's context.
+                    _ => with_proc(next_tgid, false, |p| p.sleep_ns += ns),
+                }
             }
             (*t).on_ns = now;
             (*t).sleep_ns = 0;
@@ -362,6 +539,7 @@ pub fn iolens_sched_switch(ctx: RawTracePointContext) -> i32 {
         let state = ThreadState {
             on_ns: now,
             sleep_ns: 0,
+            nvcsw_seen: 0,
         };
         if THREADS.insert(next_tid, state, 0).is_err() {
             bump(counter::OTHER_DROPS);
@@ -375,7 +553,7 @@ pub fn iolens_sched_switch(ctx: RawTracePointContext) -> i32 {
 fn page_cache(f: impl Fn(&mut ProcCounters)) {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if tgid != 0 && passes_filters(tgid) {
-        with_proc(tgid, f);
+        with_proc(tgid, true, f);
     }
 }
 
@@ -445,7 +623,7 @@ pub fn iolens_uring_create(ctx: TracePointContext) -> u32 {
     let ring = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0);
     let _ = RINGS.insert(ring, tgid, 0);
     if passes_filters(tgid) {
-        with_proc(tgid, |p| p.rings_created += 1);
+        with_proc(tgid, true, |p| p.rings_created += 1);
     }
     0
 }
@@ -547,28 +725,18 @@ pub fn iolens_uring_complete(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// Adds to a STATS tally. The process was named when it took the slot.
 #[inline(always)]
-fn account(tgid: u32, key: &StatKey, delta: &StatValue) {
-    let add = |v: *mut StatValue| {
-        // SAFETY: a per-CPU value; this program cannot be re-entered on this
-        // CPU (the kernel skips recursive runs), so nothing else writes it.
-        unsafe {
-            (*v).calls += delta.calls;
-            (*v).errors += delta.errors;
-            (*v).bytes += delta.bytes;
-            (*v).zero += delta.zero;
-            (*v).scanned += delta.scanned;
-        }
-    };
+fn account(key: &StatKey, delta: &StatValue) {
+    // SAFETY: a per-CPU value; only the slot's owner (busy) or a flush from
+    // sched_switch (not busy) writes it on this CPU, never both at once.
+    let add = |v: *mut StatValue| add_stat(unsafe { &mut *v }, delta);
     if let Some(v) = STATS.get_ptr_mut(key) {
         add(v);
         return;
     }
     match STATS.insert(key, delta, BPF_NOEXIST) {
-        Ok(()) => {
-            bump(counter::STATS_INSERTS);
-            remember_process(tgid);
-        }
+        Ok(()) => bump(counter::STATS_INSERTS),
         // Another CPU inserted the key between our lookup and insert; this
         // CPU's slot was created zeroed with it, so add to that.
         Err(_) => match STATS.get_ptr_mut(key) {
@@ -681,6 +849,15 @@ fn passes_filters(tgid: u32) -> bool {
     true
 }
 
+/// One field of a global the loader wrote before attaching, read where it is
+/// used: a load from the frozen .rodata map is a constant the verifier
+/// knows, which BTF-typed loads need for their offsets.
+#[inline(always)]
+fn rd(field: &u32) -> usize {
+    // SAFETY: a plain read of a global.
+    unsafe { core::ptr::read_volatile(field) as usize }
+}
+
 #[inline(always)]
 fn offsets() -> KernelOffsets {
     // SAFETY: a plain read of a global the loader wrote before attaching.
@@ -701,24 +878,46 @@ fn fd_endpoint(fd: i32) -> Endpoint {
 
 #[inline(always)]
 fn fd_mode(fd: i32) -> Option<u16> {
-    let off = offsets();
-    if off.valid == 0 || fd < 0 {
+    if rd(&OFFSETS.valid) == 0 || fd < 0 {
         return None;
     }
-    // SAFETY: see leader_comm: every dereference is a probe read.
-    let task = unsafe { bpf_get_current_task() } as *const u8;
-    let files: *const u8 = read_at(task, off.task_files as usize).ok()?;
-    let fdt: *const u8 = read_at(files, off.files_fdt as usize).ok()?;
+    // SAFETY: bpf_get_current_task_btf returns the current task as a typed
+    // (BTF) pointer, so the verifier lets the program load its fields
+    // directly, fault-safe, at the constant offsets read from BTF; a helper
+    // call per field (bpf_probe_read_kernel) costs ~30 ns each on a VM.
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let files: *const u8 = unsafe { load(task, rd(&OFFSETS.task_files)) };
+    if files.is_null() {
+        return None;
+    }
+    let fdt: *const u8 = unsafe { load(files, rd(&OFFSETS.files_fdt)) };
+    if fdt.is_null() {
+        return None;
+    }
     // No bound check against fdt->max_fds: this runs only after the syscall
     // succeeded on `fd`, so it is in the table, and fd tables only grow.
-    // (It was one probe read of seven, on every accounted call.)
-    let fd_array: *const u8 = read_at(fdt, off.fdt_fd as usize).ok()?;
+    let fd_array: *const u8 = unsafe { load(fdt, rd(&OFFSETS.fdt_fd)) };
+    // From here the pointers are untyped (an array indexed by a variable,
+    // which typed loads cannot do), so back to probe reads.
     let file: *const u8 = read_at(fd_array, fd as usize * 8).ok()?;
     if file.is_null() {
         return None;
     }
-    let inode: *const u8 = read_at(file, off.file_inode as usize).ok()?;
-    read_at(inode, off.inode_mode as usize).ok()
+    let inode: *const u8 = read_at(file, rd(&OFFSETS.file_inode)).ok()?;
+    read_at(inode, rd(&OFFSETS.inode_mode)).ok()
+}
+
+/// Loads a `T` at `base + off` from a BTF-typed kernel pointer.
+///
+/// # Safety
+/// Only for pointers the verifier knows as BTF pointers (tracepoint
+/// arguments of `tp_btf` programs, `bpf_get_current_task_btf`, and pointers
+/// loaded from those) with `off` a verifier-known constant: the verifier
+/// then emits a load that cannot fault the kernel.
+#[inline(always)]
+unsafe fn load<T: Copy>(base: *const u8, off: usize) -> T {
+    // SAFETY: the caller's contract.
+    unsafe { core::ptr::read_volatile(base.wrapping_add(off) as *const T) }
 }
 
 /// Reads a `T` at `base + off` from kernel memory.

@@ -238,6 +238,7 @@ impl Btf {
             task_comm: self.member_offset("task_struct", "comm")?,
             task_pid: self.member_offset("task_struct", "pid")?,
             task_tgid: self.member_offset("task_struct", "tgid")?,
+            task_nvcsw: self.member_offset("task_struct", "nvcsw")?,
             // io_uring may be compiled out; then completions are counted
             // without their opcode.
             kiocb_opcode: self.member_offset("io_kiocb", "opcode").unwrap_or(0),

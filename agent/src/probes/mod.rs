@@ -12,7 +12,7 @@ use std::{os::fd::OwnedFd, path::Path};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap},
-    programs::{RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, RawTracePoint, TracePoint},
 };
 use iolens_common::{
     COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES, DEFAULT_THREAD_ENTRIES, KernelOffsets,
@@ -29,6 +29,10 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/io
 pub enum Attach {
     /// A raw tracepoint (`raw_tp/<name>`).
     Raw(&'static str),
+    /// A BTF-typed raw tracepoint (`tp_btf/<name>`): attached the same way
+    /// as a raw one, but its arguments are typed pointers the program may
+    /// load through directly, instead of a helper call per field.
+    Btf(&'static str),
     /// A classic tracepoint `<category>:<name>`.
     Classic(&'static str, &'static str),
 }
@@ -58,12 +62,12 @@ macro_rules! classic {
 pub const PROBES: &[ProbeSpec] = &[
     ProbeSpec {
         program: "iolens_sys_exit",
-        attach: Attach::Raw("sys_exit"),
+        attach: Attach::Btf("sys_exit"),
         tracepoint: "raw_syscalls:sys_exit",
     },
     ProbeSpec {
         program: "iolens_sched_switch",
-        attach: Attach::Raw("sched_switch"),
+        attach: Attach::Btf("sched_switch"),
         tracepoint: "sched:sched_switch",
     },
     classic!("iolens_exec", "sched", "sched_process_exec"),
@@ -515,6 +519,16 @@ fn attach(ebpf: &mut Ebpf, spec: &ProbeSpec) -> Result<(), String> {
             }
             p.attach(name)
                 .map_err(|e| format!("attach: {}", chain(&e)))?;
+        }
+        Attach::Btf(name) => {
+            let p: &mut BtfTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
+            if !loaded {
+                let btf = aya::Btf::from_sys_fs()
+                    .map_err(|e| format!("reading kernel BTF: {}", chain(&e)))?;
+                p.load(name, &btf)
+                    .map_err(|e| format!("load: {}", chain(&e)))?;
+            }
+            p.attach().map_err(|e| format!("attach: {}", chain(&e)))?;
         }
         Attach::Classic(category, name) => {
             let p: &mut TracePoint = program.try_into().map_err(|e| format!("{e}"))?;

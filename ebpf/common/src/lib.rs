@@ -403,6 +403,9 @@ pub struct ThreadState {
     pub on_ns: u64,
     /// ns when the thread last switched out voluntarily (0: it did not).
     pub sleep_ns: u64,
+    /// The thread's `nvcsw` at its last switch-out, plus one (0: unknown):
+    /// whether the kernel counted the next switch voluntary.
+    pub nvcsw_seen: u64,
 }
 
 /// Key of the io_uring statistics: process and opcode.
@@ -491,6 +494,7 @@ pub struct KernelOffsets {
     pub task_comm: u32,
     pub task_pid: u32,
     pub task_tgid: u32,
+    pub task_nvcsw: u32,
     /// `io_kiocb.opcode`; 0 with `uring_valid == 0`.
     pub kiocb_opcode: u32,
     pub uring_valid: u32,
