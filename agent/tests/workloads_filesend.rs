@@ -4,76 +4,31 @@
 
 use std::{
     fs::File,
-    io::{BufRead, BufReader, Read, Write},
+    io::{Read, Write},
     os::fd::AsRawFd,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::OnceLock,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use sha2::{Digest, Sha256};
 
 mod workloads_common;
 
+use workloads_common::Server;
+
 /// Whether `tool` is on PATH (the Debian package has the same name).
 fn have(tool: &str) -> bool {
     workloads_common::have_tool(tool, tool)
 }
 
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Server {
-    fn start(root: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_iolens"))
-            .args(["workload", "filesend", "--listen", "127.0.0.1:0", "--root"])
-            .arg(root)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn iolens");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read first line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("first line: {line:?}"))
-            .to_owned();
-        Self { child, addr }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn stop(mut self) {
-        // SAFETY: signalling our own child by pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let t = Instant::now();
-        loop {
-            if let Some(st) = self.child.try_wait().expect("wait") {
-                assert!(st.success(), "server exit status {st:?}");
-                return;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(5),
-                "server did not exit within 5 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts `iolens workload filesend --root ROOT` with `args`.
+fn filesend(root: &Path, args: &[&str]) -> Server {
+    let root = root.to_str().expect("UTF-8 fixture path");
+    let mut all = vec!["--root", root];
+    all.extend_from_slice(args);
+    Server::workload("filesend", &all)
 }
 
 /// Writes `size` bytes of a cheap deterministic pattern (xorshift per 8
@@ -179,14 +134,14 @@ fn serves_all_sizes(mode: &str, extra: &[&str]) {
     let fx = fixture();
     let mut args = vec!["--mode", mode];
     args.extend_from_slice(extra);
-    let srv = Server::start(&fx.root, &args);
+    let srv = filesend(&fx.root, &args);
     for (name, size, sha) in &fx.files {
         let (code, n, got) = curl_sha(&srv.url(&format!("/{name}")), &[]);
         assert_eq!(code, 200, "{mode} {name}");
         assert_eq!(n, *size, "{mode} {name}: byte count");
         assert_eq!(got, *sha, "{mode} {name}: sha256");
     }
-    srv.stop();
+    srv.stop_by(libc::SIGTERM);
 }
 
 #[test]
@@ -237,7 +192,7 @@ fn ranges_are_exact() {
         "read-write",
         "mmap-write",
     ] {
-        let srv = Server::start(&fx.root, &["--mode", mode]);
+        let srv = filesend(&fx.root, &["--mode", mode]);
         // Unaligned start and end inside the file, an open end, a suffix.
         for (spec, a, b) in [
             ("100-5000", 100, 5000),
@@ -252,7 +207,7 @@ fn ranges_are_exact() {
         }
         let (code, n, _) = curl_sha(&srv.url("/one-mib"), &["-r", "2000000-"]);
         assert_eq!((code, n), (416, 0), "{mode}");
-        srv.stop();
+        srv.stop_by(libc::SIGTERM);
     }
 }
 
@@ -262,7 +217,7 @@ fn path_traversal_refused() {
         return;
     }
     let fx = fixture();
-    let srv = Server::start(&fx.root, &["--mode", "sendfile"]);
+    let srv = filesend(&fx.root, &["--mode", "sendfile"]);
     let code = |p: &str| curl_sha(&srv.url(p), &["--path-as-is"]).0;
     assert_eq!(code("/../../../../etc/passwd"), 403);
     assert_eq!(code("/sub/../../etc/passwd"), 403);
@@ -272,7 +227,7 @@ fn path_traversal_refused() {
     assert_eq!(code("/sub/inner"), 200);
     assert_eq!(code("/sub"), 404, "directories are not served");
     assert_eq!(code("/missing"), 404);
-    srv.stop();
+    srv.stop_by(libc::SIGTERM);
 }
 
 /// Resident pages of `path` per mincore(2) on a fresh mapping, and the
@@ -348,9 +303,9 @@ fn direct_aio_bypasses_page_cache_sendfile_fills_it() {
         "eviction left {before}/{pages} pages resident"
     );
 
-    let srv = Server::start(&dir, &["--mode", "direct-aio"]);
+    let srv = filesend(&dir, &["--mode", "direct-aio"]);
     let (code, n, got) = curl_sha(&srv.url("/cold"), &[]);
-    srv.stop();
+    srv.stop_by(libc::SIGTERM);
     assert_eq!((code, n, got), (200, 64 << 20, sha));
     let (after_direct, _) = resident(&path);
     // O_DIRECT reads do not populate the cache: same 1% allowance as above.
@@ -359,9 +314,9 @@ fn direct_aio_bypasses_page_cache_sendfile_fills_it() {
         "direct-aio left {after_direct}/{pages} pages resident (was {before})"
     );
 
-    let srv = Server::start(&dir, &["--mode", "sendfile"]);
+    let srv = filesend(&dir, &["--mode", "sendfile"]);
     let (code, n, got) = curl_sha(&srv.url("/cold"), &[]);
-    srv.stop();
+    srv.stop_by(libc::SIGTERM);
     assert_eq!((code, n, got), (200, 64 << 20, sha));
     let (after_sendfile, _) = resident(&path);
     // sendfile reads through the cache, so it should hold the whole file;
@@ -393,8 +348,8 @@ fn read_head(s: &mut std::net::TcpStream, buf: &mut Vec<u8>) -> String {
 fn keep_alive_head_and_malformed() {
     let fx = fixture();
     let data = std::fs::read(fx.root.join("page-1")).expect("read");
-    let srv = Server::start(&fx.root, &["--mode", "splice"]);
-    let mut s = std::net::TcpStream::connect(&srv.addr).expect("connect");
+    let srv = filesend(&fx.root, &["--mode", "splice"]);
+    let mut s = std::net::TcpStream::connect(srv.addr).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
     // Pipelined on one connection: GET, HEAD, 404, GET again.
@@ -439,7 +394,7 @@ fn keep_alive_head_and_malformed() {
     assert!(buf.is_empty(), "HEAD must not carry a body: extra {buf:?}");
 
     // Malformed input: 400, then the connection closes.
-    let mut bad = std::net::TcpStream::connect(&srv.addr).expect("connect");
+    let mut bad = std::net::TcpStream::connect(srv.addr).expect("connect");
     bad.set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
     bad.write_all(b"GARBAGE\r\n\r\n").expect("send");
@@ -447,5 +402,5 @@ fn keep_alive_head_and_malformed() {
     bad.read_to_end(&mut got).expect("server closes after 400");
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
-    srv.stop();
+    srv.stop_by(libc::SIGTERM);
 }

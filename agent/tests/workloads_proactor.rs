@@ -2,78 +2,24 @@
 //! input, SQPOLL, clean exit on SIGTERM. Traffic stays on 127.0.0.1.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
-    net::TcpStream,
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    process::Command,
+    time::Duration,
 };
 
 mod workloads_common;
+
+use workloads_common::{Server, body, wrk_clean};
 
 /// Whether `tool` is on PATH (the Debian package has the same name).
 fn have(tool: &str) -> bool {
     workloads_common::have_tool(tool, tool)
 }
 
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_iolens"))
-            .args(["workload", "proactor", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn iolens");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read first line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("first line: {line:?}"))
-            .to_owned();
-        Self { child, addr }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/", self.addr)
-    }
-
-    /// SIGTERM, then the exit status must be 0 within 5 s.
-    fn stop(mut self) {
-        // SAFETY: signalling our own child by pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let t = Instant::now();
-        loop {
-            if let Some(st) = self.child.try_wait().expect("wait") {
-                assert!(st.success(), "server exit status {st:?}");
-                return;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(5),
-                "server did not exit within 5 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The shared deterministic body pattern (`http::BODY_PATTERN`).
-fn body(n: usize) -> Vec<u8> {
-    const PATTERN: &[u8; 64] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-\n";
-    (0..n).map(|i| PATTERN[i % 64]).collect()
+/// Starts `iolens workload proactor` with `args`.
+fn proactor(args: &[&str]) -> Server {
+    Server::workload("proactor", args)
 }
 
 /// Reads exactly `count` responses framed by Content-Length; returns
@@ -122,9 +68,9 @@ fn curl_gets_headers_and_body() {
     if !have("curl") {
         return;
     }
-    let srv = Server::start(&["--threads", "2", "--response-size", "100"]);
+    let srv = proactor(&["--threads", "2", "--response-size", "100"]);
     let out = Command::new("curl")
-        .args(["-sS", "-i", "--max-time", "5", &srv.url()])
+        .args(["-sS", "-i", "--max-time", "5", &srv.url("/")])
         .output()
         .expect("curl");
     assert!(
@@ -141,15 +87,15 @@ fn curl_gets_headers_and_body() {
         "{head}"
     );
     assert_eq!(b.as_bytes(), body(100));
-    srv.stop();
+    srv.stop_by(libc::SIGTERM);
 }
 
 #[test]
 fn large_response_arrives_whole() {
     // 4 MiB exceeds the socket buffer, so sends complete partially and must
     // be resumed from the right offset.
-    let srv = Server::start(&["--threads", "1", "--response-size", "4194304"]);
-    let mut s = TcpStream::connect(&srv.addr).expect("connect");
+    let srv = proactor(&["--threads", "1", "--response-size", "4194304"]);
+    let mut s = TcpStream::connect(srv.addr).expect("connect");
     s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n")
         .expect("send");
     let r = read_responses(&mut s, 2);
@@ -157,13 +103,13 @@ fn large_response_arrives_whole() {
         assert_eq!(st, 200);
         assert!(b == body(4 << 20), "body differs");
     }
-    srv.stop();
+    srv.stop_by(libc::SIGTERM);
 }
 
 #[test]
 fn pipelined_requests_answered_in_order() {
-    let srv = Server::start(&["--threads", "2"]);
-    let mut s = TcpStream::connect(&srv.addr).expect("connect");
+    let srv = proactor(&["--threads", "2"]);
+    let mut s = TcpStream::connect(srv.addr).expect("connect");
     // 20 requests for bodies of 0..20 bytes: the lengths show the order. The
     // batch is split mid-request so parsing must resume across receives.
     let mut batch = Vec::new();
@@ -177,12 +123,12 @@ fn pipelined_requests_answered_in_order() {
     let r = read_responses(&mut s, 20);
     let want: Vec<(u16, Vec<u8>)> = (0..20).map(|i| (200, body(i))).collect();
     assert_eq!(r, want);
-    srv.stop();
+    srv.stop_by(libc::SIGTERM);
 }
 
 /// Sends `req` on a new connection and returns everything until the server
 /// closes it.
-fn one_shot(addr: &str, req: &[u8]) -> String {
+fn one_shot(addr: SocketAddr, req: &[u8]) -> String {
     let mut s = TcpStream::connect(addr).expect("connect");
     s.write_all(req).expect("send");
     s.set_read_timeout(Some(Duration::from_secs(5)))
@@ -195,7 +141,7 @@ fn one_shot(addr: &str, req: &[u8]) -> String {
 
 #[test]
 fn errors_get_their_status_and_others_are_served() {
-    let srv = Server::start(&["--threads", "2"]);
+    let srv = proactor(&["--threads", "2"]);
     let big_header = format!(
         "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
         "a".repeat(9000)
@@ -214,7 +160,7 @@ fn errors_get_their_status_and_others_are_served() {
         ),
     ];
     for (req, want) in cases {
-        let text = one_shot(&srv.addr, req);
+        let text = one_shot(srv.addr, req);
         assert!(
             text.starts_with(want),
             "{:?} → {text:?}",
@@ -222,49 +168,23 @@ fn errors_get_their_status_and_others_are_served() {
         );
     }
     // Unknown paths are 404 on a connection that stays usable.
-    let mut good = TcpStream::connect(&srv.addr).expect("connect");
+    let mut good = TcpStream::connect(srv.addr).expect("connect");
     good.write_all(b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n")
         .expect("send");
     let r = read_responses(&mut good, 2);
     assert_eq!(r, vec![(404, Vec::new()), (200, body(128))]);
-    srv.stop();
+    srv.stop_by(libc::SIGTERM);
 }
 
-/// Runs wrk and asserts it completed requests with no socket errors and no
-/// non-2xx responses.
-fn wrk_clean(url: &str, threads: &str, conns: &str) {
-    let out = Command::new("wrk")
-        .args([
-            "-t",
-            threads,
-            "-c",
-            conns,
-            "-d",
-            "2s",
-            "--timeout",
-            "2s",
-            url,
-        ])
-        .output()
-        .expect("wrk");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "wrk failed: {text}");
-    assert!(
-        !text.contains("Socket errors"),
-        "wrk saw socket errors:\n{text}"
+/// Runs wrk for 2 s on `threads` threads and `conns` connections: no
+/// socket errors, no non-2xx responses, and more than 1000 requests.
+fn wrk_2s(srv: &Server, threads: &str, conns: &str) {
+    let reqs = wrk_clean(
+        &srv.desc,
+        &srv.url("/"),
+        &["-t", threads, "-c", conns, "-d", "2s", "--timeout", "2s"],
     );
-    assert!(
-        !text.contains("Non-2xx"),
-        "wrk saw non-2xx responses:\n{text}"
-    );
-    let reqs: u64 = text
-        .lines()
-        .find_map(|l| {
-            l.split_once(" requests in ")
-                .map(|(n, _)| n.trim().parse().expect("count"))
-        })
-        .expect("wrk summary line");
-    assert!(reqs > 1000, "only {reqs} requests in 2 s:\n{text}");
+    assert!(reqs > 1000, "only {reqs} requests in 2 s");
 }
 
 #[test]
@@ -272,9 +192,9 @@ fn wrk_multithread_zero_errors() {
     if !have("wrk") {
         return;
     }
-    let srv = Server::start(&["--threads", "2"]);
-    wrk_clean(&srv.url(), "2", "64");
-    srv.stop();
+    let srv = proactor(&["--threads", "2"]);
+    wrk_2s(&srv, "2", "64");
+    srv.stop_by(libc::SIGTERM);
 }
 
 #[test]
@@ -282,19 +202,19 @@ fn wrk_sqpoll_zero_errors() {
     if !have("wrk") {
         return;
     }
-    let srv = Server::start(&["--threads", "2", "--sqpoll"]);
-    wrk_clean(&srv.url(), "1", "32");
-    srv.stop();
+    let srv = proactor(&["--threads", "2", "--sqpoll"]);
+    wrk_2s(&srv, "1", "32");
+    srv.stop_by(libc::SIGTERM);
 }
 
 #[test]
 fn abrupt_disconnects_with_sends_in_flight_then_sigint() {
-    let srv = Server::start(&["--threads", "1"]);
+    let srv = proactor(&["--threads", "1"]);
     // Each client asks for 4 × 4 MiB and vanishes without reading: the
     // server's sends fail or stall with buffers in flight, and the
     // connection state must outlive them without disturbing others.
     for _ in 0..20 {
-        let mut s = TcpStream::connect(&srv.addr).expect("connect");
+        let mut s = TcpStream::connect(srv.addr).expect("connect");
         for _ in 0..4 {
             s.write_all(b"GET /bytes/4194304 HTTP/1.1\r\nHost: t\r\n\r\n")
                 .expect("send");
@@ -308,26 +228,12 @@ fn abrupt_disconnects_with_sends_in_flight_then_sigint() {
         );
         drop(s);
     }
-    let mut good = TcpStream::connect(&srv.addr).expect("connect");
+    let mut good = TcpStream::connect(srv.addr).expect("connect");
     good.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
         .expect("send");
     assert_eq!(read_responses(&mut good, 1), vec![(200, body(128))]);
     // A client idle on a connection must not hold up shutdown either.
-    let mut child = srv;
-    // SAFETY: signalling our own child by pid.
-    unsafe { libc::kill(child.child.id() as i32, libc::SIGINT) };
-    let t = Instant::now();
-    let st = loop {
-        if let Some(st) = child.child.try_wait().expect("wait") {
-            break st;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "no exit within 5 s of SIGINT"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(st.success(), "exit status after SIGINT: {st:?}");
+    srv.stop_by(libc::SIGINT);
     drop(good);
 }
 
@@ -336,7 +242,7 @@ fn tiny_buffer_ring_runs_dry_and_recovers() {
     // Two 64-byte provided buffers for 8 clients sending ~1.5 KiB heads:
     // multishot receives end with ENOBUFS and must be re-armed, and heads
     // spread over many buffers must be reassembled.
-    let srv = Server::start(&[
+    let srv = proactor(&[
         "--threads",
         "1",
         "--recv-buffers",
@@ -349,7 +255,7 @@ fn tiny_buffer_ring_runs_dry_and_recovers() {
         "p".repeat(1500)
     );
     let mut clients: Vec<TcpStream> = (0..8)
-        .map(|_| TcpStream::connect(&srv.addr).expect("connect"))
+        .map(|_| TcpStream::connect(srv.addr).expect("connect"))
         .collect();
     for c in &mut clients {
         for _ in 0..3 {
@@ -359,18 +265,18 @@ fn tiny_buffer_ring_runs_dry_and_recovers() {
     for c in &mut clients {
         assert_eq!(read_responses(c, 3), vec![(200, body(7)); 3]);
     }
-    srv.stop();
+    srv.stop_by(libc::SIGTERM);
 }
 
 #[test]
 fn load_generator_counts_exact_requests_with_verified_bodies() {
-    let srv = Server::start(&["--threads", "2", "--response-size", "1000"]);
-    let out = Command::new(env!("CARGO_BIN_EXE_iolens"))
+    let srv = proactor(&["--threads", "2", "--response-size", "1000"]);
+    let out = Command::new(workloads_common::BIN)
         .args([
             "workload",
             "load",
             "--url",
-            &srv.url(),
+            &srv.url("/"),
             "--conns",
             "32",
             "--requests",
@@ -389,7 +295,7 @@ fn load_generator_counts_exact_requests_with_verified_bodies() {
     assert_eq!(report["requests"], 20000, "{report}");
     assert_eq!(report["body_bytes"], 20000 * 1000, "{report}");
     assert_eq!(report["errors"]["total"], 0, "{report}");
-    srv.stop();
+    srv.stop_by(libc::SIGTERM);
 }
 
 #[test]
@@ -397,9 +303,9 @@ fn error_response_survives_late_input() {
     // Input arriving after the 400 was decided must not make the server
     // close with unread data (RST), which can destroy the response before
     // the client reads it: the server lingers, draining until our FIN.
-    let srv = Server::start(&["--threads", "1"]);
+    let srv = proactor(&["--threads", "1"]);
     for _ in 0..5 {
-        let mut s = TcpStream::connect(&srv.addr).expect("connect");
+        let mut s = TcpStream::connect(srv.addr).expect("connect");
         s.write_all(b"BAD REQUEST\r\n\r\n").expect("send");
         std::thread::sleep(Duration::from_millis(100));
         // The server may already have shut down its side; a failed write
@@ -414,5 +320,5 @@ fn error_response_survives_late_input() {
         assert!(text.starts_with("HTTP/1.1 400 "), "{text}");
         assert!(text.ends_with("Bad Request\n"), "{text}");
     }
-    srv.stop();
+    srv.stop_by(libc::SIGTERM);
 }

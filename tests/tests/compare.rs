@@ -6,17 +6,11 @@ use std::process::Command;
 
 use iolens_tests::{agent_bin, can_load_probes};
 
-fn compare(suite: &str, requests: &str) -> serde_json::Value {
+/// Runs `iolens compare --suite SUITE ARGS --json` and returns the report.
+fn compare(suite: &str, args: &[&str]) -> serde_json::Value {
     let out = Command::new(agent_bin())
-        .args([
-            "compare",
-            "--suite",
-            suite,
-            "--quick",
-            "--requests",
-            requests,
-            "--json",
-        ])
+        .args(["compare", "--suite", suite, "--json"])
+        .args(args)
         .env("NO_COLOR", "1")
         .output()
         .expect("run iolens compare");
@@ -43,7 +37,7 @@ fn filesend_suite_shows_the_copy_model_and_the_page_cache() {
     if !can_load_probes("filesend_suite_shows_the_copy_model_and_the_page_cache") {
         return;
     }
-    let report = compare("filesend", "40");
+    let report = compare("filesend", &["--quick", "--requests", "40"]);
     let rows = rows(&report);
     assert_eq!(rows.len(), 20, "5 modes x cold/warm x 2 sizes");
     for r in rows {
@@ -113,7 +107,7 @@ fn servers_suite_measures_every_model_and_the_proactor() {
     if !can_load_probes("servers_suite_measures_every_model_and_the_proactor") {
         return;
     }
-    let report = compare("servers", "200");
+    let report = compare("servers", &["--quick", "--requests", "200"]);
     let rows = rows(&report);
     assert_eq!(rows.len(), 9, "4 models x 2 triggers + proactor");
     for r in rows {
@@ -136,4 +130,146 @@ fn servers_suite_measures_every_model_and_the_proactor() {
             );
         }
     }
+}
+
+/// Descriptors of this process, other than stdio, that a child inherits (no
+/// FD_CLOEXEC): `iolens compare` passes them on to its workloads.
+fn inherited_fds() -> u64 {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("list /proc/self/fd")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&fd| fd > 2)
+        .filter(|&fd| {
+            // SAFETY: F_GETFD only reads the flags of a descriptor number.
+            let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+            flags >= 0 && flags & libc::FD_CLOEXEC == 0
+        })
+        .count() as u64
+}
+
+#[test]
+fn demux_suite_poll_and_select_scan_every_idle_connection_epoll_none() {
+    if !can_load_probes("demux_suite_poll_and_select_scan_every_idle_connection_epoll_none") {
+        return;
+    }
+    // One active connection, so a wakeup has about one ready fd, beside
+    // two counts of idle ones; enough requests that the calls made while
+    // connections open and close cannot dominate (see below).
+    const IDLE: [u64; 2] = [50, 400];
+    const ACTIVE: u64 = 1;
+    const REQUESTS: u64 = 2000;
+    let inherited = inherited_fds();
+    let report = compare(
+        "demux",
+        &[
+            "--idle-conns",
+            &format!("{},{}", IDLE[0], IDLE[1]),
+            "--conns",
+            &ACTIVE.to_string(),
+            "--requests",
+            &REQUESTS.to_string(),
+        ],
+    );
+    assert_eq!(report["suite"], "demux");
+    let rows = rows(&report);
+    let names: Vec<&str> = rows
+        .iter()
+        .map(|r| r["case"]["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "epoll 50 idle",
+            "poll 50 idle",
+            "select 50 idle",
+            "epoll 400 idle",
+            "poll 400 idle",
+            "select 400 idle"
+        ]
+    );
+    let scanned = |demux: &str, idle: u64| -> f64 {
+        let name = format!("{demux} {idle} idle");
+        let r = rows
+            .iter()
+            .find(|r| r["case"]["name"] == name.as_str())
+            .expect("row");
+        f(r, "fds_scanned_per_wait")
+    };
+    for (r, name) in rows.iter().zip(&names) {
+        let (demux, idle) = name_parts(name);
+        let args: Vec<&str> = r["case"]["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .map(|a| a.as_str().expect("arg"))
+            .collect();
+        assert!(
+            args.windows(2).any(|w| w == ["--demux", demux]),
+            "{name}: {args:?}"
+        );
+        assert_eq!(r["case"]["idle_conns"], idle, "{name}");
+        // Fixed work, every idle connection established (a failed connect
+        // is an error), none dropped.
+        assert_eq!(r["load"]["errors"], 0, "{name}");
+        assert_eq!(r["load"]["requests"], REQUESTS, "{name}");
+        assert!(r["wait_calls"].as_u64().expect("wait_calls") > 0, "{name}");
+        if demux == "epoll" {
+            // epoll_wait takes no fd set: nothing is scanned, whatever the
+            // number of idle connections. Exact.
+            assert!(r["fds_scanned_per_wait"].is_null(), "{name}: {r}");
+            assert_eq!(r["verdict"], "confirmed", "{name}: {}", r["claim"]);
+            continue;
+        }
+        // poll is handed the listener and every open connection: at most
+        // 1 + idle + active fds per call, exactly that many while the load
+        // runs. select is handed the highest registered fd + 1: at least
+        // that many too (stdio sits below), and at most the number of
+        // descriptors open in the server, which adds stdio and what it
+        // inherited from this process. No average can exceed its maximum.
+        let all = 1 + idle + ACTIVE;
+        let most = match demux {
+            "poll" => all,
+            "select" => all + 3 + inherited,
+            other => panic!("unexpected demux {other}"),
+        };
+        // Calls that hand over fewer fds are those that accept (the
+        // listener stays ready until the backlog is drained, so at most one
+        // per connection), those that see connections close at the end (at
+        // most one per connection), and 100 ms timeouts (a few); every
+        // request needs a call, and all but those served while accepting
+        // see every fd. With REQUESTS >= 3 x (idle + active) + 2 x
+        // timeouts, the average is at least half of `all`.
+        let per_call = scanned(demux, idle);
+        assert!(
+            (all as f64 / 2.0..=most as f64).contains(&per_call),
+            "{name}: {per_call} fds scanned per call, expected {}..={most}",
+            all as f64 / 2.0
+        );
+        // Hence the claim: at least 10 fds scanned per ready fd (about 1
+        // ready per wakeup with one active connection).
+        assert_eq!(r["verdict"], "confirmed", "{name}: {}", r["claim"]);
+    }
+    // The scan grows with the idle connections: 350 more add over a third
+    // of that to every call on average (implied by the bounds above; said
+    // directly here).
+    for demux in ["poll", "select"] {
+        let (few, many) = (scanned(demux, IDLE[0]), scanned(demux, IDLE[1]));
+        assert!(
+            many - few >= (IDLE[1] - IDLE[0]) as f64 / 3.0,
+            "{demux}: {many} fds per call with {} idle vs {few} with {}",
+            IDLE[1],
+            IDLE[0]
+        );
+    }
+}
+
+/// `("poll", 400)` from the case name `poll 400 idle`.
+fn name_parts(name: &str) -> (&str, u64) {
+    let mut words = name.split_whitespace();
+    let demux = words.next().expect("demux in the case name");
+    let idle = words
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no idle count in {name:?}"));
+    (demux, idle)
 }

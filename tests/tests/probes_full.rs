@@ -10,11 +10,54 @@ use iolens_tests::{
 
 const CHILD: &str = env!("CARGO_BIN_EXE_iolens-testchild");
 
+/// An unfiltered agent and, started under it so that every event of its life
+/// is seen, the test child running one scenario in its own scratch directory.
+struct Scenario {
+    agent: Agent,
+    child: TestChild,
+    pid: u32,
+    dir: String,
+}
+
+impl Scenario {
+    /// Starts the agent, then `iolens-testchild NAME DIR EXTRA…` (DIR is a
+    /// fresh scratch directory named after the scenario).
+    fn start(name: &str, extra: &[&str]) -> Scenario {
+        let agent = Agent::start(&[]);
+        let dir = tempdir(name);
+        let mut args = vec![name, dir.as_str()];
+        args.extend_from_slice(extra);
+        let child = TestChild::spawn(CHILD, &args);
+        let pid = child.pid();
+        Scenario {
+            agent,
+            child,
+            pid,
+            dir,
+        }
+    }
+
+    fn scrape(&self) -> Metrics {
+        self.agent.scrape()
+    }
+
+    /// Lets the child exit and removes its scratch directory.
+    fn finish(self) {
+        self.child.finish();
+        let _ = std::fs::remove_dir_all(self.dir);
+    }
+}
+
 fn get(m: &Metrics, name: &str, pid: u32, more: &[(&str, &str)]) -> u64 {
     let pid = pid.to_string();
     let mut want = vec![("pid", pid.as_str())];
     want.extend_from_slice(more);
     m.sum(name, &want)
+}
+
+/// How much `name` (with labels `more`) grew for `pid` from `a` to `b`.
+fn grew(a: &Metrics, b: &Metrics, name: &str, pid: u32, more: &[(&str, &str)]) -> u64 {
+    get(b, name, pid, more) - get(a, name, pid, more)
 }
 
 fn get_f(m: &Metrics, name: &str, pid: u32) -> f64 {
@@ -31,12 +74,10 @@ fn context_switches_equal_the_kernels_per_thread_counts() {
     if !can_load_probes("context_switches_equal_the_kernels_per_thread_counts") {
         return;
     }
-    let agent = Agent::start(&[]);
-    let dir = tempdir("ctxsw");
     // Started under the agent: every switch of its life is seen.
-    let mut c = TestChild::spawn(CHILD, &["ctxsw", &dir]);
-    let pid = c.pid();
-    c.go();
+    let mut run = Scenario::start("ctxsw", &[]);
+    let pid = run.pid;
+    run.child.go();
     // The child prints its report before it blocks for the next line:
     // wait until both threads sleep, then nothing switches until we write.
     wait_all_asleep(pid);
@@ -44,7 +85,7 @@ fn context_switches_equal_the_kernels_per_thread_counts() {
     let invol = status_sum(pid, "nonvoluntary_ctxt_switches");
     let sched_ns = schedstat_ns(pid);
     let stat_s = stat_cpu_seconds(pid);
-    let m = agent.scrape();
+    let m = run.scrape();
     // 2000 ping-pong rounds block each thread about 2000 times.
     assert!(vol >= 2000, "the scenario did not run as designed: {vol}");
     assert_eq!(
@@ -84,8 +125,7 @@ fn context_switches_equal_the_kernels_per_thread_counts() {
         (ours - stat_s).abs() <= 0.05 * stat_s + 2.0 * 2.0 * 0.01 * 2.0,
         "cpu seconds: iolens {ours} vs /proc/{pid}/stat utime+stime {stat_s}"
     );
-    c.finish();
-    let _ = std::fs::remove_dir_all(dir);
+    run.finish();
 }
 
 #[test]
@@ -93,14 +133,12 @@ fn mode_switches_are_two_per_syscall_of_the_process() {
     if !can_load_probes("mode_switches_are_two_per_syscall_of_the_process") {
         return;
     }
-    let agent = Agent::start(&[]);
-    let dir = tempdir("syscalls");
-    let mut c = TestChild::spawn(CHILD, &["syscalls", &dir]);
-    let pid = c.pid();
-    let before = agent.scrape();
-    c.go();
-    let after = agent.scrape();
-    let d = |name: &str| get(&after, name, pid, &[]) - get(&before, name, pid, &[]);
+    let mut run = Scenario::start("syscalls", &[]);
+    let pid = run.pid;
+    let before = run.scrape();
+    run.child.go();
+    let after = run.scrape();
+    let d = |name: &str| grew(&before, &after, name, pid, &[]);
     // 10,000 getppid plus the handshake (the read of "go", the report's
     // write), which the read/write family counts.
     let io_family = d("iolens_syscalls_total");
@@ -109,8 +147,7 @@ fn mode_switches_are_two_per_syscall_of_the_process() {
         get(&after, "iolens_mode_switches_total", pid, &[]),
         2 * get(&after, "iolens_process_syscalls_total", pid, &[])
     );
-    c.finish();
-    let _ = std::fs::remove_dir_all(dir);
+    run.finish();
 }
 
 /// 1 MiB = 256 pages, evicted in the child's set-up.
@@ -121,21 +158,19 @@ fn page_cache_cold_then_warm_read() {
     if !can_load_probes("page_cache_cold_then_warm_read") {
         return;
     }
-    let agent = Agent::start(&[]);
-    let dir = tempdir("cache");
-    let file = format!("{dir}/cached");
-    let mut c = TestChild::spawn(CHILD, &["cache", &dir]);
-    let pid = c.pid();
+    let mut run = Scenario::start("cache", &[]);
+    let pid = run.pid;
+    let file = format!("{}/cached", run.dir);
     assert_eq!(
         resident_pages(&file),
         0,
         "set-up should have evicted the file"
     );
-    let m0 = agent.scrape();
-    let r = c.step();
+    let m0 = run.scrape();
+    let r = run.child.step();
     assert_eq!(r.end, "phase warm");
-    let m1 = agent.scrape();
-    let d = |a: &Metrics, b: &Metrics, name: &str| get(b, name, pid, &[]) - get(a, name, pid, &[]);
+    let m1 = run.scrape();
+    let d = |a: &Metrics, b: &Metrics, name: &str| grew(a, b, name, pid, &[]);
     // One page per read: each read looks up exactly its page. The last read
     // returns 0 at EOF and looks up none.
     assert_eq!(d(&m0, &m1, "iolens_page_cache_lookup_pages_total"), PAGES);
@@ -149,9 +184,9 @@ fn page_cache_cold_then_warm_read() {
         "mincore after the cold read"
     );
 
-    let r = c.step();
+    let r = run.child.step();
     assert_eq!(r.end, "done");
-    let m2 = agent.scrape();
+    let m2 = run.scrape();
     assert_eq!(d(&m1, &m2, "iolens_page_cache_lookup_pages_total"), PAGES);
     // Warm: no misses; hit ratio (lookups - added) / lookups = 1.
     assert_eq!(
@@ -159,8 +194,7 @@ fn page_cache_cold_then_warm_read() {
         0,
         "warm misses"
     );
-    c.finish();
-    let _ = std::fs::remove_dir_all(dir);
+    run.finish();
 }
 
 #[test]
@@ -168,15 +202,13 @@ fn page_cache_mmap_read_path() {
     if !can_load_probes("page_cache_mmap_read_path") {
         return;
     }
-    let agent = Agent::start(&[]);
-    let dir = tempdir("cache-mmap");
-    let file = format!("{dir}/cached");
-    let mut c = TestChild::spawn(CHILD, &["cache-mmap", &dir]);
-    let pid = c.pid();
-    let m0 = agent.scrape();
-    c.go();
-    let m1 = agent.scrape();
-    let d = |name: &str| get(&m1, name, pid, &[]) - get(&m0, name, pid, &[]);
+    let mut run = Scenario::start("cache-mmap", &[]);
+    let pid = run.pid;
+    let file = format!("{}/cached", run.dir);
+    let m0 = run.scrape();
+    run.child.go();
+    let m1 = run.scrape();
+    let d = |name: &str| grew(&m0, &m1, name, pid, &[]);
     assert_eq!(
         d("iolens_page_cache_added_pages_total"),
         PAGES,
@@ -193,8 +225,7 @@ fn page_cache_mmap_read_path() {
     );
     assert_eq!(d("iolens_page_cache_lookup_pages_total"), 0);
     assert_eq!(resident_pages(&file), PAGES as usize);
-    c.finish();
-    let _ = std::fs::remove_dir_all(dir);
+    run.finish();
 }
 
 #[test]
@@ -202,16 +233,13 @@ fn page_cache_misses_of_sendfile_belong_to_the_sender() {
     if !can_load_probes("page_cache_misses_of_sendfile_belong_to_the_sender") {
         return;
     }
-    let agent = Agent::start(&[]);
-    let dir = tempdir("cache-sendfile");
     let (port, sink) = tcp_sink();
-    let port_s = port.to_string();
-    let mut c = TestChild::spawn(CHILD, &["cache-sendfile", &dir, &port_s]);
-    let pid = c.pid();
-    let m0 = agent.scrape();
-    c.go();
-    let m1 = agent.scrape();
-    let d = |name: &str| get(&m1, name, pid, &[]) - get(&m0, name, pid, &[]);
+    let mut run = Scenario::start("cache-sendfile", &[&port.to_string()]);
+    let pid = run.pid;
+    let m0 = run.scrape();
+    run.child.go();
+    let m1 = run.scrape();
+    let d = |name: &str| grew(&m0, &m1, name, pid, &[]);
     assert_eq!(
         d("iolens_page_cache_added_pages_total"),
         PAGES,
@@ -226,9 +254,8 @@ fn page_cache_misses_of_sendfile_belong_to_the_sender() {
         ),
         1 << 20
     );
-    c.finish();
+    run.finish();
     assert_eq!(sink.join().expect("sink"), 1 << 20);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -236,12 +263,10 @@ fn readiness_waits_count_calls_events_timeouts_and_scans() {
     if !can_load_probes("readiness_waits_count_calls_events_timeouts_and_scans") {
         return;
     }
-    let agent = Agent::start(&[]);
-    let dir = tempdir("epoll");
-    let mut c = TestChild::spawn(CHILD, &["epoll", &dir]);
-    let pid = c.pid();
-    let m0 = agent.scrape();
-    let r = c.step();
+    let mut run = Scenario::start("epoll", &[]);
+    let pid = run.pid;
+    let m0 = run.scrape();
+    let r = run.child.step();
     assert_eq!(r.end, "done");
     let nfds: u64 = r
         .notes
@@ -249,10 +274,8 @@ fn readiness_waits_count_calls_events_timeouts_and_scans() {
         .find_map(|n| n.strip_prefix("nfds select "))
         .and_then(|v| v.parse().ok())
         .expect("nfds note");
-    let m1 = agent.scrape();
-    let d = |name: &str, sc: &str| {
-        get(&m1, name, pid, &[("syscall", sc)]) - get(&m0, name, pid, &[("syscall", sc)])
-    };
+    let m1 = run.scrape();
+    let d = |name: &str, sc: &str| grew(&m0, &m1, name, pid, &[("syscall", sc)]);
     // 100 waits that find 3 ready pipes, 10 that time out after 1 ms.
     assert_eq!(d("iolens_syscalls_total", "epoll_wait"), 110);
     assert_eq!(d("iolens_wait_events_total", "epoll_wait"), 300);
@@ -280,17 +303,14 @@ fn readiness_waits_count_calls_events_timeouts_and_scans() {
     };
     assert_eq!(hist(&m1, "_count") - hist(&m0, "_count"), 110.0);
     assert!(hist(&m1, "_sum") - hist(&m0, "_sum") >= 0.010);
-    c.finish();
-    let _ = std::fs::remove_dir_all(dir);
+    run.finish();
 }
 
 fn uring_case(scenario: &str, expect_enter: bool) {
-    let agent = Agent::start(&[]);
-    let dir = tempdir(scenario);
-    let mut c = TestChild::spawn(CHILD, &[scenario, &dir]);
-    let pid = c.pid();
-    c.go();
-    let m = agent.scrape();
+    let mut run = Scenario::start(scenario, &[]);
+    let pid = run.pid;
+    run.child.go();
+    let m = run.scrape();
     let op = |name: &str, opcode: &str| get(&m, name, pid, &[("opcode", opcode)]);
     // 50 NOPs and 50 writes of 100 bytes, each submitted and completed once,
     // whichever thread of the process did the work.
@@ -322,8 +342,7 @@ fn uring_case(scenario: &str, expect_enter: bool) {
             100
         );
     }
-    c.finish();
-    let _ = std::fs::remove_dir_all(dir);
+    run.finish();
 }
 
 #[test]

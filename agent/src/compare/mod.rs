@@ -58,6 +58,17 @@ pub struct CompareArgs {
     /// Fewer cases and requests: a quick look rather than a measurement.
     #[arg(long)]
     pub quick: bool,
+    /// Demux suite: idle connections held open beside the active ones, one
+    /// epoll, poll and select case per value (comma-separated or repeated;
+    /// default 1000, and 5000 too without --quick). select cannot watch fds
+    /// at or above FD_SETSIZE (1024), so its cases hold at most 900.
+    #[arg(
+        long,
+        value_name = "N",
+        value_delimiter = ',',
+        value_parser = clap::value_parser!(u32).range(0..=1_000_000)
+    )]
+    pub idle_conns: Vec<u32>,
     /// Print the report as JSON on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -559,6 +570,9 @@ fn make_file(path: &Path, len: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The most idle connections a select case holds (see `--idle-conns`).
+const SELECT_MAX_IDLE: u32 = 900;
+
 fn cases(args: &CompareArgs, dir: &Path) -> anyhow::Result<Vec<Case>> {
     let requests = if args.quick {
         (args.requests / 4).max(50)
@@ -649,25 +663,27 @@ fn cases(args: &CompareArgs, dir: &Path) -> anyhow::Result<Vec<Case>> {
             });
         }
         Suite::Demux => {
-            let idles: &[u32] = if args.quick { &[1000] } else { &[1000, 5000] };
-            for &idle in idles {
+            let idles = match (&args.idle_conns[..], args.quick) {
+                ([], true) => vec![1000],
+                ([], false) => vec![1000, 5000],
+                (given, _) => given.to_vec(),
+            };
+            for idle in idles {
                 for demux in ["epoll", "poll", "select"] {
-                    // select cannot watch fds >= 1024: it is measured with
-                    // the fewest idle connections only.
-                    if demux == "select" && idle >= 1000 {
-                        out.push(Case {
-                            name: format!("select {} idle", 900),
-                            args: s(&["reactor", "--model", "single", "--demux", demux]),
-                            path: "/".into(),
-                            evict: None,
-                            idle_conns: 900,
-                            requests,
-                            claim: Claim::PollScans,
-                        });
+                    // select cannot watch fds >= FD_SETSIZE (1024); the
+                    // active connections, the listener and stdio need room.
+                    let idle = if demux == "select" {
+                        idle.min(SELECT_MAX_IDLE)
+                    } else {
+                        idle
+                    };
+                    let name = format!("{demux} {idle} idle");
+                    // Capped select cases repeat: measure each once.
+                    if out.iter().any(|c| c.name == name) {
                         continue;
                     }
                     out.push(Case {
-                        name: format!("{demux} {idle} idle"),
+                        name,
                         args: s(&["reactor", "--model", "single", "--demux", demux]),
                         path: "/".into(),
                         evict: None,
@@ -681,7 +697,6 @@ fn cases(args: &CompareArgs, dir: &Path) -> anyhow::Result<Vec<Case>> {
                     });
                 }
             }
-            out.dedup_by(|a, b| a.name == b.name);
         }
     }
     Ok(out)
@@ -866,6 +881,53 @@ mod tests {
             &after,
         );
         assert_eq!(r.verdict, Verdict::Refuted);
+    }
+
+    fn demux_case_names(flags: &[&str]) -> Vec<String> {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: CompareArgs,
+        }
+        let cli = <Cli as clap::Parser>::try_parse_from(
+            ["iolens", "--suite", "demux"].iter().chain(flags),
+        )
+        .expect("flags parse");
+        cases(&cli.args, Path::new("/nonexistent"))
+            .expect("demux cases")
+            .into_iter()
+            .map(|c| c.name)
+            .collect()
+    }
+
+    #[test]
+    fn demux_cases_follow_idle_conns_and_cap_select_once() {
+        assert_eq!(
+            demux_case_names(&["--quick"]),
+            ["epoll 1000 idle", "poll 1000 idle", "select 900 idle"]
+        );
+        // The capped select case is measured once, not once per value.
+        assert_eq!(
+            demux_case_names(&[]),
+            [
+                "epoll 1000 idle",
+                "poll 1000 idle",
+                "select 900 idle",
+                "epoll 5000 idle",
+                "poll 5000 idle"
+            ]
+        );
+        assert_eq!(
+            demux_case_names(&["--quick", "--idle-conns", "50,2000", "--idle-conns", "50"]),
+            [
+                "epoll 50 idle",
+                "poll 50 idle",
+                "select 50 idle",
+                "epoll 2000 idle",
+                "poll 2000 idle",
+                "select 900 idle"
+            ]
+        );
     }
 
     #[test]

@@ -23,17 +23,24 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `iolens workload reactor --listen 127.0.0.1:0 ARGS` and waits
-    /// (up to 10 s) for its `listening on ADDR` line.
+    /// Starts `iolens workload reactor --listen 127.0.0.1:0 ARGS`; see
+    /// [`Server::workload`].
     pub fn start(args: &[&str]) -> Server {
+        Server::workload("reactor", args)
+    }
+
+    /// Starts `iolens workload KIND --listen 127.0.0.1:0 ARGS` and waits
+    /// (up to 10 s) for its `listening on ADDR` line.
+    pub fn workload(kind: &str, args: &[&str]) -> Server {
         let mut child = Command::new(BIN)
-            .args(["workload", "reactor", "--listen", "127.0.0.1:0"])
+            .args(["workload", kind, "--listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("spawning the reactor server");
+            .unwrap_or_else(|e| panic!("spawning the {kind} server: {e}"));
+        let desc = format!("{kind} {}", args.join(" "));
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
@@ -43,25 +50,39 @@ impl Server {
         });
         let line = rx
             .recv_timeout(Duration::from_secs(10))
-            .unwrap_or_else(|_| panic!("server {args:?} printed no address within 10 s"));
+            .unwrap_or_else(|_| panic!("server {desc} printed no address within 10 s"));
         let addr = line
             .trim()
             .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .unwrap_or_else(|| panic!("server {desc}: unexpected first line {line:?}"))
             .parse()
             .expect("bound address");
         Server {
             child: Some(child),
             addr,
-            desc: args.join(" "),
+            desc,
         }
+    }
+
+    /// `http://ADDR` followed by `path` (which starts with `/`).
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
     }
 
     /// Sends SIGINT and asserts a clean exit (status 0) within 5 s.
     pub fn stop(self) {
+        self.stop_by(libc::SIGINT);
+    }
+
+    /// Sends `sig` and asserts a clean exit (status 0) within 5 s.
+    pub fn stop_by(self, sig: libc::c_int) {
         let desc = self.desc.clone();
-        let status = self.stop_with(libc::SIGINT);
-        assert_eq!(status, Some(0), "server {desc} did not exit 0 on SIGINT");
+        let status = self.stop_with(sig);
+        assert_eq!(
+            status,
+            Some(0),
+            "server {desc} did not exit 0 within 5 s of signal {sig}"
+        );
     }
 
     /// Sends `sig` and returns the exit code (None: killed or hung > 5 s).
@@ -164,6 +185,33 @@ pub fn load(addr: SocketAddr, args: &[&str]) -> serde_json::Value {
             String::from_utf8_lossy(&out.stdout)
         )
     })
+}
+
+/// Runs `wrk ARGS URL` (bounded to 60 s), asserts it succeeded with no
+/// socket errors and no non-2xx responses, and returns how many requests it
+/// completed. `what` names the case in failure messages.
+pub fn wrk_clean(what: &str, url: &str, args: &[&str]) -> u64 {
+    let out = run_bounded(
+        Command::new("wrk").args(args).arg(url),
+        Duration::from_secs(60),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{what}: wrk failed: {text}");
+    assert!(
+        !text.contains("Socket errors"),
+        "{what}: wrk saw socket errors:\n{text}"
+    );
+    assert!(
+        !text.contains("Non-2xx"),
+        "{what}: wrk saw non-2xx responses:\n{text}"
+    );
+    text.lines()
+        .find_map(|l| {
+            l.trim()
+                .split_once(" requests in ")
+                .map(|(n, _)| n.trim().parse().expect("wrk request count"))
+        })
+        .unwrap_or_else(|| panic!("{what}: no wrk summary line:\n{text}"))
 }
 
 /// Whether an external tool exists. Missing in CI (`CI=true`) is a failure;
