@@ -15,6 +15,7 @@
 //!
 //! Everything is aggregated here in per-CPU maps; user space only reads them.
 #![no_std]
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 #![no_main]
 
 use aya_ebpf::{
@@ -23,7 +24,7 @@ use aya_ebpf::{
         bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
     macros::{btf_tracepoint, map, tracepoint},
-    maps::{HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap},
     programs::{BtfTracePointContext, TracePointContext},
 };
 use iolens_common::{
@@ -47,6 +48,7 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     valid: 0,
     task_files: 0,
     files_fdt: 0,
+    files_fd_array: 0,
     fdt_fd: 0,
     file_inode: 0,
     inode_mode: 0,
@@ -129,7 +131,32 @@ struct Slot {
     tags: [u32; SLOT_KEYS],
     stats: [StatValue; SLOT_KEYS],
     proc: ProcDelta,
+    /// Classes of fds recently seen, for fd tables past the inline 64.
+    fds: [FdEntry; SLOT_FDS],
+    fd_next: u32,
 }
+
+const SLOT_FDS: usize = 4;
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct FdEntry {
+    /// The fd table (`task->files`): threads may have their own.
+    files: u64,
+    /// The `struct file` the fd held.
+    file: u64,
+    /// FD_EPOCH when it was classified.
+    epoch: u64,
+    fd: i32,
+    endpoint: u8,
+    _pad: [u8; 3],
+}
+
+/// Bumped after every syscall that closes or replaces fds, and every
+/// io_uring close: remembered fd classes older than the last bump are
+/// not trusted.
+#[map]
+static FD_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
 
 /// The ProcCounters fields the hot paths add to.
 #[repr(C)]
@@ -217,6 +244,10 @@ fn try_sys_exit(ctx: &BtfTracePointContext) {
         slot.tgid = tgid;
     }
     slot.busy = 0;
+    // close, dup2, dup3, execve, execveat, close_range (x86_64).
+    if ret >= 0 && matches!(words[ORIG_AX], 3 | 33 | 292 | 59 | 322 | 436) {
+        bump_fd_epoch();
+    }
 }
 
 #[inline(always)]
@@ -227,13 +258,17 @@ fn account_syscall(slot: &mut Slot, syscall: Syscall, words: &[u64; 4], ret: i64
         // spend reads classifying fds that may not exist.
         (Endpoint::Unknown, Endpoint::Unknown)
     } else {
-        let fd = |i: usize| fd_endpoint(words[i] as i32);
+        // Plain calls of an always-inlined fn, not a closure: the compiler
+        // outlined the closure into a BPF subprogram, and every call and
+        // return costs ~30 ns on a kernel with the SRSO "safe RET"
+        // mitigation.
+        let [dx, si, di, _] = words.map(|w| w as i32);
         match syscall.shape() {
-            Shape::FdToUser => (fd(DI), Endpoint::User),
-            Shape::UserToFd => (Endpoint::User, fd(DI)),
-            Shape::Arg1ToArg0 => (fd(SI), fd(DI)),
-            Shape::Arg0ToArg2 => (fd(DI), fd(DX)),
-            Shape::Arg0ToArg1 => (fd(DI), fd(SI)),
+            Shape::FdToUser => (fd_endpoint(slot, di), Endpoint::User),
+            Shape::UserToFd => (Endpoint::User, fd_endpoint(slot, di)),
+            Shape::Arg1ToArg0 => (fd_endpoint(slot, si), fd_endpoint(slot, di)),
+            Shape::Arg0ToArg2 => (fd_endpoint(slot, di), fd_endpoint(slot, dx)),
+            Shape::Arg0ToArg1 => (fd_endpoint(slot, di), fd_endpoint(slot, si)),
             Shape::ScanArg0 => {
                 scanned = words[DI] & 0xffff_ffff;
                 (Endpoint::Other, Endpoint::Other)
@@ -428,11 +463,10 @@ pub fn iolens_sched_switch(ctx: BtfTracePointContext) -> i32 {
     // SAFETY (for `slot`): this CPU's slot; sched_switch is not preempted,
     // and a sys_exit run it interrupted (if the kernel ever preempts one)
     // has `busy` set, so the slot is left alone.
-    let slot = match SLOT.get_ptr_mut(0) {
+    let mut slot = match SLOT.get_ptr_mut(0) {
         Some(s) if unsafe { (*s).busy } == 0 => Some(unsafe { &mut *s }),
         _ => None,
     };
-    let mut slot = slot;
 
     // prev goes off CPU.
     if prev_tid != 0 && passes_filters(prev_tgid) {
@@ -526,7 +560,7 @@ pub fn iolens_sched_switch(ctx: BtfTracePointContext) -> i32 {
             let slept = (*t).sleep_ns;
             if slept != 0 && slept <= now {
                 let ns = now - slept;
-                match slot.as_deref_mut() {
+                match slot {
                     Some(s) if s.tgid == next_tgid => s.proc.sleep_ns += ns,
                     // Not named here: this runs in prev's context.
                     _ => with_proc(next_tgid, false, |p| p.sleep_ns += ns),
@@ -721,9 +755,17 @@ pub fn iolens_uring_complete(ctx: TracePointContext) -> u32 {
             0
         },
     };
+    if opcode == IORING_OP_CLOSE && res >= 0 {
+        // The fd is gone before the process can see the completion and
+        // open something in its place.
+        bump_fd_epoch();
+    }
     uring_account(ring_owner(ring), opcode, &delta);
     0
 }
+
+/// `IORING_OP_CLOSE` (uapi).
+const IORING_OP_CLOSE: u8 = 19;
 
 /// Adds to a STATS tally. The process was named when it took the slot.
 #[inline(always)]
@@ -866,9 +908,9 @@ fn offsets() -> KernelOffsets {
 
 /// Classifies fd `fd` of the current task by its inode type.
 #[inline(always)]
-fn fd_endpoint(fd: i32) -> Endpoint {
-    match fd_mode(fd) {
-        Some(mode) => Endpoint::from_mode(mode),
+fn fd_endpoint(slot: &mut Slot, fd: i32) -> Endpoint {
+    match fd_class(slot, fd) {
+        Some(e) => e,
         None => {
             bump(counter::FD_LOOKUP_FAILURES);
             Endpoint::Unknown
@@ -877,14 +919,13 @@ fn fd_endpoint(fd: i32) -> Endpoint {
 }
 
 #[inline(always)]
-fn fd_mode(fd: i32) -> Option<u16> {
+fn fd_class(slot: &mut Slot, fd: i32) -> Option<Endpoint> {
     if rd(&OFFSETS.valid) == 0 || fd < 0 {
         return None;
     }
     // SAFETY: bpf_get_current_task_btf returns the current task as a typed
     // (BTF) pointer, so the verifier lets the program load its fields
-    // directly, fault-safe, at the constant offsets read from BTF; a helper
-    // call per field (bpf_probe_read_kernel) costs ~30 ns each on a VM.
+    // directly, fault-safe, at the constant offsets read from BTF.
     let task = unsafe { bpf_get_current_task_btf() } as *const u8;
     let files: *const u8 = unsafe { load(task, rd(&OFFSETS.task_files)) };
     if files.is_null() {
@@ -897,14 +938,108 @@ fn fd_mode(fd: i32) -> Option<u16> {
     // No bound check against fdt->max_fds: this runs only after the syscall
     // succeeded on `fd`, so it is in the table, and fd tables only grow.
     let fd_array: *const u8 = unsafe { load(fdt, rd(&OFFSETS.fdt_fd)) };
-    // From here the pointers are untyped (an array indexed by a variable,
-    // which typed loads cannot do), so back to probe reads.
+    if fd_array == files.wrapping_add(rd(&OFFSETS.files_fd_array)) {
+        // The process still uses the inline table (its first 64 fds): a
+        // typed array, so with a constant index the whole walk is typed
+        // loads. fd_slot turns the fd into that constant, one branch per
+        // fd, because the verifier refuses a variable index.
+        let off = fd_slot(fd)?;
+        // SAFETY: typed pointers and verifier-known offsets throughout.
+        unsafe {
+            let file: *const u8 = load(files, rd(&OFFSETS.files_fd_array) + off);
+            if file.is_null() {
+                return None;
+            }
+            let inode: *const u8 = load(file, rd(&OFFSETS.file_inode));
+            if inode.is_null() {
+                return None;
+            }
+            return Some(Endpoint::from_mode(load(inode, rd(&OFFSETS.inode_mode))));
+        }
+    }
+    // A grown table is an untyped pointer array, so probe reads from here,
+    // and they are the dearest part of the program (~45 ns each here). The
+    // slot remembers a few fds' classes, keyed by the file they held: one
+    // read tells whether the fd still holds that file. A closed file's
+    // memory can come back as another file at the same fd, so any close
+    // anywhere (FD_EPOCH) retires every remembered class.
     let file: *const u8 = read_at(fd_array, fd as usize * 8).ok()?;
     if file.is_null() {
         return None;
     }
+    let epoch = fd_epoch();
+    for e in &slot.fds {
+        if e.fd == fd && e.file == file as u64 && e.files == files as u64 && e.epoch == epoch {
+            return Some(Endpoint::from_u8(e.endpoint));
+        }
+    }
     let inode: *const u8 = read_at(file, rd(&OFFSETS.file_inode)).ok()?;
-    read_at(inode, rd(&OFFSETS.inode_mode)).ok()
+    let endpoint = Endpoint::from_mode(read_at(inode, rd(&OFFSETS.inode_mode)).ok()?);
+    let i = (slot.fd_next as usize) % SLOT_FDS;
+    slot.fd_next = slot.fd_next.wrapping_add(1);
+    if let Some(e) = slot.fds.get_mut(i) {
+        *e = FdEntry {
+            files: files as u64,
+            file: file as u64,
+            epoch,
+            fd,
+            endpoint: endpoint as u8,
+            _pad: [0; 3],
+        };
+    }
+    Some(endpoint)
+}
+
+/// The machine-wide count of fd-closing syscalls and io_uring closes.
+#[inline(always)]
+fn fd_epoch() -> u64 {
+    match FD_EPOCH.get_ptr(0) {
+        // SAFETY: a valid map value; a torn read is impossible for an
+        // aligned u64, and a stale one only costs a cache miss.
+        Some(p) => unsafe { core::ptr::read_volatile(p) },
+        None => 0,
+    }
+}
+
+/// Retires every remembered fd class: called after an fd was closed or
+/// replaced, before the process can open anything in its place.
+///
+/// A plain read-modify-write, not atomic: two CPUs racing may add one
+/// between them, but each still leaves a value above any epoch recorded
+/// before its close completed, and that is all the check needs. An entry
+/// recorded later cannot name the closed file: it was out of the table.
+#[inline(always)]
+fn bump_fd_epoch() {
+    if let Some(p) = FD_EPOCH.get_ptr_mut(0) {
+        // SAFETY: a valid map value.
+        unsafe { core::ptr::write_volatile(p, core::ptr::read_volatile(p).wrapping_add(1)) };
+    }
+}
+
+/// `fd * 8` for an fd of the inline table, as a constant the verifier can
+/// see: each arm loads its own immediate from an asm block the compiler
+/// cannot fold into `fd * 8` (which the verifier would refuse as a
+/// variable offset).
+#[inline(always)]
+fn fd_slot(fd: i32) -> Option<usize> {
+    macro_rules! arms {
+        ($($k:literal)*) => {
+            match fd {
+                $($k => Some(imm::<{ $k * 8 }>()),)*
+                _ => None,
+            }
+        };
+    }
+    arms!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31
+          32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60 61 62 63)
+}
+
+#[inline(always)]
+fn imm<const K: usize>() -> usize {
+    let v: usize;
+    // SAFETY: loads an immediate into a register; nothing else.
+    unsafe { core::arch::asm!("{0} = {1}", out(reg) v, const K, options(pure, nomem, nostack)) };
+    v
 }
 
 /// Loads a `T` at `base + off` from a BTF-typed kernel pointer.

@@ -207,6 +207,16 @@ fn read_write_family_matches_child_and_proc_io() {
     run_scenario("rw", "rw", None);
 }
 
+/// The kernel side remembers recent fds' kinds; an fd number that holds a
+/// file, then a socket, then a pipe must be classified anew each time.
+#[test]
+fn reused_fd_numbers_are_classified_by_what_they_hold() {
+    if !can_load_probes("reused_fd_numbers_are_classified_by_what_they_hold") {
+        return;
+    }
+    run_scenario("fdreuse", "fdreuse", None);
+}
+
 #[test]
 fn sendfile_and_splice_are_zero_copy_paths() {
     if !can_load_probes("sendfile_and_splice_are_zero_copy_paths") {

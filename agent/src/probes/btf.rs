@@ -231,6 +231,7 @@ impl Btf {
             valid: 1,
             task_files: self.member_offset("task_struct", "files")?,
             files_fdt: self.member_offset("files_struct", "fdt")?,
+            files_fd_array: self.member_offset("files_struct", "fd_array")?,
             fdt_fd: self.member_offset("fdtable", "fd")?,
             file_inode: self.member_offset("file", "f_inode")?,
             inode_mode: self.member_offset("inode", "i_mode")?,

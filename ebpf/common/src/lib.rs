@@ -487,6 +487,9 @@ pub struct KernelOffsets {
     pub valid: u32,
     pub task_files: u32,
     pub files_fdt: u32,
+    /// `files_struct.fd_array`: the inline table of the first
+    /// `FD_INLINE` fds, in use while `fdt->fd` points at it.
+    pub files_fd_array: u32,
     pub fdt_fd: u32,
     pub file_inode: u32,
     pub inode_mode: u32,

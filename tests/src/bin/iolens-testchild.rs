@@ -481,6 +481,79 @@ fn scenario_uring(dir: &str, n: u32, mode: &str) {
     }
 }
 
+/// One fd number, three kinds of file in turn: a regular file, a socket,
+/// a pipe. Each close frees the `struct file`, and the next one is likely
+/// allocated at the same address, so a classifier that remembered the fd
+/// (or the file pointer alone) would get the next kind wrong. Run once on
+/// the table the process has, then again after growing it past the 64
+/// inline fds, which the kernel side walks differently.
+fn scenario_fdreuse(dir: &str, t: &mut Tally) {
+    let path = format!("{dir}/out");
+    let round = |t: &mut Tally| {
+        for _ in 0..30 {
+            let f = open(&path, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC);
+            let n = f.as_raw_fd();
+            // SAFETY: valid 3-byte buffer and open fd.
+            let r = unsafe { libc::write(n, b"abc".as_ptr().cast(), 3) };
+            t.add("write", "user_to_file", check(r, "write file"));
+            drop(f);
+
+            let mut sv = [0i32; 2];
+            // SAFETY: sv has room for two fds.
+            let r = unsafe {
+                libc::socketpair(
+                    libc::AF_UNIX,
+                    libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                    0,
+                    sv.as_mut_ptr(),
+                )
+            };
+            check(r as isize, "socketpair");
+            // The lowest free fd: the number the file just had.
+            assert_eq!(sv[0], n, "socketpair did not reuse fd {n}");
+            // SAFETY: valid buffer and open fd.
+            let r = unsafe { libc::write(sv[0], b"abc".as_ptr().cast(), 3) };
+            t.add("write", "user_to_socket", check(r, "write socket"));
+            // SAFETY: closing the fds socketpair gave us.
+            unsafe {
+                libc::close(sv[0]);
+                libc::close(sv[1]);
+            }
+
+            let mut p = [0i32; 2];
+            // SAFETY: p has room for two fds.
+            check(
+                unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } as isize,
+                "pipe2",
+            );
+            assert_eq!(p[0], n, "pipe2 did not reuse fd {n}");
+            let mut b = [0u8; 3];
+            // SAFETY: valid buffers and open fds.
+            unsafe {
+                // writev: the harness sets write/user_to_pipe aside for
+                // the report on stdout.
+                let iov = libc::iovec {
+                    iov_base: b"abc".as_ptr() as *mut libc::c_void,
+                    iov_len: 3,
+                };
+                let r = libc::writev(p[1], &iov, 1);
+                t.add("writev", "user_to_pipe", check(r, "writev pipe"));
+                let r = libc::read(p[0], b.as_mut_ptr().cast(), 3);
+                t.add("read", "pipe_to_user", check(r, "read pipe"));
+                libc::close(p[0]);
+                libc::close(p[1]);
+            }
+        }
+    };
+    round(t);
+    // SAFETY: duplicating stdin to fd 300 grows the fd table for good.
+    let hi = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 300) };
+    check(hi as isize, "F_DUPFD 300");
+    // SAFETY: our own fd.
+    unsafe { libc::close(hi) };
+    round(t);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let scenario = args.get(1).map(String::as_str).unwrap_or("");
@@ -499,7 +572,7 @@ fn main() {
             evict(&format!("{dir}/cached"));
         }
         "exit" | "idle" | "ctxsw" | "syscalls" | "epoll" | "uring" | "uring-async"
-        | "uring-sqpoll" => {}
+        | "uring-sqpoll" | "fdreuse" => {}
         other => panic!("unknown scenario `{other}`"),
     }
 
@@ -542,6 +615,7 @@ fn main() {
         "uring-async" => scenario_uring(&dir, 50, "async"),
         "uring-sqpoll" => scenario_uring(&dir, 50, "sqpoll"),
         "rw" => scenario_rw(&dir, &mut t),
+        "fdreuse" => scenario_fdreuse(&dir, &mut t),
         "zerocopy" => scenario_zerocopy(&dir, port, &mut t),
         "exit" => {
             // Seven writes to a file, then exit without waiting.
