@@ -58,6 +58,7 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     task_tgid: 0,
     task_nvcsw: 0,
     kiocb_opcode: 0,
+    kiocb_ctx: 0,
     uring_valid: 0,
 };
 
@@ -134,7 +135,16 @@ struct Slot {
     /// Classes of fds recently seen, for fd tables past the inline 64.
     fds: [FdEntry; SLOT_FDS],
     fd_next: u32,
+    /// io_uring tallies of the slot's process by opcode (tag 0x100|op).
+    uring_tags: [u32; SLOT_URING],
+    uring: [UringValue; SLOT_URING],
+    /// The last ring seen on this CPU and its owner, as of `ring_epoch`.
+    ring: u64,
+    ring_owner: u32,
+    ring_epoch: u64,
 }
+
+const SLOT_URING: usize = 4;
 
 const SLOT_FDS: usize = 4;
 
@@ -191,6 +201,7 @@ const ORIG_AX: usize = 3;
 const BPF_NOEXIST: u64 = 1;
 
 #[btf_tracepoint(function = "sys_exit")]
+#[inline(always)]
 pub fn iolens_sys_exit(ctx: BtfTracePointContext) -> i32 {
     try_sys_exit(&ctx);
     0
@@ -317,8 +328,10 @@ fn slot_tag(syscall: Syscall, src: Endpoint, dst: Endpoint) -> u32 {
     1 << 24 | (syscall as u32) << 16 | (src as u32) << 8 | dst as u32
 }
 
-/// Moves what the slot holds into the maps and empties it.
-#[inline(always)]
+/// Moves what the slot holds into the maps and empties it. Not inlined:
+/// it runs once per process change or 128 syscalls, and inlined at each
+/// call site it multiplied the paths the verifier walks past its limit.
+#[inline(never)]
 fn flush(slot: &mut Slot) {
     let tgid = slot.tgid;
     if tgid != 0 {
@@ -333,6 +346,12 @@ fn flush(slot: &mut Slot) {
                     _pad: 0,
                 };
                 account(&key, &slot.stats[i]);
+            }
+        }
+        for i in 0..SLOT_URING {
+            let tag = slot.uring_tags[i];
+            if tag != 0 {
+                uring_account(tgid, tag as u8, &slot.uring[i], false);
             }
         }
         let d = slot.proc;
@@ -656,6 +675,9 @@ pub fn iolens_uring_create(ctx: TracePointContext) -> u32 {
     // SAFETY: ctx at offset 16 in this tracepoint's format.
     let ring = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0);
     let _ = RINGS.insert(ring, tgid, 0);
+    // Rings remembered in slots by address are no longer trusted: this one
+    // may sit where a freed one was.
+    bump_fd_epoch();
     if passes_filters(tgid) {
         with_proc(tgid, true, |p| p.rings_created += 1);
     }
@@ -675,7 +697,8 @@ fn ring_owner(ring: u64) -> u32 {
 }
 
 #[inline(always)]
-fn uring_account(tgid: u32, opcode: u8, delta: &UringValue) {
+/// `name`: the current task belongs to `tgid`; see `with_proc`.
+fn uring_account(tgid: u32, opcode: u8, delta: &UringValue, name: bool) {
     if tgid == 0 || !passes_pid_filter(tgid) {
         return;
     }
@@ -684,15 +707,8 @@ fn uring_account(tgid: u32, opcode: u8, delta: &UringValue) {
         opcode,
         _pad: [0; 3],
     };
-    let add = |v: *mut UringValue| {
-        // SAFETY: a per-CPU value only this CPU writes.
-        unsafe {
-            (*v).submitted += delta.submitted;
-            (*v).completed += delta.completed;
-            (*v).failed += delta.failed;
-            (*v).bytes += delta.bytes;
-        }
-    };
+    // SAFETY: a per-CPU value only this CPU writes.
+    let add = |v: *mut UringValue| add_uring(unsafe { &mut *v }, delta);
     if let Some(v) = URING.get_ptr_mut(key) {
         add(v);
         return;
@@ -700,7 +716,9 @@ fn uring_account(tgid: u32, opcode: u8, delta: &UringValue) {
     match URING.insert(key, *delta, BPF_NOEXIST) {
         Ok(()) => {
             bump(counter::URING_INSERTS);
-            remember_process(tgid);
+            if name {
+                remember_process(tgid);
+            }
         }
         Err(_) => match URING.get_ptr_mut(key) {
             Some(v) => add(v),
@@ -709,39 +727,44 @@ fn uring_account(tgid: u32, opcode: u8, delta: &UringValue) {
     }
 }
 
-/// `io_uring:io_uring_submit_req`: one SQE handed to the kernel.
-#[tracepoint]
-pub fn iolens_uring_submit(ctx: TracePointContext) -> u32 {
-    // SAFETY: ctx at 8 and opcode at 32 in this tracepoint's format.
-    let (ring, opcode) = unsafe {
+/// `io_uring_submit_req(req)`: one SQE handed to the kernel. BTF-typed, so
+/// the ring and opcode are loaded from the request directly.
+#[btf_tracepoint(function = "io_uring_submit_req")]
+pub fn iolens_uring_submit(ctx: BtfTracePointContext) -> i32 {
+    let req: *const u8 = ctx.arg(0);
+    if req.is_null() || rd(&OFFSETS.uring_valid) == 0 {
+        return 0;
+    }
+    // SAFETY: a typed `struct io_kiocb *` and verifier-known offsets.
+    let (ring, opcode): (u64, u8) = unsafe {
         (
-            ctx.read_at::<u64>(8).unwrap_or(0),
-            ctx.read_at::<u8>(32).unwrap_or(URING_OP_UNKNOWN),
+            load(req, rd(&OFFSETS.kiocb_ctx)),
+            load(req, rd(&OFFSETS.kiocb_opcode)),
         )
     };
     let delta = UringValue {
         submitted: 1,
         ..UringValue::default()
     };
-    uring_account(ring_owner(ring), opcode, &delta);
+    uring_event(ring, opcode, &delta);
     0
 }
 
-/// `io_uring:io_uring_complete`: one CQE posted.
-#[tracepoint]
-pub fn iolens_uring_complete(ctx: TracePointContext) -> u32 {
-    // SAFETY: ctx at 8, req at 16, res at 32 in this tracepoint's format.
-    let (ring, req, res) = unsafe {
-        (
-            ctx.read_at::<u64>(8).unwrap_or(0),
-            ctx.read_at::<u64>(16).unwrap_or(0),
-            ctx.read_at::<i32>(32).unwrap_or(0),
-        )
-    };
-    let off = offsets();
-    // The record has no opcode; the request it points at does.
-    let opcode = if off.uring_valid != 0 {
-        read_at::<u8>(req as *const u8, off.kiocb_opcode as usize).unwrap_or(URING_OP_UNKNOWN)
+/// `io_uring_complete(ctx, req, cqe)`: one CQE posted.
+#[btf_tracepoint(function = "io_uring_complete")]
+pub fn iolens_uring_complete(ctx: BtfTracePointContext) -> i32 {
+    let ring: u64 = ctx.arg(0);
+    let req: *const u8 = ctx.arg(1);
+    let cqe: *const u8 = ctx.arg(2);
+    if cqe.is_null() {
+        return 0;
+    }
+    // SAFETY: a typed `struct io_uring_cqe *`; `res` follows the u64
+    // user_data (uapi).
+    let res: i32 = unsafe { load(cqe, 8) };
+    // `req` is a `void *` here, so no typed load: one probe read.
+    let opcode = if rd(&OFFSETS.uring_valid) != 0 {
+        read_at::<u8>(req, rd(&OFFSETS.kiocb_opcode)).unwrap_or(URING_OP_UNKNOWN)
     } else {
         URING_OP_UNKNOWN
     };
@@ -760,8 +783,62 @@ pub fn iolens_uring_complete(ctx: TracePointContext) -> u32 {
         // open something in its place.
         bump_fd_epoch();
     }
-    uring_account(ring_owner(ring), opcode, &delta);
+    uring_event(ring, opcode, &delta);
     0
+}
+
+/// Accounts an io_uring event to the ring's owner: in this CPU's slot when
+/// the owner holds it (the common case: the owner's own io_uring_enter),
+/// else in the map.
+#[inline(always)]
+fn uring_event(ring: u64, opcode: u8, delta: &UringValue) {
+    let slot = match SLOT.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; these programs are not preempted, and a
+        // sys_exit run they interrupted has `busy` set.
+        Some(s) if unsafe { (*s).busy } == 0 => Some(unsafe { &mut *s }),
+        _ => None,
+    };
+    let Some(slot) = slot else {
+        let owner = ring_owner(ring);
+        uring_account(owner, opcode, delta, owner == current_tgid());
+        return;
+    };
+    // The owner of the last ring seen, unless a ring was created since
+    // (a new ring may sit at a freed one's address).
+    let epoch = fd_epoch();
+    let owner = if slot.ring == ring && slot.ring_epoch == epoch && ring != 0 {
+        slot.ring_owner
+    } else {
+        let owner = ring_owner(ring);
+        slot.ring = ring;
+        slot.ring_owner = owner;
+        slot.ring_epoch = epoch;
+        owner
+    };
+    if owner != 0 && owner == slot.tgid {
+        let tag = 0x100 | u32::from(opcode);
+        for i in 0..SLOT_URING {
+            if slot.uring_tags[i] == tag || slot.uring_tags[i] == 0 {
+                slot.uring_tags[i] = tag;
+                add_uring(&mut slot.uring[i], delta);
+                return;
+            }
+        }
+    }
+    uring_account(owner, opcode, delta, owner == current_tgid());
+}
+
+#[inline(always)]
+fn current_tgid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
+}
+
+#[inline(always)]
+fn add_uring(v: &mut UringValue, delta: &UringValue) {
+    v.submitted += delta.submitted;
+    v.completed += delta.completed;
+    v.failed += delta.failed;
+    v.bytes += delta.bytes;
 }
 
 /// `IORING_OP_CLOSE` (uapi).

@@ -243,7 +243,11 @@ impl Btf {
             // io_uring may be compiled out; then completions are counted
             // without their opcode.
             kiocb_opcode: self.member_offset("io_kiocb", "opcode").unwrap_or(0),
-            uring_valid: u32::from(self.member_offset("io_kiocb", "opcode").is_ok()),
+            kiocb_ctx: self.member_offset("io_kiocb", "ctx").unwrap_or(0),
+            uring_valid: u32::from(
+                self.member_offset("io_kiocb", "opcode").is_ok()
+                    && self.member_offset("io_kiocb", "ctx").is_ok(),
+            ),
         })
     }
 }

@@ -81,8 +81,16 @@ pub const PROBES: &[ProbeSpec] = &[
     classic!("iolens_epoll_enter", "syscalls", "sys_enter_epoll_pwait"),
     classic!("iolens_epoll_enter", "syscalls", "sys_enter_epoll_pwait2"),
     classic!("iolens_uring_create", "io_uring", "io_uring_create"),
-    classic!("iolens_uring_submit", "io_uring", "io_uring_submit_req"),
-    classic!("iolens_uring_complete", "io_uring", "io_uring_complete"),
+    ProbeSpec {
+        program: "iolens_uring_submit",
+        attach: Attach::Btf("io_uring_submit_req"),
+        tracepoint: "io_uring:io_uring_submit_req",
+    },
+    ProbeSpec {
+        program: "iolens_uring_complete",
+        attach: Attach::Btf("io_uring_complete"),
+        tracepoint: "io_uring:io_uring_complete",
+    },
 ];
 
 /// Program names, each once.

@@ -500,6 +500,8 @@ pub struct KernelOffsets {
     pub task_nvcsw: u32,
     /// `io_kiocb.opcode`; 0 with `uring_valid == 0`.
     pub kiocb_opcode: u32,
+    /// `io_kiocb.ctx`: the request's ring.
+    pub kiocb_ctx: u32,
     pub uring_valid: u32,
 }
 
