@@ -180,8 +180,9 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u32).range(16..=4_000_000))]
     pub max_proc_entries: u32,
 
-    /// Capacity of the per-thread scheduler state (switch-in times, epoll
-    /// wait start). Threads beyond it lose on-CPU time, not switch counts.
+    /// Capacity of the per-thread epoll wait stamps (threads blocked in
+    /// epoll_wait at once). Threads beyond it lose their wait time, not
+    /// their wait counts. (Scheduler state lives in the tasks themselves.)
     #[arg(long, default_value_t = DEFAULT_THREAD_ENTRIES, value_name = "N",
           value_parser = clap::value_parser!(u32).range(16..=4_000_000))]
     pub max_thread_entries: u32,

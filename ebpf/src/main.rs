@@ -23,7 +23,7 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
         bpf_get_current_task_btf, bpf_ktime_get_ns, bpf_probe_read_kernel,
     },
-    macros::{btf_tracepoint, map, tracepoint},
+    macros::{btf_map, btf_tracepoint, map, tracepoint},
     maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap},
     programs::{BtfTracePointContext, TracePointContext},
 };
@@ -59,6 +59,10 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     task_nvcsw: 0,
     kiocb_opcode: 0,
     kiocb_ctx: 0,
+    rq_clock_valid: 0,
+    task_se_cfs_rq: 0,
+    cfs_rq_rq: 0,
+    rq_clock: 0,
     uring_valid: 0,
 };
 
@@ -86,11 +90,58 @@ static CGROUP_FILTER: HashMap<u64, u8> = HashMap::with_max_entries(FILTER_ENTRIE
 static PSTATS: LruPerCpuHashMap<u32, ProcCounters> =
     LruPerCpuHashMap::with_max_entries(DEFAULT_PROC_ENTRIES, 0);
 
-/// Keyed by thread id; LRU so threads that vanish without an exit event
-/// (none should) cannot fill it.
-#[map]
-static THREADS: LruHashMap<u32, ThreadState> =
-    LruHashMap::with_max_entries(DEFAULT_THREAD_ENTRIES, 0);
+/// Per-thread scheduler state in the task itself (task local storage):
+/// found through the task, without hashing, on every context switch, and
+/// freed by the kernel with the task.
+#[btf_map]
+static THREAD: TaskStorage<ThreadState> = TaskStorage::new();
+
+/// A task local storage map (`BPF_MAP_TYPE_TASK_STORAGE`), laid out the
+/// way BTF map definitions are (aya-ebpf has none for this type).
+#[repr(C)]
+struct TaskStorage<T> {
+    r#type: *const [i32; BPF_MAP_TYPE_TASK_STORAGE],
+    key: *const i32,
+    value: *const T,
+    max_entries: *const [i32; 0],
+    map_flags: *const [i32; BPF_F_NO_PREALLOC],
+}
+
+const BPF_MAP_TYPE_TASK_STORAGE: usize = 29;
+const BPF_F_NO_PREALLOC: usize = 1;
+const BPF_LOCAL_STORAGE_GET_F_CREATE: u64 = 1;
+
+// SAFETY: placeholders the loader patches; never dereferenced here.
+unsafe impl<T> Sync for TaskStorage<T> {}
+
+impl<T> TaskStorage<T> {
+    const fn new() -> Self {
+        TaskStorage {
+            r#type: core::ptr::null(),
+            key: core::ptr::null(),
+            value: core::ptr::null(),
+            max_entries: core::ptr::null(),
+            map_flags: core::ptr::null(),
+        }
+    }
+
+    /// The task's value, created zeroed on first use; None if the kernel
+    /// refused (out of memory, or storage busy on this CPU).
+    #[inline(always)]
+    fn get_or_create(&self, task: *const u8) -> Option<*mut T> {
+        // SAFETY: `task` is a typed task pointer (a tp_btf argument); the
+        // helper checks the map and returns NULL on failure.
+        let p = unsafe {
+            aya_ebpf::helpers::generated::bpf_task_storage_get(
+                core::ptr::from_ref(self).cast_mut().cast(),
+                task.cast_mut().cast(),
+                core::ptr::null_mut(),
+                BPF_LOCAL_STORAGE_GET_F_CREATE,
+            )
+        };
+        (!p.is_null()).then_some(p.cast())
+    }
+}
 
 /// Thread id -> ns at sys_enter of an epoll wait.
 #[map]
@@ -474,11 +525,10 @@ pub fn iolens_sched_switch(ctx: BtfTracePointContext) -> i32 {
     let prev: *const u8 = ctx.arg(1);
     let next: *const u8 = ctx.arg(2);
     let prev_state: u64 = ctx.arg(3);
-    // SAFETY: reading the clock has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
     let pid_tgid = bpf_get_current_pid_tgid();
     let (prev_tgid, prev_tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     let valid = rd(&OFFSETS.valid) != 0 && !prev.is_null() && !next.is_null();
+    let now = switch_clock(prev);
     // SAFETY (for `slot`): this CPU's slot; sched_switch is not preempted,
     // and a sys_exit run it interrupted (if the kernel ever preempts one)
     // has `busy` set, so the slot is left alone.
@@ -499,12 +549,10 @@ pub fn iolens_sched_switch(ctx: BtfTracePointContext) -> i32 {
             0
         };
         let guess = preempt & 1 == 0 && prev_state as u32 != 0;
-        // One lookup: read the switch-in time and leave the switch-out
-        // state through the same pointer (an insert would be a second
-        // hash update per switch).
-        let (ran, voluntary) = match THREADS.get_ptr_mut(prev_tid) {
-            // SAFETY: a valid map value pointer; only this thread's
-            // switches write it, and the scheduler serialises them.
+        let (ran, voluntary) = match THREAD.get_or_create(prev) {
+            // SAFETY: the task's own storage; only its switches write it,
+            // and the scheduler serialises them. A new one is zeroed: no
+            // switch-in time, no nvcsw seen.
             Some(t) => unsafe {
                 let voluntary = if valid && (*t).nvcsw_seen != 0 {
                     (*t).nvcsw_seen != nvcsw + 1
@@ -518,14 +566,7 @@ pub fn iolens_sched_switch(ctx: BtfTracePointContext) -> i32 {
                 (if on != 0 && on <= now { now - on } else { 0 }, voluntary)
             },
             None => {
-                let state = ThreadState {
-                    on_ns: 0,
-                    sleep_ns: if guess { now } else { 0 },
-                    nvcsw_seen: if valid { nvcsw + 1 } else { 0 },
-                };
-                if THREADS.insert(prev_tid, state, 0).is_err() {
-                    bump(counter::OTHER_DROPS);
-                }
+                bump(counter::OTHER_DROPS);
                 (0, guess)
             }
         };
@@ -572,10 +613,9 @@ pub fn iolens_sched_switch(ctx: BtfTracePointContext) -> i32 {
     if next_tid == 0 || !passes_pid_filter(next_tgid) {
         return 0;
     }
-    if let Some(t) = THREADS.get_ptr_mut(next_tid) {
-        // SAFETY: a valid map value pointer; only this thread's switches
-        // write it, and they are serialised by the scheduler.
-        unsafe {
+    match THREAD.get_or_create(next) {
+        // SAFETY: as for prev: the task's own storage.
+        Some(t) => unsafe {
             let slept = (*t).sleep_ns;
             if slept != 0 && slept <= now {
                 let ns = now - slept;
@@ -587,18 +627,32 @@ pub fn iolens_sched_switch(ctx: BtfTracePointContext) -> i32 {
             }
             (*t).on_ns = now;
             (*t).sleep_ns = 0;
-        }
-    } else {
-        let state = ThreadState {
-            on_ns: now,
-            sleep_ns: 0,
-            nvcsw_seen: 0,
-        };
-        if THREADS.insert(next_tid, state, 0).is_err() {
-            bump(counter::OTHER_DROPS);
-        }
+        },
+        None => bump(counter::OTHER_DROPS),
     }
     0
+}
+
+/// ns now, for the switch stamps (only ever compared with each other): the
+/// run queue's clock, which __schedule updated just before this tracepoint,
+/// read through the switching task; else a clock read (~70 ns here).
+#[inline(always)]
+fn switch_clock(task: *const u8) -> u64 {
+    if rd(&OFFSETS.rq_clock_valid) != 0 && !task.is_null() {
+        // SAFETY: typed pointers (a tp_btf task argument, then the
+        // pointers loaded from it) at verifier-known offsets.
+        unsafe {
+            let cfs_rq: *const u8 = load(task, rd(&OFFSETS.task_se_cfs_rq));
+            if !cfs_rq.is_null() {
+                let rq: *const u8 = load(cfs_rq, rd(&OFFSETS.cfs_rq_rq));
+                if !rq.is_null() {
+                    return load(rq, rd(&OFFSETS.rq_clock));
+                }
+            }
+        }
+    }
+    // SAFETY: reading the clock has no preconditions.
+    unsafe { bpf_ktime_get_ns() }
 }
 
 /// Adds `pages` to a page-cache counter of the current process.
@@ -915,8 +969,8 @@ pub fn iolens_exec(_ctx: TracePointContext) -> u32 {
 pub fn iolens_exit(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, pid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
-    // Every exiting thread: its scheduler state is done with.
-    let _ = THREADS.remove(pid);
+    // Every exiting thread: its wait stamp is done with (its scheduler
+    // state goes with the task).
     let _ = WAIT_START.remove(pid);
     if tgid != pid {
         return 0;

@@ -332,6 +332,52 @@ pub fn stat_cpu_seconds(pid: u32) -> f64 {
 }
 
 /// Pages of `path` resident in the page cache (mincore).
+/// Keeps a file's resident pages in the page cache (mapped and mlocked by
+/// this process) until dropped, so reclaim between two phases of a test
+/// (this VM runs DAMON-based reclaim) cannot turn hits into misses.
+pub struct PinnedFile {
+    addr: *mut libc::c_void,
+    len: usize,
+}
+
+impl PinnedFile {
+    /// Maps `path` and mlocks it. Call only once the file is fully cached:
+    /// mlock faults every page in.
+    pub fn lock(path: &str) -> PinnedFile {
+        use std::os::fd::AsRawFd as _;
+        let f = std::fs::File::open(path).expect("open");
+        let len = f.metadata().expect("stat").len() as usize;
+        assert!(len > 0, "pinning an empty file");
+        // SAFETY: a read-only shared mapping of an open file, unmapped on
+        // drop; mlock on that range.
+        unsafe {
+            let addr = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            );
+            assert_ne!(addr, libc::MAP_FAILED, "mmap");
+            assert_eq!(
+                libc::mlock(addr, len),
+                0,
+                "mlock: {}",
+                std::io::Error::last_os_error()
+            );
+            PinnedFile { addr, len }
+        }
+    }
+}
+
+impl Drop for PinnedFile {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `lock`.
+        unsafe { libc::munmap(self.addr, self.len) };
+    }
+}
+
 pub fn resident_pages(path: &str) -> usize {
     use std::os::fd::AsRawFd as _;
     let f = std::fs::File::open(path).expect("open");

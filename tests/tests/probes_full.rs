@@ -4,8 +4,8 @@
 //! exactly known number of calls.
 
 use iolens_tests::{
-    Agent, Metrics, TestChild, can_load_probes, resident_pages, schedstat_ns, stat_cpu_seconds,
-    status_sum, tcp_sink, tempdir, wait_all_asleep,
+    Agent, Metrics, PinnedFile, TestChild, can_load_probes, resident_pages, schedstat_ns,
+    stat_cpu_seconds, status_sum, tcp_sink, tempdir, wait_all_asleep,
 };
 
 const CHILD: &str = env!("CARGO_BIN_EXE_iolens-testchild");
@@ -183,6 +183,9 @@ fn page_cache_cold_then_warm_read() {
         PAGES as usize,
         "mincore after the cold read"
     );
+    // All cached now; keep it so until the warm read is done. (Once, a
+    // warm read here saw misses: reclaim had taken pages in between.)
+    let pin = PinnedFile::lock(&file);
 
     let r = run.child.step();
     assert_eq!(r.end, "done");
@@ -194,6 +197,7 @@ fn page_cache_cold_then_warm_read() {
         0,
         "warm misses"
     );
+    drop(pin);
     run.finish();
 }
 

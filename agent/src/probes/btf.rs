@@ -227,7 +227,21 @@ impl Btf {
 
     /// The offsets the kernel side walks (see [`KernelOffsets`]).
     pub fn kernel_offsets(&self) -> Result<KernelOffsets, BtfError> {
+        // The run queue's clock, reached from a task: needs the group
+        // scheduler's `sched_entity.cfs_rq` (CONFIG_FAIR_GROUP_SCHED).
+        let rq_clock = (|| -> Result<(u32, u32, u32), BtfError> {
+            Ok((
+                self.member_offset("task_struct", "se")?
+                    + self.member_offset("sched_entity", "cfs_rq")?,
+                self.member_offset("cfs_rq", "rq")?,
+                self.member_offset("rq", "clock")?,
+            ))
+        })();
         Ok(KernelOffsets {
+            rq_clock_valid: u32::from(rq_clock.is_ok()),
+            task_se_cfs_rq: rq_clock.as_ref().map_or(0, |r| r.0),
+            cfs_rq_rq: rq_clock.as_ref().map_or(0, |r| r.1),
+            rq_clock: rq_clock.as_ref().map_or(0, |r| r.2),
             valid: 1,
             task_files: self.member_offset("task_struct", "files")?,
             files_fdt: self.member_offset("files_struct", "fdt")?,

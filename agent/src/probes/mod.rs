@@ -253,8 +253,10 @@ impl Probes {
             .map_max_entries(maps::STATS, config.stats_entries)
             .map_max_entries(maps::PROCS, config.proc_entries)
             .map_max_entries(maps::PSTATS, config.proc_entries)
-            .map_max_entries(maps::THREADS, config.thread_entries)
             .map_max_entries(maps::WAIT_START, config.thread_entries)
+            // THREAD is task local storage, which aya creates but has no
+            // user-space type for; only the kernel side touches it.
+            .allow_unsupported_maps()
             .load(OBJECT)
             .map_err(|e| ProbeError::Load(Box::new(e)))?;
 

@@ -41,7 +41,6 @@ pub mod maps {
     pub const COMM_FILTER: &str = "COMM_FILTER";
     pub const CGROUP_FILTER: &str = "CGROUP_FILTER";
     pub const PSTATS: &str = "PSTATS";
-    pub const THREADS: &str = "THREADS";
     pub const WAIT_START: &str = "WAIT_START";
     pub const WAIT_HIST: &str = "WAIT_HIST";
     pub const URING: &str = "URING";
@@ -502,6 +501,13 @@ pub struct KernelOffsets {
     pub kiocb_opcode: u32,
     /// `io_kiocb.ctx`: the request's ring.
     pub kiocb_ctx: u32,
+    /// `task->se.cfs_rq->rq->clock`, the run queue's clock, which the
+    /// scheduler has just updated when sched_switch fires: a timestamp
+    /// without a clock read. 0 with `rq_clock_valid == 0`.
+    pub rq_clock_valid: u32,
+    pub task_se_cfs_rq: u32,
+    pub cfs_rq_rq: u32,
+    pub rq_clock: u32,
     pub uring_valid: u32,
 }
 
