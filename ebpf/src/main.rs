@@ -228,6 +228,25 @@ struct ProcDelta {
     ivcsw: u64,
     oncpu_ns: u64,
     sleep_ns: u64,
+    cache_lookup_pages: u64,
+    cache_added_pages: u64,
+    cache_faults: u64,
+    cache_mapped_pages: u64,
+    cache_dirtied_folios: u64,
+}
+
+#[inline(always)]
+fn add_proc(p: &mut ProcCounters, d: &ProcDelta) {
+    p.syscalls += d.syscalls;
+    p.vcsw += d.vcsw;
+    p.ivcsw += d.ivcsw;
+    p.oncpu_ns += d.oncpu_ns;
+    p.sleep_ns += d.sleep_ns;
+    p.cache_lookup_pages += d.cache_lookup_pages;
+    p.cache_added_pages += d.cache_added_pages;
+    p.cache_faults += d.cache_faults;
+    p.cache_mapped_pages += d.cache_mapped_pages;
+    p.cache_dirtied_folios += d.cache_dirtied_folios;
 }
 
 #[inline(always)]
@@ -407,13 +426,7 @@ fn flush(slot: &mut Slot) {
         }
         let d = slot.proc;
         if d != ProcDelta::default() {
-            with_proc(tgid, false, |p| {
-                p.syscalls += d.syscalls;
-                p.vcsw += d.vcsw;
-                p.ivcsw += d.ivcsw;
-                p.oncpu_ns += d.oncpu_ns;
-                p.sleep_ns += d.sleep_ns;
-            });
+            with_proc(tgid, false, |p| add_proc(p, &d));
         }
     }
     let busy = slot.busy;
@@ -583,9 +596,7 @@ pub fn iolens_sched_switch(ctx: BtfTracePointContext) -> i32 {
             _ => with_proc(prev_tgid, true, |p| {
                 let mut d = ProcDelta::default();
                 add(&mut d);
-                p.vcsw += d.vcsw;
-                p.ivcsw += d.ivcsw;
-                p.oncpu_ns += d.oncpu_ns;
+                add_proc(p, &d);
             }),
         }
     }
@@ -655,54 +666,65 @@ fn switch_clock(task: *const u8) -> u64 {
     unsafe { bpf_ktime_get_ns() }
 }
 
-/// Adds `pages` to a page-cache counter of the current process.
+/// Adds to a page-cache counter of the current process: in this CPU's slot
+/// when the process holds it (a read's lookups follow its own syscall on
+/// the same CPU), else in the map.
 #[inline(always)]
-fn page_cache(f: impl Fn(&mut ProcCounters)) {
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if tgid != 0 && passes_filters(tgid) {
-        with_proc(tgid, true, f);
+fn page_cache(f: impl Fn(&mut ProcDelta)) {
+    let tgid = current_tgid();
+    if tgid == 0 || !passes_filters(tgid) {
+        return;
     }
+    if let Some(s) = SLOT.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; these programs are not preempted, and a
+        // sys_exit run they interrupted has `busy` set.
+        let s = unsafe { &mut *s };
+        if s.busy == 0 && s.tgid == tgid {
+            f(&mut s.proc);
+            return;
+        }
+    }
+    with_proc(tgid, true, |p| {
+        let mut d = ProcDelta::default();
+        f(&mut d);
+        add_proc(p, &d);
+    });
 }
 
-/// Pages in [index, last_index] of a filemap tracepoint record.
+/// Pages in [first, last], from a filemap tracepoint's arguments.
 #[inline(always)]
-fn page_range(ctx: &TracePointContext) -> u64 {
-    // SAFETY: offsets from the tracepoint's format file (stable ABI of
-    // tracepoint records: index at 24, last_index at 32).
-    let (first, last) = unsafe {
-        (
-            ctx.read_at::<u64>(24).unwrap_or(0),
-            ctx.read_at::<u64>(32).unwrap_or(0),
-        )
-    };
+fn page_range(first: u64, last: u64) -> u64 {
     if last >= first { last - first + 1 } else { 0 }
 }
 
-/// `filemap:mm_filemap_get_pages`: a read looked up [index, last_index].
-#[tracepoint]
-pub fn iolens_fm_get_pages(ctx: TracePointContext) -> u32 {
-    let n = page_range(&ctx);
+/// `mm_filemap_get_pages(mapping, index, last_index)`: a read looked up
+/// [index, last_index].
+#[btf_tracepoint(function = "mm_filemap_get_pages")]
+pub fn iolens_fm_get_pages(ctx: BtfTracePointContext) -> i32 {
+    let n = page_range(ctx.arg(1), ctx.arg(2));
     page_cache(|p| p.cache_lookup_pages += n);
     0
 }
 
-/// `filemap:mm_filemap_map_pages`: fault-around mapped [index, last_index].
-#[tracepoint]
-pub fn iolens_fm_map_pages(ctx: TracePointContext) -> u32 {
-    let n = page_range(&ctx);
+/// `mm_filemap_map_pages(mapping, start, last)`: fault-around mapped
+/// [start, last].
+#[btf_tracepoint(function = "mm_filemap_map_pages")]
+pub fn iolens_fm_map_pages(ctx: BtfTracePointContext) -> i32 {
+    let n = page_range(ctx.arg(1), ctx.arg(2));
     page_cache(|p| p.cache_mapped_pages += n);
     0
 }
 
-/// `filemap:mm_filemap_fault`: a fault on a file mapping.
-#[tracepoint]
-pub fn iolens_fm_fault(_ctx: TracePointContext) -> u32 {
+/// `mm_filemap_fault(mapping, index)`: a fault on a file mapping.
+#[btf_tracepoint(function = "mm_filemap_fault")]
+pub fn iolens_fm_fault(_ctx: BtfTracePointContext) -> i32 {
     page_cache(|p| p.cache_faults += 1);
     0
 }
 
 /// `filemap:mm_filemap_add_to_page_cache`: a folio of 2^order pages was
-/// added: a miss (or readahead of one).
+/// added: a miss (or readahead of one). Classic: the record carries the
+/// folio's order, which the typed folio would need page-flag decoding for.
 #[tracepoint]
 pub fn iolens_fm_add(ctx: TracePointContext) -> u32 {
     // SAFETY: `order` is at offset 36 in this tracepoint's format.
@@ -711,11 +733,11 @@ pub fn iolens_fm_add(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// `writeback:writeback_dirty_folio`: a folio became dirty. Counted as a
-/// folio: the record has no size (ext4 on this kernel dirties large folios,
-/// one event for up to hundreds of pages).
-#[tracepoint]
-pub fn iolens_wb_dirty(_ctx: TracePointContext) -> u32 {
+/// `writeback_dirty_folio(folio, mapping)`: a folio became dirty. Counted
+/// as a folio: the record has no size (ext4 on this kernel dirties large
+/// folios, one event for up to hundreds of pages).
+#[btf_tracepoint(function = "writeback_dirty_folio")]
+pub fn iolens_wb_dirty(_ctx: BtfTracePointContext) -> i32 {
     page_cache(|p| p.cache_dirtied_folios += 1);
     0
 }

@@ -72,11 +72,27 @@ pub const PROBES: &[ProbeSpec] = &[
     },
     classic!("iolens_exec", "sched", "sched_process_exec"),
     classic!("iolens_exit", "sched", "sched_process_exit"),
-    classic!("iolens_fm_get_pages", "filemap", "mm_filemap_get_pages"),
-    classic!("iolens_fm_map_pages", "filemap", "mm_filemap_map_pages"),
-    classic!("iolens_fm_fault", "filemap", "mm_filemap_fault"),
+    ProbeSpec {
+        program: "iolens_fm_get_pages",
+        attach: Attach::Btf("mm_filemap_get_pages"),
+        tracepoint: "filemap:mm_filemap_get_pages",
+    },
+    ProbeSpec {
+        program: "iolens_fm_map_pages",
+        attach: Attach::Btf("mm_filemap_map_pages"),
+        tracepoint: "filemap:mm_filemap_map_pages",
+    },
+    ProbeSpec {
+        program: "iolens_fm_fault",
+        attach: Attach::Btf("mm_filemap_fault"),
+        tracepoint: "filemap:mm_filemap_fault",
+    },
     classic!("iolens_fm_add", "filemap", "mm_filemap_add_to_page_cache"),
-    classic!("iolens_wb_dirty", "writeback", "writeback_dirty_folio"),
+    ProbeSpec {
+        program: "iolens_wb_dirty",
+        attach: Attach::Btf("writeback_dirty_folio"),
+        tracepoint: "writeback:writeback_dirty_folio",
+    },
     classic!("iolens_epoll_enter", "syscalls", "sys_enter_epoll_wait"),
     classic!("iolens_epoll_enter", "syscalls", "sys_enter_epoll_pwait"),
     classic!("iolens_epoll_enter", "syscalls", "sys_enter_epoll_pwait2"),
@@ -237,7 +253,7 @@ impl Probes {
             Ok(o) => o,
             Err(e) => {
                 warn!(
-                    "kernel BTF unusable ({e}); bytes will be counted but their path (file, socket, pipe) will be `unknown`"
+                    "kernel BTF offsets unavailable ({e}); bytes will be counted but their path (file, socket, pipe) will be `unknown` (and without /sys/kernel/btf/vmlinux the BTF-typed probes cannot load at all)"
                 );
                 KernelOffsets::default()
             }
