@@ -69,6 +69,30 @@ fn get_f(m: &Metrics, name: &str, pid: u32) -> f64 {
         .sum()
 }
 
+/// Signals landing as a thread goes to sleep: the kernel counts those
+/// switches voluntary though the tracepoint reports the task runnable.
+#[test]
+fn context_switches_with_signals_equal_the_kernels_counts() {
+    if !can_load_probes("context_switches_with_signals_equal_the_kernels_counts") {
+        return;
+    }
+    let mut run = Scenario::start("ctxsw-signals", &[]);
+    let pid = run.pid;
+    run.child.go();
+    wait_all_asleep(pid);
+    let vol = status_sum(pid, "voluntary_ctxt_switches");
+    let invol = status_sum(pid, "nonvoluntary_ctxt_switches");
+    let m = run.scrape();
+    assert!(vol >= 200, "the scenario did not run as designed: {vol}");
+    let kind = |k: &str| get(&m, "iolens_context_switches_total", pid, &[("kind", k)]);
+    assert_eq!(
+        (kind("voluntary"), kind("involuntary")),
+        (vol, invol),
+        "(voluntary, involuntary) vs /proc/{pid}/task/*/status"
+    );
+    run.finish();
+}
+
 #[test]
 fn context_switches_equal_the_kernels_per_thread_counts() {
     if !can_load_probes("context_switches_equal_the_kernels_per_thread_counts") {
@@ -110,8 +134,9 @@ fn context_switches_equal_the_kernels_per_thread_counts() {
     );
 
     // On-CPU time. schedstat's sum_exec_runtime is the scheduler's own
-    // figure in ns; ours is stamped at the same switches with the BPF clock,
-    // which also counts interrupt time the scheduler may leave out: allow 5%
+    // figure in ns; ours is stamped at the same switches with the run
+    // queue's clock, which also counts interrupt time the scheduler's task
+    // clock may leave out: allow 5%
     // or 2 ms. utime+stime are in clock ticks (10 ms each, per thread, per
     // field): allow 2 ticks per thread per field and 5%.
     let ours = get_f(&m, "iolens_cpu_seconds_total", pid);

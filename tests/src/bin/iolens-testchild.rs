@@ -21,6 +21,7 @@ use std::{
     ffi::CString,
     io::{BufRead as _, Write as _},
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+    time::Duration,
 };
 
 #[derive(Default)]
@@ -229,6 +230,102 @@ fn scenario_zerocopy(dir: &str, port: u16, t: &mut Tally) {
 /// (preemption by other work: involuntary switches) and yields
 /// `yields` times. The helper thread stays alive, blocked, so the test can
 /// read its /proc/PID/task/TID/status.
+extern "C" fn on_sigusr1(_: libc::c_int) {}
+
+fn pin_to(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// A thread sleeps for a microsecond over and over on CPU 0 beside a
+/// spinning thread, while a third on CPU 1 signals it every few
+/// microseconds. Now and then the signal lands as the sleeper goes to
+/// sleep: __schedule then leaves it runnable, switches to the spinner and
+/// counts a voluntary switch, while the tracepoint reports the sleeper
+/// runnable (kernel/sched/core.c, try_to_block_task) — which telling the
+/// two kinds apart by the reported state gets wrong.
+///
+/// The threads stay (parked) so their counts stay in /proc.
+fn scenario_ctxsw_signals(run_for: Duration) -> std::thread::JoinHandle<()> {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicI32, Ordering},
+    };
+    // SAFETY: installs a handler that does nothing; no SA_RESTART, so the
+    // sleep returns early, which is fine.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigusr1 as *const () as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+    }
+    let (park_rd, park_wr) = {
+        let mut p: [RawFd; 2] = [0; 2];
+        // SAFETY: room for two fds.
+        unsafe {
+            check(
+                libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) as isize,
+                "pipe2",
+            )
+        };
+        (p[0], p[1])
+    };
+    // Blocks until the process exits (the pipe is never written).
+    let park = move || {
+        let mut byte = [0u8; 1];
+        // SAFETY: a valid fd and one-byte buffer.
+        unsafe { libc::read(park_rd, byte.as_mut_ptr().cast(), 1) };
+        let _ = park_wr;
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let tid = Arc::new(AtomicI32::new(0));
+    let (stop_s, tid_s) = (stop.clone(), tid.clone());
+    let sleeper = std::thread::spawn(move || {
+        pin_to(0);
+        // SAFETY: gettid has no preconditions.
+        tid_s.store(unsafe { libc::gettid() }, Ordering::SeqCst);
+        let ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 1000,
+        };
+        while !stop_s.load(Ordering::Relaxed) {
+            // SAFETY: a valid timespec; an early return is fine.
+            unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+        }
+        park();
+    });
+    let stop_h = stop.clone();
+    let hog = std::thread::spawn(move || {
+        pin_to(0);
+        let mut x = 0u64;
+        while !stop_h.load(Ordering::Relaxed) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        park();
+    });
+    pin_to(1);
+    while tid.load(Ordering::SeqCst) == 0 {
+        std::thread::yield_now();
+    }
+    let target = tid.load(Ordering::SeqCst);
+    let end = std::time::Instant::now() + run_for;
+    while std::time::Instant::now() < end {
+        // SAFETY: signals a thread of this process.
+        unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), target, libc::SIGUSR1) };
+        let spin = std::time::Instant::now() + Duration::from_micros(3);
+        while std::time::Instant::now() < spin {
+            std::hint::spin_loop();
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    drop(hog);
+    sleeper
+}
+
 fn scenario_ctxsw(rounds: usize, spin_ms: u64, yields: usize) -> std::thread::JoinHandle<()> {
     let mut a: [RawFd; 2] = [0; 2];
     let mut b: [RawFd; 2] = [0; 2];
@@ -572,7 +669,7 @@ fn main() {
             evict(&format!("{dir}/cached"));
         }
         "exit" | "idle" | "ctxsw" | "syscalls" | "epoll" | "uring" | "uring-async"
-        | "uring-sqpoll" | "fdreuse" => {}
+        | "uring-sqpoll" | "fdreuse" | "ctxsw-signals" => {}
         other => panic!("unknown scenario `{other}`"),
     }
 
@@ -587,6 +684,7 @@ fn main() {
     let mut keep = None;
     match scenario {
         "ctxsw" => keep = Some(scenario_ctxsw(2000, 300, 50)),
+        "ctxsw-signals" => keep = Some(scenario_ctxsw_signals(Duration::from_millis(1500))),
         "syscalls" => {
             for _ in 0..10_000 {
                 // SAFETY: no arguments; the raw syscall bypasses any cache.
