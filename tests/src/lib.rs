@@ -344,31 +344,38 @@ impl PinnedFile {
     /// Maps `path` and mlocks it. Call only once the file is fully cached:
     /// mlock faults every page in.
     pub fn lock(path: &str) -> PinnedFile {
-        use std::os::fd::AsRawFd as _;
-        let f = std::fs::File::open(path).expect("open");
-        let len = f.metadata().expect("stat").len() as usize;
+        let (addr, len) = map_file(path);
         assert!(len > 0, "pinning an empty file");
-        // SAFETY: a read-only shared mapping of an open file, unmapped on
-        // drop; mlock on that range.
-        unsafe {
-            let addr = libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                f.as_raw_fd(),
-                0,
-            );
-            assert_ne!(addr, libc::MAP_FAILED, "mmap");
-            assert_eq!(
-                libc::mlock(addr, len),
-                0,
-                "mlock: {}",
-                std::io::Error::last_os_error()
-            );
-            PinnedFile { addr, len }
-        }
+        // SAFETY: mlock on the mapping just made; unmapped on drop.
+        let r = unsafe { libc::mlock(addr, len) };
+        assert_eq!(r, 0, "mlock: {}", std::io::Error::last_os_error());
+        PinnedFile { addr, len }
     }
+}
+
+/// A read-only shared mapping of the whole file (null and 0 if empty);
+/// the caller unmaps it.
+fn map_file(path: &str) -> (*mut libc::c_void, usize) {
+    use std::os::fd::AsRawFd as _;
+    let f = std::fs::File::open(path).expect("open");
+    let len = f.metadata().expect("stat").len() as usize;
+    if len == 0 {
+        return (std::ptr::null_mut(), 0);
+    }
+    // SAFETY: a read-only shared mapping of an open file; it outlives the
+    // fd, as mappings do.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(addr, libc::MAP_FAILED, "mmap");
+    (addr, len)
 }
 
 impl Drop for PinnedFile {
@@ -379,29 +386,18 @@ impl Drop for PinnedFile {
 }
 
 pub fn resident_pages(path: &str) -> usize {
-    use std::os::fd::AsRawFd as _;
-    let f = std::fs::File::open(path).expect("open");
-    let len = f.metadata().expect("stat").len() as usize;
+    let (p, len) = map_file(path);
     if len == 0 {
         return 0;
     }
-    // SAFETY: a read-only shared mapping of an open file, unmapped below.
+    let mut vec = vec![0u8; len.div_ceil(4096)];
+    // SAFETY: the mapping just made, unmapped right after; vec has a byte
+    // per page.
     unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            f.as_raw_fd(),
-            0,
-        );
-        assert_ne!(p, libc::MAP_FAILED, "mmap");
-        let pages = len.div_ceil(4096);
-        let mut vec = vec![0u8; pages];
         assert_eq!(libc::mincore(p, len, vec.as_mut_ptr()), 0, "mincore");
         libc::munmap(p, len);
-        vec.iter().filter(|&&b| b & 1 == 1).count()
     }
+    vec.iter().filter(|&&b| b & 1 == 1).count()
 }
 
 /// One `count` line of the child's report.

@@ -232,6 +232,19 @@ fn scenario_zerocopy(dir: &str, port: u16, t: &mut Tally) {
 /// read its /proc/PID/task/TID/status.
 extern "C" fn on_sigusr1(_: libc::c_int) {}
 
+/// A pipe (read end, write end); close-on-exec.
+fn pipe() -> (RawFd, RawFd) {
+    let mut p: [RawFd; 2] = [0; 2];
+    // SAFETY: room for two fds.
+    unsafe {
+        check(
+            libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) as isize,
+            "pipe2",
+        )
+    };
+    (p[0], p[1])
+}
+
 fn pin_to(cpu: usize) {
     // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it.
     unsafe {
@@ -263,17 +276,7 @@ fn scenario_ctxsw_signals(run_for: Duration) -> std::thread::JoinHandle<()> {
         libc::sigemptyset(&mut sa.sa_mask);
         libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
     }
-    let (park_rd, park_wr) = {
-        let mut p: [RawFd; 2] = [0; 2];
-        // SAFETY: room for two fds.
-        unsafe {
-            check(
-                libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) as isize,
-                "pipe2",
-            )
-        };
-        (p[0], p[1])
-    };
+    let (park_rd, park_wr) = pipe();
     // Blocks until the process exits (the pipe is never written).
     let park = move || {
         let mut byte = [0u8; 1];
@@ -341,17 +344,7 @@ fn scenario_ctxsw(rounds: usize, spin_ms: u64, yields: usize) -> std::thread::Jo
         );
     }
     let (a_rd, a_wr, b_rd, b_wr) = (a[0], a[1], b[0], b[1]);
-    let (park_rd, park_wr) = {
-        let mut p: [RawFd; 2] = [0; 2];
-        // SAFETY: room for two fds.
-        unsafe {
-            check(
-                libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) as isize,
-                "pipe2",
-            )
-        };
-        (p[0], p[1])
-    };
+    let (park_rd, park_wr) = pipe();
     let helper = std::thread::spawn(move || {
         let mut byte = [0u8; 1];
         for _ in 0..rounds {
