@@ -60,6 +60,10 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     kiocb_opcode: 0,
     kiocb_ctx: 0,
     rq_clock_valid: 0,
+    folio_valid: 0,
+    folio_flags: 0,
+    folio_flags_1: 0,
+    pg_head: 0,
     task_se_cfs_rq: 0,
     cfs_rq_rq: 0,
     rq_clock: 0,
@@ -232,7 +236,7 @@ struct ProcDelta {
     cache_added_pages: u64,
     cache_faults: u64,
     cache_mapped_pages: u64,
-    cache_dirtied_folios: u64,
+    cache_dirtied_pages: u64,
 }
 
 #[inline(always)]
@@ -246,7 +250,7 @@ fn add_proc(p: &mut ProcCounters, d: &ProcDelta) {
     p.cache_added_pages += d.cache_added_pages;
     p.cache_faults += d.cache_faults;
     p.cache_mapped_pages += d.cache_mapped_pages;
-    p.cache_dirtied_folios += d.cache_dirtied_folios;
+    p.cache_dirtied_pages += d.cache_dirtied_pages;
 }
 
 #[inline(always)]
@@ -733,12 +737,27 @@ pub fn iolens_fm_add(ctx: TracePointContext) -> u32 {
     0
 }
 
-/// `writeback_dirty_folio(folio, mapping)`: a folio became dirty. Counted
-/// as a folio: the record has no size (ext4 on this kernel dirties large
-/// folios, one event for up to hundreds of pages).
+/// `writeback_dirty_folio(folio, mapping)`: a folio became dirty; counted
+/// as its pages (ext4 here dirties large folios: one event for up to
+/// hundreds of pages), sized the way folio_order() does.
 #[btf_tracepoint(function = "writeback_dirty_folio")]
-pub fn iolens_wb_dirty(_ctx: BtfTracePointContext) -> i32 {
-    page_cache(|p| p.cache_dirtied_folios += 1);
+pub fn iolens_wb_dirty(ctx: BtfTracePointContext) -> i32 {
+    let folio: *const u8 = ctx.arg(0);
+    let pages = if rd(&OFFSETS.folio_valid) != 0 && !folio.is_null() {
+        // SAFETY: a typed `struct folio *` and verifier-known offsets.
+        unsafe {
+            let flags: u64 = load(folio, rd(&OFFSETS.folio_flags));
+            if flags & (1u64 << (rd(&OFFSETS.pg_head) & 63)) != 0 {
+                let order: u64 = load(folio, rd(&OFFSETS.folio_flags_1));
+                1u64 << (order & 0xff).min(20)
+            } else {
+                1
+            }
+        }
+    } else {
+        1
+    };
+    page_cache(|p| p.cache_dirtied_pages += pages);
     0
 }
 

@@ -226,6 +226,26 @@ fn page_cache_cold_then_warm_read() {
     run.finish();
 }
 
+/// A write of 1 MiB to a new file adds and dirties its 256 pages. ext4 here
+/// dirties large folios (two events for the whole MiB), so this checks the
+/// folio sizing.
+#[test]
+fn page_cache_dirtied_pages_of_a_new_file() {
+    if !can_load_probes("page_cache_dirtied_pages_of_a_new_file") {
+        return;
+    }
+    let mut run = Scenario::start("cache-dirty", &[]);
+    let pid = run.pid;
+    let m0 = run.scrape();
+    run.child.go();
+    let m1 = run.scrape();
+    let d = |name: &str| grew(&m0, &m1, name, pid, &[]);
+    assert_eq!(d("iolens_page_cache_dirtied_pages_total"), PAGES, "dirtied");
+    assert_eq!(d("iolens_page_cache_added_pages_total"), PAGES, "added");
+    assert_eq!(d("iolens_page_cache_lookup_pages_total"), 0, "lookups");
+    run.finish();
+}
+
 #[test]
 fn page_cache_mmap_read_path() {
     if !can_load_probes("page_cache_mmap_read_path") {

@@ -421,7 +421,7 @@ fn derive(case: &Case, load: Load, before: &Totals, after: &Totals) -> Row {
         .unwrap_or(0);
     let lookups = p(|c| c.cache_lookup_pages);
     let added = p(|c| c.cache_added_pages);
-    let dirtied = p(|c| c.cache_dirtied_folios);
+    let dirtied = p(|c| c.cache_dirtied_pages);
     let hit_ratio = (lookups > 0).then(|| {
         let misses = added.saturating_sub(dirtied);
         (lookups.saturating_sub(misses) as f64 / lookups as f64).clamp(0.0, 1.0)

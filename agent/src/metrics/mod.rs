@@ -58,7 +58,7 @@ impl Accum for ProcCounters {
             cache_added_pages: self.cache_added_pages + o.cache_added_pages,
             cache_faults: self.cache_faults + o.cache_faults,
             cache_mapped_pages: self.cache_mapped_pages + o.cache_mapped_pages,
-            cache_dirtied_folios: self.cache_dirtied_folios + o.cache_dirtied_folios,
+            cache_dirtied_pages: self.cache_dirtied_pages + o.cache_dirtied_pages,
             rings_created: self.rings_created + o.rings_created,
         }
     }
@@ -70,7 +70,7 @@ impl Accum for ProcCounters {
             + self.cache_added_pages
             + self.cache_faults
             + self.cache_mapped_pages
-            + self.cache_dirtied_folios
+            + self.cache_dirtied_pages
             + self.rings_created
     }
 }
@@ -843,9 +843,9 @@ impl Tracker {
                 |p| p.cache_mapped_pages as f64,
             ),
             (
-                "iolens_page_cache_dirtied_folios_total",
-                "Page-cache folios this process dirtied (writeback:writeback_dirty_folio). Folios, not pages: with large folios one can hold hundreds of pages, so subtracting this from added pages under-corrects for writes.",
-                |p| p.cache_dirtied_folios as f64,
+                "iolens_page_cache_dirtied_pages_total",
+                "Page-cache pages this process dirtied (writeback:writeback_dirty_folio, each folio counted as its pages).",
+                |p| p.cache_dirtied_pages as f64,
             ),
             (
                 "iolens_io_uring_rings_created_total",

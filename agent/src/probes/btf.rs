@@ -27,6 +27,8 @@ pub enum BtfError {
     NoStruct(String),
     #[error("BTF struct `{0}` has no member `{1}`")]
     NoMember(String, String),
+    #[error("BTF has no enumerator `{0}`")]
+    NoEnumerator(String),
 }
 
 const BTF_MAGIC: u16 = 0xeb9f;
@@ -69,6 +71,8 @@ pub struct Btf {
     /// Index 0 is BTF's "void"; type ids index this directly.
     types: Vec<Type>,
     structs_by_name: HashMap<String, u32>,
+    /// Every enumerator: (name offset, value).
+    enumerators: Vec<(u32, i64)>,
 }
 
 fn u16_at(b: &[u8], off: usize) -> Result<u16, BtfError> {
@@ -116,6 +120,7 @@ impl Btf {
             ty: 0,
             members: Vec::new(),
         }];
+        let mut enumerators = Vec::new();
         let mut off = 0;
         while off < types_sec.len() {
             let name = u32_at(types_sec, off)?;
@@ -142,8 +147,25 @@ impl Btf {
                     }
                     off += vlen * 12;
                 }
-                KIND_ENUM | KIND_FUNC_PROTO => off += vlen * 8,
-                KIND_DATASEC | KIND_ENUM64 => off += vlen * 12,
+                KIND_ENUM => {
+                    for i in 0..vlen {
+                        let e = off + i * 8;
+                        let val = u32_at(types_sec, e + 4)? as i32;
+                        enumerators.push((u32_at(types_sec, e)?, i64::from(val)));
+                    }
+                    off += vlen * 8;
+                }
+                KIND_ENUM64 => {
+                    for i in 0..vlen {
+                        let e = off + i * 12;
+                        let lo = u64::from(u32_at(types_sec, e + 4)?);
+                        let hi = u64::from(u32_at(types_sec, e + 8)?);
+                        enumerators.push((u32_at(types_sec, e)?, (hi << 32 | lo) as i64));
+                    }
+                    off += vlen * 12;
+                }
+                KIND_FUNC_PROTO => off += vlen * 8,
+                KIND_DATASEC => off += vlen * 12,
                 _ => {}
             }
             types.push(Type {
@@ -158,6 +180,7 @@ impl Btf {
             strings,
             types,
             structs_by_name: HashMap::new(),
+            enumerators,
         };
         for (id, t) in btf.types.iter().enumerate() {
             // A full definition has members; forward declarations do not.
@@ -212,6 +235,15 @@ impl Btf {
         None
     }
 
+    /// The value of the enumerator `name` (enumerator names are global in C).
+    pub fn enum_value(&self, name: &str) -> Result<i64, BtfError> {
+        self.enumerators
+            .iter()
+            .find(|&&(n, _)| self.name(n) == name)
+            .map(|&(_, v)| v)
+            .ok_or_else(|| BtfError::NoEnumerator(name.to_owned()))
+    }
+
     /// Byte offset of `strukt.member`.
     pub fn member_offset(&self, strukt: &str, member: &str) -> Result<u32, BtfError> {
         let id = *self
@@ -237,7 +269,24 @@ impl Btf {
                 self.member_offset("rq", "clock")?,
             ))
         })();
+        // A folio's size: order in `_flags_1` when PG_head is set in
+        // `flags` (folio_order() in include/linux/mm.h).
+        let folio = (|| -> Result<(u32, u32, u32), BtfError> {
+            let pg_head = self.enum_value("PG_head")?;
+            Ok((
+                self.member_offset("folio", "flags")?,
+                self.member_offset("folio", "_flags_1")?,
+                u32::try_from(pg_head)
+                    .ok()
+                    .filter(|&b| b < 64)
+                    .ok_or(BtfError::Malformed("PG_head out of range"))?,
+            ))
+        })();
         Ok(KernelOffsets {
+            folio_valid: u32::from(folio.is_ok()),
+            folio_flags: folio.as_ref().map_or(0, |f| f.0),
+            folio_flags_1: folio.as_ref().map_or(0, |f| f.1),
+            pg_head: folio.as_ref().map_or(0, |f| f.2),
             rq_clock_valid: u32::from(rq_clock.is_ok()),
             task_se_cfs_rq: rq_clock.as_ref().map_or(0, |r| r.0),
             cfs_rq_rq: rq_clock.as_ref().map_or(0, |r| r.1),
@@ -396,12 +445,27 @@ mod tests {
             ("fdtable", "fd"),
             ("file", "f_inode"),
             ("inode", "i_mode"),
+            ("task_struct", "nvcsw"),
+            ("io_kiocb", "ctx"),
+            ("files_struct", "fd_array"),
+            ("cfs_rq", "rq"),
+            ("rq", "clock"),
         ] {
             let ours = btf.member_offset(strukt, member).expect("member");
             let theirs = bpftool_offset(&dump, strukt, member)
                 .unwrap_or_else(|| panic!("bpftool shows no {strukt}.{member}"));
             assert_eq!(ours, theirs, "{strukt}.{member}");
         }
-        btf.kernel_offsets().expect("all offsets resolve");
+        // Enumerators as bpftool prints them: `'PG_head' val=6`.
+        let theirs: i64 = dump
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("'PG_head' val="))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("bpftool shows PG_head");
+        assert_eq!(btf.enum_value("PG_head").expect("PG_head"), theirs);
+        assert!(btf.enum_value("no_such_enumerator_here").is_err());
+        let o = btf.kernel_offsets().expect("all offsets resolve");
+        // Debian's kernels (CI) have everything the typed programs use.
+        assert_eq!((o.folio_valid, o.rq_clock_valid, o.uring_valid), (1, 1, 1));
     }
 }

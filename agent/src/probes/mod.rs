@@ -258,6 +258,16 @@ impl Probes {
                 KernelOffsets::default()
             }
         };
+        if offsets.valid != 0 && offsets.folio_valid == 0 {
+            warn!(
+                "kernel BTF lacks folio.flags, folio._flags_1 or PG_head: each dirtied folio counts as one page"
+            );
+        }
+        if offsets.valid != 0 && offsets.rq_clock_valid == 0 {
+            info!(
+                "no run-queue clock in BTF (CONFIG_FAIR_GROUP_SCHED off?): context switches read the clock"
+            );
+        }
         let filter_pids = u8::from(!config.pids.is_empty());
         let filter_comms = u8::from(!config.comms.is_empty());
         let filter_cgroups = u8::from(!config.cgroups.is_empty());
@@ -472,7 +482,7 @@ impl Probes {
                 t.cache_added_pages += v.cache_added_pages;
                 t.cache_faults += v.cache_faults;
                 t.cache_mapped_pages += v.cache_mapped_pages;
-                t.cache_dirtied_folios += v.cache_dirtied_folios;
+                t.cache_dirtied_pages += v.cache_dirtied_pages;
                 t.rings_created += v.rings_created;
             }
             snap.pstats.push((tgid, t));

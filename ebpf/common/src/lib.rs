@@ -386,10 +386,9 @@ pub struct ProcCounters {
     pub cache_faults: u64,
     /// Pages mapped by fault-around (mm_filemap_map_pages ranges).
     pub cache_mapped_pages: u64,
-    /// Folios dirtied (writeback_dirty_folio). Folios, not pages: the
-    /// record has no size, and with large folios one event can stand for
-    /// hundreds of pages.
-    pub cache_dirtied_folios: u64,
+    /// Pages dirtied: writeback_dirty_folio events, each counted as its
+    /// folio's pages (one event can stand for hundreds with large folios).
+    pub cache_dirtied_pages: u64,
     /// io_uring instances created.
     pub rings_created: u64,
 }
@@ -505,6 +504,13 @@ pub struct KernelOffsets {
     /// scheduler has just updated when sched_switch fires: a timestamp
     /// without a clock read. 0 with `rq_clock_valid == 0`.
     pub rq_clock_valid: u32,
+    /// A folio's pages: `1 << (folio._flags_1 & 0xff)` when bit `pg_head`
+    /// of `folio.flags` is set, else 1. 0 with `folio_valid == 0`, when
+    /// dirtied folios count one page each.
+    pub folio_valid: u32,
+    pub folio_flags: u32,
+    pub folio_flags_1: u32,
+    pub pg_head: u32,
     pub task_se_cfs_rq: u32,
     pub cfs_rq_rq: u32,
     pub rq_clock: u32,

@@ -662,7 +662,7 @@ fn main() {
             evict(&format!("{dir}/cached"));
         }
         "exit" | "idle" | "ctxsw" | "syscalls" | "epoll" | "uring" | "uring-async"
-        | "uring-sqpoll" | "fdreuse" | "ctxsw-signals" => {}
+        | "uring-sqpoll" | "fdreuse" | "ctxsw-signals" | "cache-dirty" => {}
         other => panic!("unknown scenario `{other}`"),
     }
 
@@ -695,6 +695,20 @@ fn main() {
         }
         "cache-mmap" => {
             std::hint::black_box(mmap_touch(&format!("{dir}/cached")));
+        }
+        // 1 MiB into a new file, 256 KiB a call: every page added and
+        // dirtied once.
+        "cache-dirty" => {
+            let f = open(
+                &format!("{dir}/dirty"),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+            );
+            let chunk = vec![7u8; 256 << 10];
+            for _ in 0..4 {
+                // SAFETY: valid buffer and open fd.
+                let r = unsafe { libc::write(f.as_raw_fd(), chunk.as_ptr().cast(), chunk.len()) };
+                t.add("write", "user_to_file", check(r, "write"));
+            }
         }
         "cache-sendfile" => {
             let sock = tcp_connect(port);
