@@ -1,8 +1,8 @@
 //! iolens kernel side.
 //!
-//! One raw tracepoint on `raw_syscalls:sys_exit` accounts the read/write
-//! family, sendfile, splice, vmsplice, tee and copy_file_range, the
-//! readiness waits (epoll, poll, select) and io_uring_enter: the syscall
+//! One BTF-typed raw tracepoint (`tp_btf`) on `sys_exit` accounts the
+//! read/write family, sendfile, splice, vmsplice, tee and copy_file_range,
+//! the readiness waits (epoll, poll, select) and io_uring_enter: the syscall
 //! number and arguments are still in the saved user registers at exit, and
 //! the return value is the byte (or event) count, so no `sys_enter` program
 //! runs for every syscall. The ends of a transfer are classified from the
@@ -13,7 +13,12 @@
 //! time blocked waits) and io_uring tracepoints (attributed to the ring's
 //! owner, so io-wq and SQPOLL threads count for their process).
 //!
-//! Everything is aggregated here in per-CPU maps; user space only reads them.
+//! Cost shapes the code: helper calls (probe reads ~45 ns, clock reads
+//! ~70 ns on the VM this was measured on) and hash updates (50-100 ns) are
+//! what the programs avoid, with typed loads, the run queue's clock, task
+//! local storage, and a per-CPU slot that gathers a process's counts and is
+//! flushed to the per-CPU maps when another process runs. User space only
+//! reads the maps.
 #![no_std]
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 #![no_main]
