@@ -191,7 +191,7 @@ struct Slot {
     events: u32,
     tags: [u32; SLOT_KEYS],
     stats: [StatValue; SLOT_KEYS],
-    proc: ProcDelta,
+    proc: ProcCounters,
     /// Classes of fds recently seen, for fd tables past the inline 64.
     fds: [FdEntry; SLOT_FDS],
     fd_next: u32,
@@ -227,45 +227,6 @@ struct FdEntry {
 /// not trusted.
 #[map]
 static FD_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
-
-/// The ProcCounters fields the hot paths add to.
-#[repr(C)]
-#[derive(Clone, Copy, Default, PartialEq, Eq)]
-struct ProcDelta {
-    syscalls: u64,
-    vcsw: u64,
-    ivcsw: u64,
-    oncpu_ns: u64,
-    sleep_ns: u64,
-    cache_lookup_pages: u64,
-    cache_added_pages: u64,
-    cache_faults: u64,
-    cache_mapped_pages: u64,
-    cache_dirtied_pages: u64,
-}
-
-#[inline(always)]
-fn add_proc(p: &mut ProcCounters, d: &ProcDelta) {
-    p.syscalls += d.syscalls;
-    p.vcsw += d.vcsw;
-    p.ivcsw += d.ivcsw;
-    p.oncpu_ns += d.oncpu_ns;
-    p.sleep_ns += d.sleep_ns;
-    p.cache_lookup_pages += d.cache_lookup_pages;
-    p.cache_added_pages += d.cache_added_pages;
-    p.cache_faults += d.cache_faults;
-    p.cache_mapped_pages += d.cache_mapped_pages;
-    p.cache_dirtied_pages += d.cache_dirtied_pages;
-}
-
-#[inline(always)]
-fn add_stat(v: &mut StatValue, delta: &StatValue) {
-    v.calls += delta.calls;
-    v.errors += delta.errors;
-    v.bytes += delta.bytes;
-    v.zero += delta.zero;
-    v.scanned += delta.scanned;
-}
 
 /// x86_64 `struct pt_regs` offsets (uapi, stable): the saved user registers.
 /// dx, si, di and orig_ax are contiguous from here: one probe read gets the
@@ -387,7 +348,7 @@ fn account_syscall(slot: &mut Slot, syscall: Syscall, words: &[u64; 4], ret: i64
     for i in 0..SLOT_KEYS {
         if slot.tags[i] == tag || slot.tags[i] == 0 {
             slot.tags[i] = tag;
-            add_stat(&mut slot.stats[i], &delta);
+            slot.stats[i].accumulate(&delta);
             return;
         }
     }
@@ -434,8 +395,8 @@ fn flush(slot: &mut Slot) {
             }
         }
         let d = slot.proc;
-        if d != ProcDelta::default() {
-            with_proc(tgid, false, |p| add_proc(p, &d));
+        if d != ProcCounters::default() {
+            with_proc(tgid, false, |p| p.accumulate(&d));
         }
     }
     let busy = slot.busy;
@@ -592,7 +553,7 @@ pub fn iolens_sched_switch(ctx: BtfTracePointContext) -> i32 {
                 (0, guess)
             }
         };
-        let add = |p: &mut ProcDelta| {
+        let add = |p: &mut ProcCounters| {
             if voluntary {
                 p.vcsw += 1;
             } else {
@@ -602,11 +563,7 @@ pub fn iolens_sched_switch(ctx: BtfTracePointContext) -> i32 {
         };
         match slot.as_deref_mut() {
             Some(s) if s.tgid == prev_tgid => add(&mut s.proc),
-            _ => with_proc(prev_tgid, true, |p| {
-                let mut d = ProcDelta::default();
-                add(&mut d);
-                add_proc(p, &d);
-            }),
+            _ => with_proc(prev_tgid, true, add),
         }
     }
 
@@ -679,7 +636,7 @@ fn switch_clock(task: *const u8) -> u64 {
 /// when the process holds it (a read's lookups follow its own syscall on
 /// the same CPU), else in the map.
 #[inline(always)]
-fn page_cache(f: impl Fn(&mut ProcDelta)) {
+fn page_cache(f: impl Fn(&mut ProcCounters)) {
     let tgid = current_tgid();
     if tgid == 0 || !passes_filters(tgid) {
         return;
@@ -693,11 +650,7 @@ fn page_cache(f: impl Fn(&mut ProcDelta)) {
             return;
         }
     }
-    with_proc(tgid, true, |p| {
-        let mut d = ProcDelta::default();
-        f(&mut d);
-        add_proc(p, &d);
-    });
+    with_proc(tgid, true, f);
 }
 
 /// Pages in [first, last], from a filemap tracepoint's arguments.
@@ -808,7 +761,7 @@ fn uring_account(tgid: u32, opcode: u8, delta: &UringValue, name: bool) {
         _pad: [0; 3],
     };
     // SAFETY: a per-CPU value only this CPU writes.
-    let add = |v: *mut UringValue| add_uring(unsafe { &mut *v }, delta);
+    let add = |v: *mut UringValue| unsafe { &mut *v }.accumulate(delta);
     if let Some(v) = URING.get_ptr_mut(key) {
         add(v);
         return;
@@ -920,7 +873,7 @@ fn uring_event(ring: u64, opcode: u8, delta: &UringValue) {
         for i in 0..SLOT_URING {
             if slot.uring_tags[i] == tag || slot.uring_tags[i] == 0 {
                 slot.uring_tags[i] = tag;
-                add_uring(&mut slot.uring[i], delta);
+                slot.uring[i].accumulate(delta);
                 return;
             }
         }
@@ -933,14 +886,6 @@ fn current_tgid() -> u32 {
     (bpf_get_current_pid_tgid() >> 32) as u32
 }
 
-#[inline(always)]
-fn add_uring(v: &mut UringValue, delta: &UringValue) {
-    v.submitted += delta.submitted;
-    v.completed += delta.completed;
-    v.failed += delta.failed;
-    v.bytes += delta.bytes;
-}
-
 /// `IORING_OP_CLOSE` (uapi).
 const IORING_OP_CLOSE: u8 = 19;
 
@@ -949,7 +894,7 @@ const IORING_OP_CLOSE: u8 = 19;
 fn account(key: &StatKey, delta: &StatValue) {
     // SAFETY: a per-CPU value; only the slot's owner (busy) or a flush from
     // sched_switch (not busy) writes it on this CPU, never both at once.
-    let add = |v: *mut StatValue| add_stat(unsafe { &mut *v }, delta);
+    let add = |v: *mut StatValue| unsafe { &mut *v }.accumulate(delta);
     if let Some(v) = STATS.get_ptr_mut(key) {
         add(v);
         return;

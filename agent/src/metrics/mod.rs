@@ -33,13 +33,9 @@ pub trait Accum: Copy + Default {
 
 impl Accum for StatValue {
     fn add(&self, o: &Self) -> Self {
-        StatValue {
-            calls: self.calls + o.calls,
-            errors: self.errors + o.errors,
-            bytes: self.bytes + o.bytes,
-            zero: self.zero + o.zero,
-            scanned: self.scanned + o.scanned,
-        }
+        let mut t = *self;
+        t.accumulate(o);
+        t
     }
     fn marker(&self) -> u64 {
         self.calls
@@ -48,19 +44,9 @@ impl Accum for StatValue {
 
 impl Accum for ProcCounters {
     fn add(&self, o: &Self) -> Self {
-        ProcCounters {
-            syscalls: self.syscalls + o.syscalls,
-            vcsw: self.vcsw + o.vcsw,
-            ivcsw: self.ivcsw + o.ivcsw,
-            oncpu_ns: self.oncpu_ns + o.oncpu_ns,
-            sleep_ns: self.sleep_ns + o.sleep_ns,
-            cache_lookup_pages: self.cache_lookup_pages + o.cache_lookup_pages,
-            cache_added_pages: self.cache_added_pages + o.cache_added_pages,
-            cache_faults: self.cache_faults + o.cache_faults,
-            cache_mapped_pages: self.cache_mapped_pages + o.cache_mapped_pages,
-            cache_dirtied_pages: self.cache_dirtied_pages + o.cache_dirtied_pages,
-            rings_created: self.rings_created + o.rings_created,
-        }
+        let mut t = *self;
+        t.accumulate(o);
+        t
     }
     fn marker(&self) -> u64 {
         self.syscalls
@@ -77,12 +63,9 @@ impl Accum for ProcCounters {
 
 impl Accum for UringValue {
     fn add(&self, o: &Self) -> Self {
-        UringValue {
-            submitted: self.submitted + o.submitted,
-            completed: self.completed + o.completed,
-            failed: self.failed + o.failed,
-            bytes: self.bytes + o.bytes,
-        }
+        let mut t = *self;
+        t.accumulate(o);
+        t
     }
     fn marker(&self) -> u64 {
         self.submitted + self.completed

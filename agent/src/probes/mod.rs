@@ -457,11 +457,7 @@ impl Probes {
             })?;
             let mut total = StatValue::default();
             for v in per_cpu.iter() {
-                total.calls += v.calls;
-                total.errors += v.errors;
-                total.bytes += v.bytes;
-                total.zero += v.zero;
-                total.scanned += v.scanned;
+                total.accumulate(v);
             }
             snap.stats.push((key, total));
         }
@@ -473,17 +469,7 @@ impl Probes {
             })?;
             let mut t = ProcCounters::default();
             for v in per_cpu.iter() {
-                t.syscalls += v.syscalls;
-                t.vcsw += v.vcsw;
-                t.ivcsw += v.ivcsw;
-                t.oncpu_ns += v.oncpu_ns;
-                t.sleep_ns += v.sleep_ns;
-                t.cache_lookup_pages += v.cache_lookup_pages;
-                t.cache_added_pages += v.cache_added_pages;
-                t.cache_faults += v.cache_faults;
-                t.cache_mapped_pages += v.cache_mapped_pages;
-                t.cache_dirtied_pages += v.cache_dirtied_pages;
-                t.rings_created += v.rings_created;
+                t.accumulate(v);
             }
             snap.pstats.push((tgid, t));
         }
@@ -495,10 +481,7 @@ impl Probes {
             })?;
             let mut t = UringValue::default();
             for v in per_cpu.iter() {
-                t.submitted += v.submitted;
-                t.completed += v.completed;
-                t.failed += v.failed;
-                t.bytes += v.bytes;
+                t.accumulate(v);
             }
             snap.uring.push((key, t));
         }

@@ -427,6 +427,47 @@ pub struct UringValue {
     pub bytes: u64,
 }
 
+// Field-wise sums, one definition for both sides: the kernel adds deltas
+// into map values and its per-CPU slot, user space folds per-CPU values and
+// totals. Inline: the kernel side cannot afford a call per add.
+impl StatValue {
+    #[inline(always)]
+    pub fn accumulate(&mut self, o: &Self) {
+        self.calls += o.calls;
+        self.errors += o.errors;
+        self.bytes += o.bytes;
+        self.zero += o.zero;
+        self.scanned += o.scanned;
+    }
+}
+
+impl ProcCounters {
+    #[inline(always)]
+    pub fn accumulate(&mut self, o: &Self) {
+        self.syscalls += o.syscalls;
+        self.vcsw += o.vcsw;
+        self.ivcsw += o.ivcsw;
+        self.oncpu_ns += o.oncpu_ns;
+        self.sleep_ns += o.sleep_ns;
+        self.cache_lookup_pages += o.cache_lookup_pages;
+        self.cache_added_pages += o.cache_added_pages;
+        self.cache_faults += o.cache_faults;
+        self.cache_mapped_pages += o.cache_mapped_pages;
+        self.cache_dirtied_pages += o.cache_dirtied_pages;
+        self.rings_created += o.rings_created;
+    }
+}
+
+impl UringValue {
+    #[inline(always)]
+    pub fn accumulate(&mut self, o: &Self) {
+        self.submitted += o.submitted;
+        self.completed += o.completed;
+        self.failed += o.failed;
+        self.bytes += o.bytes;
+    }
+}
+
 /// Opcode recorded when the request could not be read.
 pub const URING_OP_UNKNOWN: u8 = 255;
 
