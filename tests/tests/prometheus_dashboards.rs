@@ -488,7 +488,10 @@ fn every_dashboard_expression_returns_data_from_a_real_prometheus() {
     };
     let started = Instant::now();
     // --program-stats: the agent-health row reads the per-program run time.
-    let agent = Agent::start(&["--program-stats"]);
+    // --pid: only this process (its workload thread) is counted, so panels
+    // that keep the top 10 processes cannot drop it on a busy machine.
+    let me = std::process::id().to_string();
+    let agent = Agent::start(&["--program-stats", "--pid", &me]);
 
     let dir = std::env::temp_dir().join(format!("iolens-dash-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("tempdir");
