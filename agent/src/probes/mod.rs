@@ -12,7 +12,7 @@ use std::{os::fd::OwnedFd, path::Path};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap},
-    programs::{BtfTracePoint, RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, TracePoint},
 };
 use iolens_common::{
     COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES, DEFAULT_THREAD_ENTRIES, KernelOffsets,
@@ -27,11 +27,9 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/io
 /// Where a program attaches.
 #[derive(Debug, Clone, Copy)]
 pub enum Attach {
-    /// A raw tracepoint (`raw_tp/<name>`).
-    Raw(&'static str),
-    /// A BTF-typed raw tracepoint (`tp_btf/<name>`): attached the same way
-    /// as a raw one, but its arguments are typed pointers the program may
-    /// load through directly, instead of a helper call per field.
+    /// A BTF-typed raw tracepoint (`tp_btf/<name>`): its arguments are
+    /// typed pointers the program may load through directly, instead of a
+    /// helper call per field.
     Btf(&'static str),
     /// A classic tracepoint `<category>:<name>`.
     Classic(&'static str, &'static str),
@@ -47,6 +45,16 @@ pub struct ProbeSpec {
     pub tracepoint: &'static str,
 }
 
+macro_rules! btf {
+    ($program:literal, $cat:literal, $name:literal) => {
+        ProbeSpec {
+            program: $program,
+            attach: Attach::Btf($name),
+            tracepoint: concat!($cat, ":", $name),
+        }
+    };
+}
+
 macro_rules! classic {
     ($program:literal, $cat:literal, $name:literal) => {
         ProbeSpec {
@@ -60,53 +68,21 @@ macro_rules! classic {
 /// Every attachment iolens makes. A program may appear more than once
 /// (`iolens_epoll_enter` serves three syscalls).
 pub const PROBES: &[ProbeSpec] = &[
-    ProbeSpec {
-        program: "iolens_sys_exit",
-        attach: Attach::Btf("sys_exit"),
-        tracepoint: "raw_syscalls:sys_exit",
-    },
-    ProbeSpec {
-        program: "iolens_sched_switch",
-        attach: Attach::Btf("sched_switch"),
-        tracepoint: "sched:sched_switch",
-    },
+    btf!("iolens_sys_exit", "raw_syscalls", "sys_exit"),
+    btf!("iolens_sched_switch", "sched", "sched_switch"),
     classic!("iolens_exec", "sched", "sched_process_exec"),
     classic!("iolens_exit", "sched", "sched_process_exit"),
-    ProbeSpec {
-        program: "iolens_fm_get_pages",
-        attach: Attach::Btf("mm_filemap_get_pages"),
-        tracepoint: "filemap:mm_filemap_get_pages",
-    },
-    ProbeSpec {
-        program: "iolens_fm_map_pages",
-        attach: Attach::Btf("mm_filemap_map_pages"),
-        tracepoint: "filemap:mm_filemap_map_pages",
-    },
-    ProbeSpec {
-        program: "iolens_fm_fault",
-        attach: Attach::Btf("mm_filemap_fault"),
-        tracepoint: "filemap:mm_filemap_fault",
-    },
+    btf!("iolens_fm_get_pages", "filemap", "mm_filemap_get_pages"),
+    btf!("iolens_fm_map_pages", "filemap", "mm_filemap_map_pages"),
+    btf!("iolens_fm_fault", "filemap", "mm_filemap_fault"),
     classic!("iolens_fm_add", "filemap", "mm_filemap_add_to_page_cache"),
-    ProbeSpec {
-        program: "iolens_wb_dirty",
-        attach: Attach::Btf("writeback_dirty_folio"),
-        tracepoint: "writeback:writeback_dirty_folio",
-    },
+    btf!("iolens_wb_dirty", "writeback", "writeback_dirty_folio"),
     classic!("iolens_epoll_enter", "syscalls", "sys_enter_epoll_wait"),
     classic!("iolens_epoll_enter", "syscalls", "sys_enter_epoll_pwait"),
     classic!("iolens_epoll_enter", "syscalls", "sys_enter_epoll_pwait2"),
     classic!("iolens_uring_create", "io_uring", "io_uring_create"),
-    ProbeSpec {
-        program: "iolens_uring_submit",
-        attach: Attach::Btf("io_uring_submit_req"),
-        tracepoint: "io_uring:io_uring_submit_req",
-    },
-    ProbeSpec {
-        program: "iolens_uring_complete",
-        attach: Attach::Btf("io_uring_complete"),
-        tracepoint: "io_uring:io_uring_complete",
-    },
+    btf!("iolens_uring_submit", "io_uring", "io_uring_submit_req"),
+    btf!("iolens_uring_complete", "io_uring", "io_uring_complete"),
 ];
 
 /// Program names, each once.
@@ -362,9 +338,12 @@ impl Probes {
             None
         };
 
+        // Parsed once for every BTF-typed program (several MB of BTF).
+        let kernel_btf =
+            aya::Btf::from_sys_fs().map_err(|e| format!("reading kernel BTF: {}", chain(&e)));
         let mut status = Vec::with_capacity(PROBES.len());
         for spec in PROBES {
-            let result = attach(&mut ebpf, spec);
+            let result = attach(&mut ebpf, spec, kernel_btf.as_ref());
             match &result {
                 Ok(()) => info!(
                     program = spec.program,
@@ -524,27 +503,22 @@ impl Probes {
     }
 }
 
-fn attach(ebpf: &mut Ebpf, spec: &ProbeSpec) -> Result<(), String> {
+fn attach(
+    ebpf: &mut Ebpf,
+    spec: &ProbeSpec,
+    kernel_btf: Result<&aya::Btf, &String>,
+) -> Result<(), String> {
     let program = ebpf
         .program_mut(spec.program)
         .ok_or_else(|| ProbeError::NoProgram(spec.program).to_string())?;
     // A program attached to several tracepoints is loaded once.
     let loaded = program.fd().is_ok();
     match spec.attach {
-        Attach::Raw(name) => {
-            let p: &mut RawTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
-            if !loaded {
-                p.load().map_err(|e| format!("load: {}", chain(&e)))?;
-            }
-            p.attach(name)
-                .map_err(|e| format!("attach: {}", chain(&e)))?;
-        }
         Attach::Btf(name) => {
             let p: &mut BtfTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
             if !loaded {
-                let btf = aya::Btf::from_sys_fs()
-                    .map_err(|e| format!("reading kernel BTF: {}", chain(&e)))?;
-                p.load(name, &btf)
+                let btf = kernel_btf.map_err(Clone::clone)?;
+                p.load(name, btf)
                     .map_err(|e| format!("load: {}", chain(&e)))?;
             }
             p.attach().map_err(|e| format!("attach: {}", chain(&e)))?;
