@@ -32,7 +32,7 @@ fn filesend(root: &Path, args: &[&str]) -> Server {
 }
 
 /// Writes `size` bytes of a cheap deterministic pattern (xorshift per 8
-/// bytes, seeded by name) and returns its sha256.
+/// bytes, from `seed`) and returns its sha256.
 fn make_file(path: &Path, size: u64, seed: u64) -> [u8; 32] {
     let mut f = File::create(path).expect("create");
     let mut h = Sha256::new();
@@ -303,22 +303,24 @@ fn direct_aio_bypasses_page_cache_sendfile_fills_it() {
         "eviction left {before}/{pages} pages resident"
     );
 
-    let srv = filesend(&dir, &["--mode", "direct-aio"]);
-    let (code, n, got) = curl_sha(&srv.url("/cold"), &[]);
-    srv.stop_by(libc::SIGTERM);
-    assert_eq!((code, n, got), (200, 64 << 20, sha));
-    let (after_direct, _) = resident(&path);
+    // Serves the file once with `mode`, checks it arrived whole, and
+    // returns how many of its pages are resident afterwards.
+    let resident_after = |mode: &str| {
+        let srv = filesend(&dir, &["--mode", mode]);
+        let (code, n, got) = curl_sha(&srv.url("/cold"), &[]);
+        srv.stop_by(libc::SIGTERM);
+        assert_eq!((code, n, got), (200, 64 << 20, sha), "{mode}");
+        resident(&path).0
+    };
+
+    let after_direct = resident_after("direct-aio");
     // O_DIRECT reads do not populate the cache: same 1% allowance as above.
     assert!(
         after_direct * 100 <= pages,
         "direct-aio left {after_direct}/{pages} pages resident (was {before})"
     );
 
-    let srv = filesend(&dir, &["--mode", "sendfile"]);
-    let (code, n, got) = curl_sha(&srv.url("/cold"), &[]);
-    srv.stop_by(libc::SIGTERM);
-    assert_eq!((code, n, got), (200, 64 << 20, sha));
-    let (after_sendfile, _) = resident(&path);
+    let after_sendfile = resident_after("sendfile");
     // sendfile reads through the cache, so it should hold the whole file;
     // 90% tolerates reclaim under memory pressure from parallel tests.
     assert!(

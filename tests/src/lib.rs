@@ -331,7 +331,6 @@ pub fn stat_cpu_seconds(pid: u32) -> f64 {
     ticks as f64 / hz
 }
 
-/// Pages of `path` resident in the page cache (mincore).
 /// Keeps a file's resident pages in the page cache (mapped and mlocked by
 /// this process) until dropped, so reclaim between two phases of a test
 /// (this VM runs DAMON-based reclaim) cannot turn hits into misses.
@@ -385,6 +384,7 @@ impl Drop for PinnedFile {
     }
 }
 
+/// Pages of `path` resident in the page cache (mincore).
 pub fn resident_pages(path: &str) -> usize {
     let (p, len) = map_file(path);
     if len == 0 {

@@ -259,6 +259,18 @@ struct Sample {
     errors: u64,
 }
 
+impl Sample {
+    /// Server CPU time per request, in µs.
+    fn cpu_us_per_req(&self) -> f64 {
+        self.cpu_s / self.requests.max(1.0) * 1e6
+    }
+
+    /// Server CPU time per byte sent, in ns.
+    fn cpu_ns_per_byte(&self) -> f64 {
+        self.cpu_s / self.bytes.max(1.0) * 1e9
+    }
+}
+
 fn parse_size(s: &str) -> Option<f64> {
     let s = s.trim().trim_end_matches(',');
     let (num, mul) = if let Some(n) = s.strip_suffix("GB") {
@@ -376,6 +388,17 @@ fn measure(
         bytes,
         errors,
     })
+}
+
+/// The median of `f` over `samples`; NaN for none (see [`median`]).
+fn median_of(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
+    median(samples.iter().map(f).collect())
+}
+
+/// The median of the last contender's samples (the nginx reference), NaN
+/// if there are none.
+fn reference_median(res: &[Vec<Sample>], f: impl Fn(&Sample) -> f64) -> f64 {
+    res.last().map_or(f64::NAN, |s| median_of(s, f))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -559,20 +582,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.connections, args.response_size
         );
         let res = alternate(&mut ctx, &servers, "/", args.connections, secs, rounds)?;
-        let nginx = res
-            .last()
-            .map(|s| median(s.iter().map(|x| x.rps).collect()))
-            .unwrap_or(f64::NAN);
-        let nginx_cpu = res
-            .last()
-            .map(|s| {
-                median(
-                    s.iter()
-                        .map(|x| x.cpu_s / x.requests.max(1.0) * 1e6)
-                        .collect(),
-                )
-            })
-            .unwrap_or(f64::NAN);
+        let nginx = reference_median(&res, |x| x.rps);
+        let nginx_cpu = reference_median(&res, Sample::cpu_us_per_req);
         println!(
             "| {:<26} | {:>10} | {:>9} | {:>12} | {:>10} | {:>10} | {:>11} | {:>6} |",
             "server",
@@ -589,20 +600,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "", "", "", "", "", "", "", ""
         );
         for (s, samples) in servers.iter().zip(&res) {
-            let rps = median(samples.iter().map(|x| x.rps).collect());
-            let p99 = median(samples.iter().map(|x| x.p99_us).collect());
-            let cpu_req = median(
-                samples
-                    .iter()
-                    .map(|x| x.cpu_s / x.requests.max(1.0) * 1e6)
-                    .collect(),
-            );
-            let cpu_b = median(
-                samples
-                    .iter()
-                    .map(|x| x.cpu_s / x.bytes.max(1.0) * 1e9)
-                    .collect(),
-            );
+            let rps = median_of(samples, |x| x.rps);
+            let p99 = median_of(samples, |x| x.p99_us);
+            let cpu_req = median_of(samples, Sample::cpu_us_per_req);
+            let cpu_b = median_of(samples, Sample::cpu_ns_per_byte);
             let errors: u64 = samples.iter().map(|x| x.errors).sum();
             println!(
                 "| {:<26} | {:>10.0} | {:>9.0} | {:>12.2} | {:>10.3} | {:>10.2} | {:>11.2} | {:>6} |",
@@ -672,14 +673,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             secs.max(2),
             rounds,
         )?;
-        let nginx_bps = res
-            .last()
-            .map(|s| median(s.iter().map(|x| x.bytes_per_s).collect()))
-            .unwrap_or(f64::NAN);
-        let nginx_cpu = res
-            .last()
-            .map(|s| median(s.iter().map(|x| x.cpu_s / x.bytes.max(1.0) * 1e9).collect()))
-            .unwrap_or(f64::NAN);
+        let nginx_bps = reference_median(&res, |x| x.bytes_per_s);
+        let nginx_cpu = reference_median(&res, Sample::cpu_ns_per_byte);
         println!(
             "| {:<26} | {:>10} | {:>10} | {:>10} | {:>10} | {:>6} |",
             "sender", "MiB/s", "CPU ns/B", "MiB/s ÷ng", "CPU/B ÷ng", "errors"
@@ -689,13 +684,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "", "", "", "", "", ""
         );
         for (s, samples) in servers.iter().zip(&res) {
-            let bps = median(samples.iter().map(|x| x.bytes_per_s).collect());
-            let cpu_b = median(
-                samples
-                    .iter()
-                    .map(|x| x.cpu_s / x.bytes.max(1.0) * 1e9)
-                    .collect(),
-            );
+            let bps = median_of(samples, |x| x.bytes_per_s);
+            let cpu_b = median_of(samples, Sample::cpu_ns_per_byte);
             let errors: u64 = samples.iter().map(|x| x.errors).sum();
             println!(
                 "| {:<26} | {:>10.0} | {:>10.3} | {:>10.2} | {:>10.2} | {:>6} |",

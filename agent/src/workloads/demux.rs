@@ -85,6 +85,20 @@ fn timeout_ms(t: Duration) -> libc::c_int {
     t.as_millis().min(i32::MAX as u128) as libc::c_int
 }
 
+/// The result of a wait call (epoll_wait, poll, select): how many
+/// descriptors are ready, with an interrupted wait (EINTR) counted as none.
+fn ready_count(n: libc::c_int) -> io::Result<usize> {
+    if n >= 0 {
+        return Ok(n as usize);
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() == io::ErrorKind::Interrupted {
+        Ok(0)
+    } else {
+        Err(e)
+    }
+}
+
 /// epoll(7).
 #[derive(Debug)]
 pub struct Epoll {
@@ -158,24 +172,16 @@ impl Demultiplexer for Epoll {
         use std::os::fd::AsRawFd;
         events.clear();
         // SAFETY: `buf` has room for `buf.len()` events and outlives the call.
-        let n = unsafe {
+        let n = ready_count(unsafe {
             libc::epoll_wait(
                 self.epfd.as_raw_fd(),
                 self.buf.as_mut_ptr(),
                 self.buf.len() as libc::c_int,
                 timeout_ms(timeout),
             )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(())
-            } else {
-                Err(e)
-            };
-        }
+        })?;
         let err = (libc::EPOLLERR | libc::EPOLLHUP | libc::EPOLLRDHUP) as u32;
-        for ev in &self.buf[..n as usize] {
+        for ev in &self.buf[..n] {
             let flags = ev.events;
             events.push(Event {
                 fd: ev.u64 as RawFd,
@@ -258,30 +264,22 @@ impl Demultiplexer for Poll {
     fn wait(&mut self, events: &mut Vec<Event>, timeout: Duration) -> io::Result<()> {
         events.clear();
         // SAFETY: `fds` is a valid array of `fds.len()` pollfds.
-        let n = unsafe {
+        let n = ready_count(unsafe {
             libc::poll(
                 self.fds.as_mut_ptr(),
                 self.fds.len() as libc::nfds_t,
                 timeout_ms(timeout),
             )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(())
-            } else {
-                Err(e)
-            };
-        }
-        for p in &self.fds {
-            if p.revents != 0 {
-                events.push(Event {
-                    fd: p.fd,
-                    readable: p.revents & libc::POLLIN != 0,
-                    writable: p.revents & libc::POLLOUT != 0,
-                    hangup: p.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0,
-                });
-            }
+        })?;
+        // poll returns how many entries have revents set: stop scanning
+        // once all of them are found (none on a timeout or EINTR).
+        for p in self.fds.iter().filter(|p| p.revents != 0).take(n) {
+            events.push(Event {
+                fd: p.fd,
+                readable: p.revents & libc::POLLIN != 0,
+                writable: p.revents & libc::POLLOUT != 0,
+                hangup: p.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0,
+            });
         }
         Ok(())
     }
@@ -370,14 +368,13 @@ impl Demultiplexer for Select {
             tv_usec: timeout.subsec_micros() as libc::suseconds_t,
         };
         // SAFETY: the sets and timeval are live and nfds ≤ FD_SETSIZE.
-        let n = unsafe { libc::select(nfds, &mut rset, &mut wset, std::ptr::null_mut(), &mut tv) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(())
-            } else {
-                Err(e)
-            };
+        let n = ready_count(unsafe {
+            libc::select(nfds, &mut rset, &mut wset, std::ptr::null_mut(), &mut tv)
+        })?;
+        if n == 0 {
+            // Timed out (the sets came back empty) or interrupted (their
+            // contents are unspecified): nothing is ready.
+            return Ok(());
         }
         for fd in 0..nfds {
             // SAFETY: fd < nfds ≤ FD_SETSIZE.

@@ -546,10 +546,18 @@ pub fn body_byte(i: u64) -> u8 {
     BODY_PATTERN[(i % BODY_PATTERN.len() as u64) as usize]
 }
 
-/// Fills `out` with body bytes starting at body offset `offset`.
+/// Fills `out` with body bytes starting at body offset `offset`, copying
+/// whole runs of the pattern rather than computing each byte.
 pub fn fill_body(offset: u64, out: &mut [u8]) {
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = body_byte(offset + i as u64);
+    let start = (offset % BODY_PATTERN.len() as u64) as usize;
+    let mut src = &BODY_PATTERN[start..];
+    let mut out = out;
+    while !out.is_empty() {
+        let n = src.len().min(out.len());
+        let (head, rest) = out.split_at_mut(n);
+        head.copy_from_slice(&src[..n]);
+        out = rest;
+        src = BODY_PATTERN;
     }
 }
 
@@ -797,5 +805,12 @@ mod tests {
         assert_eq!(&b[64..], b"01");
         fill_body(63, &mut b[..2]);
         assert_eq!(&b[..2], b"\n0");
+        // Any offset and length agree with body_byte.
+        let mut long = vec![0u8; 1000];
+        for off in [0u64, 1, 63, 64, 65, 1 << 40] {
+            fill_body(off, &mut long);
+            let want: Vec<u8> = (0..1000).map(|i| body_byte(off + i)).collect();
+            assert_eq!(long, want, "offset {off}");
+        }
     }
 }

@@ -228,7 +228,7 @@ fn spawn_loop(
 fn run_pool(cfg: &Arc<Config>, listener: TcpListener, threads: usize) -> anyhow::Result<()> {
     let (job_tx, job_rx) = mpsc::channel::<Job>();
     let job_rx = Arc::new(Mutex::new(job_rx));
-    let (done_tx, done_rx) = mpsc::channel::<Done>();
+    let (done_tx, done_rx) = mpsc::channel::<Job>();
     let wake = Arc::new(EventFd::new().context("creating the pool wake-up eventfd")?);
     let mut workers = Vec::with_capacity(threads);
     for i in 0..threads {
@@ -252,7 +252,7 @@ fn run_pool(cfg: &Arc<Config>, listener: TcpListener, threads: usize) -> anyhow:
 }
 
 /// A worker of `--model pool`: the business step off the I/O thread.
-fn worker(cfg: &Config, jobs: &Mutex<Receiver<Job>>, done: &Sender<Done>, wake: &EventFd) {
+fn worker(cfg: &Config, jobs: &Mutex<Receiver<Job>>, done: &Sender<Job>, wake: &EventFd) {
     loop {
         let job = match jobs.lock() {
             Ok(rx) => match rx.recv() {
@@ -262,14 +262,7 @@ fn worker(cfg: &Config, jobs: &Mutex<Receiver<Job>>, done: &Sender<Done>, wake: 
             Err(_) => return,
         };
         sys::spin_work(cfg.work_us);
-        let reply = Done {
-            fd: job.fd,
-            conn_id: job.conn_id,
-            route: job.route,
-            head_only: job.head_only,
-            keep_alive: job.keep_alive,
-        };
-        if done.send(reply).is_err() {
+        if done.send(job).is_err() {
             return;
         }
         wake.wake();
@@ -316,20 +309,12 @@ fn run_independent(
     join_all(handles)
 }
 
-/// Work sent to the pool. The reactor already routed the request (the path
-/// borrows its read buffer), so a job is a few plain values and sending one
-/// copies no request bytes.
+/// Work sent to the pool, and sent back unchanged once the business step is
+/// done. The reactor already routed the request (the path borrows its read
+/// buffer), so a job is a few plain values and sending one copies no request
+/// bytes. The fd and id route it back to its connection (the id guards
+/// against the fd having been reused meanwhile).
 struct Job {
-    fd: RawFd,
-    conn_id: u64,
-    route: Route,
-    head_only: bool,
-    keep_alive: bool,
-}
-
-/// A finished business step, routed back to its connection by fd and id (the
-/// id guards against the fd having been reused meanwhile).
-struct Done {
     fd: RawFd,
     conn_id: u64,
     route: Route,
@@ -339,7 +324,7 @@ struct Done {
 
 struct PoolLink {
     jobs: Sender<Job>,
-    done: Receiver<Done>,
+    done: Receiver<Job>,
     wake: Arc<EventFd>,
 }
 

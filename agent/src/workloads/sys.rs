@@ -109,10 +109,8 @@ fn set_int_opt(
     .map(drop)
 }
 
-/// Creates a non-blocking listening socket. `reuseport` sets SO_REUSEPORT
-/// before `bind` so several loops can each own a listener on one port.
-pub fn listen(addr: SocketAddr, reuseport: bool) -> Result<TcpListener, ListenError> {
-    let other = |source| ListenError::Other { addr, source };
+/// A non-blocking, close-on-exec TCP socket of `addr`'s family.
+fn tcp_socket(addr: SocketAddr) -> io::Result<OwnedFd> {
     let family = match addr {
         SocketAddr::V4(_) => libc::AF_INET,
         SocketAddr::V6(_) => libc::AF_INET6,
@@ -124,10 +122,16 @@ pub fn listen(addr: SocketAddr, reuseport: bool) -> Result<TcpListener, ListenEr
             libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
             0,
         )
-    })
-    .map_err(other)?;
+    })?;
     // SAFETY: `fd` was just returned by socket(2) and is owned by no one else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Creates a non-blocking listening socket. `reuseport` sets SO_REUSEPORT
+/// before `bind` so several loops can each own a listener on one port.
+pub fn listen(addr: SocketAddr, reuseport: bool) -> Result<TcpListener, ListenError> {
+    let other = |source| ListenError::Other { addr, source };
+    let fd = tcp_socket(addr).map_err(other)?;
     set_int_opt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1).map_err(other)?;
     if reuseport {
         set_int_opt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEPORT, 1).map_err(other)?;
@@ -194,20 +198,7 @@ pub(crate) fn sockaddr_of(addr: SocketAddr) -> (libc::sockaddr_storage, libc::so
 /// Starts a non-blocking connect; the socket becomes writable when it
 /// completes (check [`take_socket_error`]).
 pub fn connect_nonblocking(addr: SocketAddr) -> io::Result<OwnedFd> {
-    let family = match addr {
-        SocketAddr::V4(_) => libc::AF_INET,
-        SocketAddr::V6(_) => libc::AF_INET6,
-    };
-    // SAFETY: plain socket(2) call; the result is checked before use.
-    let fd = cvt(unsafe {
-        libc::socket(
-            family,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    })?;
-    // SAFETY: `fd` was just returned by socket(2) and is owned by no one else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let fd = tcp_socket(addr)?;
     set_int_opt(fd.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
     let (storage, len) = sockaddr_of(addr);
     // SAFETY: `storage` holds a valid sockaddr of `len` bytes.

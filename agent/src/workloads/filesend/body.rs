@@ -330,7 +330,6 @@ pub(crate) struct DirectReader {
     ring: IoUring,
     bufs: std::mem::ManuallyDrop<[AlignedBuf; 2]>,
     chunk: usize,
-    align: usize,
     /// Reads submitted and not yet reaped; their buffers must stay alive.
     in_flight: [bool; 2],
     /// Results reaped but not yet consumed, per buffer.
@@ -370,16 +369,14 @@ fn dio_offset_align(file: &File) -> usize {
 
 impl DirectReader {
     pub(crate) fn new(chunk: usize) -> io::Result<Self> {
-        let align = DIRECT_ALIGN;
-        let chunk = chunk.max(align).div_ceil(align) * align;
+        let chunk = chunk.max(DIRECT_ALIGN).div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
         Ok(Self {
             ring: IoUring::new(4)?,
             bufs: std::mem::ManuallyDrop::new([
-                AlignedBuf::new(chunk, align)?,
-                AlignedBuf::new(chunk, align)?,
+                AlignedBuf::new(chunk, DIRECT_ALIGN)?,
+                AlignedBuf::new(chunk, DIRECT_ALIGN)?,
             ]),
             chunk,
-            align,
             in_flight: [false; 2],
             results: [None; 2],
         })
@@ -483,12 +480,11 @@ impl DirectReader {
         // the head than a page); chunks, multiples of DIRECT_ALIGN, keep
         // every later read aligned too.
         let align = dio_offset_align(file);
-        if align > self.align {
+        if align > DIRECT_ALIGN {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 format!(
-                    "O_DIRECT alignment {align} exceeds the {} supported; use --mode sendfile",
-                    self.align
+                    "O_DIRECT alignment {align} exceeds the {DIRECT_ALIGN} supported; use --mode sendfile"
                 ),
             ));
         }

@@ -350,15 +350,21 @@ fn answer(
         }
     };
     let mut head = Vec::with_capacity(256);
-    let cr = format!("bytes {off}-{}/{size}", (off + len).saturating_sub(1));
-    let mut extra: Vec<(&str, &[u8])> = vec![
+    // Content-Range only on 206: a whole-file 200 formats and allocates
+    // nothing for it.
+    let partial = status == http::Status::PartialContent;
+    let cr = if partial {
+        format!("bytes {off}-{}/{size}", (off + len).saturating_sub(1))
+    } else {
+        String::new()
+    };
+    let extra: [(&str, &[u8]); 3] = [
         ("Content-Type", b"application/octet-stream"),
         ("Accept-Ranges", b"bytes"),
+        ("Content-Range", cr.as_bytes()),
     ];
-    if status == http::Status::PartialContent {
-        extra.push(("Content-Range", cr.as_bytes()));
-    }
-    http::write_head_with(&mut head, status, len, keep, &extra);
+    let extra = if partial { &extra[..] } else { &extra[..2] };
+    http::write_head_with(&mut head, status, len, keep, extra);
     let body_follows = len > 0 && !head_only;
     send_head(sock, &head, body_follows)?;
     if !body_follows {

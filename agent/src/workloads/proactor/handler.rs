@@ -2,13 +2,10 @@
 //! recv/send completions, and the slab that keeps connection state at a
 //! stable place while operations on it are in flight.
 
-use std::{
-    os::fd::OwnedFd,
-    time::{Duration, Instant},
-};
+use std::{os::fd::OwnedFd, time::Instant};
 
 use super::Config;
-use crate::workloads::http;
+use crate::workloads::{http, sys};
 
 /// Stop parsing pipelined requests while this many response bytes wait to be
 /// sent; input keeps accumulating and is parsed once the backlog drains.
@@ -86,7 +83,7 @@ impl Conn {
                 Ok(http::Parsed::Partial) => break,
                 Ok(http::Parsed::Complete(req, len)) => {
                     consumed += len;
-                    spin(cfg.work);
+                    sys::spin_work(cfg.work_us);
                     cfg.respond(out, &req);
                     self.close_after_send |= !req.keep_alive;
                 }
@@ -194,16 +191,6 @@ impl Conn {
         !self.recv_armed
             && !self.send_in_flight
             && (self.broken || (!self.output_pending() && self.peer_eof))
-    }
-}
-
-fn spin(d: Duration) {
-    if d.is_zero() {
-        return;
-    }
-    let t = Instant::now();
-    while t.elapsed() < d {
-        std::hint::spin_loop();
     }
 }
 

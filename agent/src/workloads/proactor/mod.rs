@@ -139,11 +139,12 @@ pub(crate) struct Config {
     pub(crate) default_response: Vec<u8>,
     pub(crate) response_size: u64,
     pub(crate) max_response_size: u64,
-    pub(crate) work: Duration,
+    /// Busy work per request, in µs (`--work-us`).
+    pub(crate) work_us: u64,
 }
 
 impl Config {
-    fn new(response_size: u64, max_response_size: u64, work: Duration) -> Self {
+    fn new(response_size: u64, max_response_size: u64, work_us: u64) -> Self {
         let mut default_response = Vec::new();
         http::write_head(&mut default_response, http::Status::Ok, response_size, true);
         let start = default_response.len();
@@ -153,7 +154,7 @@ impl Config {
             default_response,
             response_size,
             max_response_size,
-            work,
+            work_us,
         }
     }
 
@@ -791,11 +792,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let handle = thread::Builder::new()
             .name(format!("proactor-{i}"))
             .spawn(move || -> Result<(), ProactorError> {
-                let cfg = Config::new(
-                    args.response_size,
-                    args.max_response_size,
-                    Duration::from_micros(args.work_us),
-                );
+                let cfg = Config::new(args.response_size, args.max_response_size, args.work_us);
                 // The ring is created on its own thread: SINGLE_ISSUER ties
                 // it to the creating task.
                 let mut p = Proactor::new(&args, listener, wake, stop, cfg)?;
