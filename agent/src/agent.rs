@@ -10,9 +10,7 @@ use std::{
 
 use anyhow::Context as _;
 use clap::Args;
-use iolens_common::{
-    COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES, DEFAULT_THREAD_ENTRIES,
-};
+use iolens_common::{COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES};
 use tracing::{info, warn};
 
 use crate::{
@@ -179,13 +177,6 @@ pub struct RunArgs {
     #[arg(long, default_value_t = DEFAULT_PROC_ENTRIES, value_name = "N",
           value_parser = clap::value_parser!(u32).range(16..=4_000_000))]
     pub max_proc_entries: u32,
-
-    /// Capacity of the per-thread epoll wait stamps (threads blocked in
-    /// epoll_wait at once). Threads beyond it lose their wait time, not
-    /// their wait counts. (Scheduler state lives in the tasks themselves.)
-    #[arg(long, default_value_t = DEFAULT_THREAD_ENTRIES, value_name = "N",
-          value_parser = clap::value_parser!(u32).range(16..=4_000_000))]
-    pub max_thread_entries: u32,
 
     /// Exit with an error if any probe cannot attach, instead of running
     /// with the rest.
@@ -355,7 +346,6 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         cgroups: args.cgroups.clone(),
         stats_entries: args.max_stats_entries,
         proc_entries: args.max_proc_entries,
-        thread_entries: args.max_thread_entries,
         strict: args.strict,
         program_stats: args.program_stats,
     };

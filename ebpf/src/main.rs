@@ -33,11 +33,10 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use iolens_common::{
-    COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES, DEFAULT_THREAD_ENTRIES, Endpoint,
-    FILTER_ENTRIES, KernelOffsets, ProcCounters, ProcInfo, RING_ENTRIES, Shape, StatKey, StatValue,
-    Syscall, ThreadState, URING_ENTRIES, URING_OP_UNKNOWN, UringKey, UringValue, WAIT_BUCKETS,
-    WAIT_HIST_ENTRIES, WAIT_SLOT_COUNT, WAIT_SLOT_SUM_NS, WAIT_SLOTS, counter,
-    uring_op_moves_bytes,
+    COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES, Endpoint, FILTER_ENTRIES, KernelOffsets,
+    ProcCounters, ProcInfo, RING_ENTRIES, Shape, StatKey, StatValue, Syscall, ThreadState,
+    URING_ENTRIES, URING_OP_UNKNOWN, UringKey, UringValue, WAIT_BUCKETS, WAIT_HIST_ENTRIES,
+    WAIT_SLOT_COUNT, WAIT_SLOT_SUM_NS, WAIT_SLOTS, counter, uring_op_moves_bytes,
 };
 
 /// Set by the agent at load time (`EbpfLoader::set_global`); read volatile so
@@ -99,9 +98,9 @@ static CGROUP_FILTER: HashMap<u64, u8> = HashMap::with_max_entries(FILTER_ENTRIE
 static PSTATS: LruPerCpuHashMap<u32, ProcCounters> =
     LruPerCpuHashMap::with_max_entries(DEFAULT_PROC_ENTRIES, 0);
 
-/// Per-thread scheduler state in the task itself (task local storage):
-/// found through the task, without hashing, on every context switch, and
-/// freed by the kernel with the task.
+/// Per-thread state in the task itself (task local storage): scheduler
+/// stamps and the start of an epoll wait, found through the task without
+/// hashing and freed by the kernel with the task.
 #[btf_map]
 static THREAD: TaskStorage<ThreadState> = TaskStorage::new();
 
@@ -151,10 +150,6 @@ impl<T> TaskStorage<T> {
         (!p.is_null()).then_some(p.cast())
     }
 }
-
-/// Thread id -> ns at sys_enter of an epoll wait.
-#[map]
-static WAIT_START: LruHashMap<u32, u64> = LruHashMap::with_max_entries(DEFAULT_THREAD_ENTRIES, 0);
 
 /// Process name -> blocked-time histogram of epoll waits.
 #[map]
@@ -411,13 +406,17 @@ fn flush(slot: &mut Slot) {
 /// process's name.
 #[inline(always)]
 fn record_wait_time(tgid: u32) {
-    let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(start) = WAIT_START.get_ptr(tid) else {
+    // SAFETY: the current task as a typed pointer, for its storage.
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let Some(t) = THREAD.get_or_create(task) else {
         return;
     };
-    // SAFETY: a valid map value pointer.
-    let start = unsafe { *start };
-    let _ = WAIT_START.remove(tid);
+    // SAFETY: the task's own storage; only the task itself writes
+    // `wait_start` (its sys_enter and sys_exit).
+    let start = unsafe { core::mem::replace(&mut (*t).wait_start, 0) };
+    if start == 0 {
+        return;
+    }
     // SAFETY: reading the clock has no preconditions.
     let ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(start);
     let bucket = if ns == 0 {
@@ -463,14 +462,16 @@ fn process_comm(tgid: u32) -> [u8; COMM_LEN] {
 /// began. Classic syscall tracepoints only run for their own syscall.
 #[tracepoint]
 pub fn iolens_epoll_enter(_ctx: TracePointContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !passes_filters((pid_tgid >> 32) as u32) {
+    if !passes_filters(current_tgid()) {
         return 0;
     }
-    // SAFETY: reading the clock has no preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    if WAIT_START.insert(pid_tgid as u32, now, 0).is_err() {
-        bump(counter::OTHER_DROPS);
+    // SAFETY: the current task as a typed pointer, for its storage.
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    match THREAD.get_or_create(task) {
+        // SAFETY: the task's own storage; reading the clock has no
+        // preconditions.
+        Some(t) => unsafe { (*t).wait_start = bpf_ktime_get_ns() },
+        None => bump(counter::OTHER_DROPS),
     }
     0
 }
@@ -966,9 +967,6 @@ pub fn iolens_exec(_ctx: TracePointContext) -> u32 {
 pub fn iolens_exit(_ctx: TracePointContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, pid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
-    // Every exiting thread: its wait stamp is done with (its scheduler
-    // state goes with the task).
-    let _ = WAIT_START.remove(pid);
     if tgid != pid {
         return 0;
     }

@@ -15,9 +15,8 @@ use aya::{
     programs::{BtfTracePoint, TracePoint},
 };
 use iolens_common::{
-    COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES, DEFAULT_THREAD_ENTRIES, KernelOffsets,
-    ProcCounters, ProcInfo, StatKey, StatValue, UringKey, UringValue, WAIT_SLOTS, counter, globals,
-    maps,
+    COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES, KernelOffsets, ProcCounters, ProcInfo,
+    StatKey, StatValue, UringKey, UringValue, WAIT_SLOTS, counter, globals, maps,
 };
 use tracing::{info, warn};
 
@@ -128,7 +127,6 @@ pub struct ProbeConfig {
     pub cgroups: Vec<u64>,
     pub stats_entries: u32,
     pub proc_entries: u32,
-    pub thread_entries: u32,
     /// Fail if any program cannot attach.
     pub strict: bool,
     /// Turn on the kernel's per-program run-time accounting.
@@ -143,7 +141,6 @@ impl Default for ProbeConfig {
             cgroups: Vec::new(),
             stats_entries: DEFAULT_STATS_ENTRIES,
             proc_entries: DEFAULT_PROC_ENTRIES,
-            thread_entries: DEFAULT_THREAD_ENTRIES,
             strict: false,
             program_stats: false,
         }
@@ -255,7 +252,6 @@ impl Probes {
             .map_max_entries(maps::STATS, config.stats_entries)
             .map_max_entries(maps::PROCS, config.proc_entries)
             .map_max_entries(maps::PSTATS, config.proc_entries)
-            .map_max_entries(maps::WAIT_START, config.thread_entries)
             // THREAD is task local storage, which aya creates but has no
             // user-space type for; only the kernel side touches it.
             .allow_unsupported_maps()

@@ -15,8 +15,6 @@ pub const DEFAULT_STATS_ENTRIES: u32 = 16_384;
 pub const DEFAULT_PROC_ENTRIES: u32 = 8_192;
 /// Capacity of the in-kernel filter maps (`--pid`, `--comm`).
 pub const FILTER_ENTRIES: u32 = 1_024;
-/// Default capacity of the per-thread scheduler state (switch-in times).
-pub const DEFAULT_THREAD_ENTRIES: u32 = 32_768;
 /// Capacity of the epoll blocked-time histograms (one per process name).
 pub const WAIT_HIST_ENTRIES: u32 = 1_024;
 /// Capacity of the per-process, per-opcode io_uring statistics.
@@ -41,7 +39,6 @@ pub mod maps {
     pub const COMM_FILTER: &str = "COMM_FILTER";
     pub const CGROUP_FILTER: &str = "CGROUP_FILTER";
     pub const PSTATS: &str = "PSTATS";
-    pub const WAIT_START: &str = "WAIT_START";
     pub const WAIT_HIST: &str = "WAIT_HIST";
     pub const URING: &str = "URING";
     pub const RINGS: &str = "RINGS";
@@ -404,6 +401,8 @@ pub struct ThreadState {
     /// The thread's `nvcsw` at its last switch-out, plus one (0: unknown):
     /// whether the kernel counted the next switch voluntary.
     pub nvcsw_seen: u64,
+    /// ns when an epoll wait began (0: none open).
+    pub wait_start: u64,
 }
 
 /// Key of the io_uring statistics: process and opcode.
