@@ -285,6 +285,8 @@ pub struct Report {
     pub notes: Vec<String>,
     /// `done` or `phase <name>`.
     pub end: String,
+    /// Bytes the child wrote for this step, newlines included.
+    pub bytes: u64,
 }
 
 /// Sum of a `/proc/PID/task/*/status` field over the live threads.
@@ -457,6 +459,7 @@ impl TestChild {
         let mut report = Report::default();
         loop {
             let l = self.line();
+            report.bytes += l.len() as u64 + 1;
             if l == "done" || l.starts_with("phase ") || l.is_empty() {
                 report.end = l;
                 break;

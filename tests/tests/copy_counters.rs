@@ -140,18 +140,21 @@ fn run_scenario(test: &str, scenario: &str, port: Option<u16>) {
     let before_m = agent.scrape();
     let io_before = ProcIo::read(pid);
     let before = view(&before_m, pid);
-    let counts = child.go();
+    let report = child.step();
+    assert_eq!(report.end, "done");
+    let counts = report.counts;
     let after_m = agent.scrape();
     let io = ProcIo::read(pid);
     let after = view(&after_m, pid);
 
-    // (a) Exactly the child's calls, plus the handshake. The report write
-    // to stdout is the only other change allowed, and it goes to a pipe.
+    // (a) Exactly the child's calls, plus the handshake: the report goes to
+    // stdout, a pipe, in one write of exactly what the test read.
     let mut got = delta(&after, &before);
     let report_writes = got.remove(&("write".to_string(), "user_to_pipe".to_string()));
-    assert!(
-        report_writes.is_some_and(|(calls, _)| calls >= 1),
-        "the report write to stdout is missing: {got:?}"
+    assert_eq!(
+        report_writes,
+        Some((1, report.bytes)),
+        "the report write to stdout: {got:?}"
     );
     assert_eq!(
         got,
