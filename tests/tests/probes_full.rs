@@ -164,10 +164,24 @@ fn mode_switches_are_two_per_syscall_of_the_process() {
     run.child.go();
     let after = run.scrape();
     let d = |name: &str| grew(&before, &after, name, pid, &[]);
-    // 10,000 getppid plus the handshake (the read of "go", the report's
-    // write), which the read/write family counts.
-    let io_family = d("iolens_syscalls_total");
-    assert_eq!(d("iolens_process_syscalls_total"), 10_000 + io_family);
+    // 10,000 getppid plus the handshake: the read of "go" from the stdin
+    // pipe and the one write of the report to the stdout pipe. Nothing
+    // else: the loop allocates nothing.
+    let io = |syscall: &str, path: &str| {
+        grew(
+            &before,
+            &after,
+            "iolens_syscalls_total",
+            pid,
+            &[("syscall", syscall), ("path", path)],
+        )
+    };
+    assert_eq!(
+        (io("read", "pipe_to_user"), io("write", "user_to_pipe")),
+        (1, 1)
+    );
+    assert_eq!(d("iolens_syscalls_total"), 2, "no other accounted call");
+    assert_eq!(d("iolens_process_syscalls_total"), 10_002);
     assert_eq!(
         get(&after, "iolens_mode_switches_total", pid, &[]),
         2 * get(&after, "iolens_process_syscalls_total", pid, &[])
