@@ -270,16 +270,6 @@ const KINDS: [Kind; 4] = [
     },
 ];
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 pub fn run_bench(args: Args) -> anyhow::Result<()> {
     if !crate::util::is_root() {
         bail!("the overhead benchmark loads eBPF programs: run it as root");
@@ -323,7 +313,10 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
         "loop", "bare ns", "iolens ns", "bpftrace", "iolens +ns", "bpftrace +ns", "ratio"
     );
     for (ki, kind) in KINDS.iter().enumerate() {
-        let med: Vec<f64> = results[ki].iter_mut().map(|v| median(v)).collect();
+        let med: Vec<f64> = results[ki]
+            .iter()
+            .map(|v| crate::util::median(v.clone()))
+            .collect();
         let (io, bt) = (med[1] - med[0], med[2] - med[0]);
         let ratio = if bt > 0.0 {
             format!("{:.2}", io / bt)

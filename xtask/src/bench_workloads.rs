@@ -390,29 +390,15 @@ fn measure(
     })
 }
 
-/// The median of `f` over `samples`; NaN for none (see [`median`]).
+/// The median of `f` over `samples`; NaN for none (see [`crate::util::median`]).
 fn median_of(samples: &[Sample], f: impl Fn(&Sample) -> f64) -> f64 {
-    median(samples.iter().map(f).collect())
+    crate::util::median(samples.iter().map(f).collect())
 }
 
 /// The median of the last contender's samples (the nginx reference), NaN
 /// if there are none.
 fn reference_median(res: &[Vec<Sample>], f: impl Fn(&Sample) -> f64) -> f64 {
     res.last().map_or(f64::NAN, |s| median_of(s, f))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.retain(|x| x.is_finite());
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 /// Runs all contenders `rounds` times, alternating, and returns per
