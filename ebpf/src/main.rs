@@ -8,10 +8,12 @@
 //! runs for every syscall. The ends of a transfer are classified from the
 //! fds' inode types, walked with offsets the agent reads from BTF.
 //!
-//! Around it: `sched_switch` (context switches, on-CPU and sleep time),
-//! filemap/writeback tracepoints (page cache), `sys_enter_epoll_*` (only to
-//! time blocked waits) and io_uring tracepoints (attributed to the ring's
-//! owner, so io-wq and SQPOLL threads count for their process).
+//! Around it: `sched_switch` (context switches, on-CPU and sleep time, and
+//! sleeps inside epoll waits), filemap/writeback tracepoints (page cache)
+//! and io_uring tracepoints (attributed to the ring's owner, so io-wq and
+//! SQPOLL threads count for their process). Nothing runs on syscall entry:
+//! any syscall-entry tracepoint sends every syscall through the kernel's
+//! entry tracing (~20 ns a call here).
 //!
 //! Cost shapes the code: helper calls (probe reads ~45 ns, clock reads
 //! ~70 ns on the VM this was measured on) and hash updates (50-100 ns) are
@@ -61,9 +63,12 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     task_pid: 0,
     task_tgid: 0,
     task_nvcsw: 0,
+    task_sum_exec: 0,
+    task_prev_sum_exec: 0,
+    sched_info_valid: 0,
+    task_last_arrival: 0,
     kiocb_opcode: 0,
     kiocb_ctx: 0,
-    rq_clock_valid: 0,
     folio_valid: 0,
     folio_flags: 0,
     folio_flags_1: 0,
@@ -99,7 +104,7 @@ static PSTATS: LruPerCpuHashMap<u32, ProcCounters> =
     LruPerCpuHashMap::with_max_entries(DEFAULT_PROC_ENTRIES, 0);
 
 /// Per-thread state in the task itself (task local storage): scheduler
-/// stamps and the start of an epoll wait, found through the task without
+/// stamps and the epoll wait in progress, found through the task without
 /// hashing and freed by the kernel with the task.
 #[btf_map]
 static THREAD: TaskStorage<ThreadState> = TaskStorage::new();
@@ -208,18 +213,19 @@ const SLOT_FDS: usize = 4;
 struct FdEntry {
     /// The fd table (`task->files`): threads may have their own.
     files: u64,
-    /// The `struct file` the fd held.
-    file: u64,
-    /// FD_EPOCH when it was classified.
+    /// FD_EPOCH when it was classified: read before the fd table, so a
+    /// close that races the classification leaves an entry already old.
     epoch: u64,
     fd: i32,
     endpoint: u8,
     _pad: [u8; 3],
 }
 
-/// Bumped after every syscall that closes or replaces fds, and every
-/// io_uring close: remembered fd classes older than the last bump are
-/// not trusted.
+/// Bumped after everything that closes or replaces fds (the syscalls in
+/// CLOSES_FDS, the ioctls in REPLACES_FDS, io_uring closes) and at every
+/// thread exit (its fd table's memory may come back as another's):
+/// remembered fd classes older than the last bump are not trusted. An fd
+/// can only come to hold another file through one of those.
 #[map]
 static FD_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
 
@@ -239,6 +245,12 @@ const BPF_NOEXIST: u64 = 1;
 /// (close-on-exec), execveat, close_range.
 const CLOSES_FDS: [u64; 6] = [3, 33, 292, 59, 322, 436];
 
+/// ioctl(2) (x86_64 16) requests that close or replace fds of a process:
+/// SECCOMP_IOCTL_NOTIF_ADDFD (a supervisor may replace the target's fd)
+/// and binder's BINDER_WRITE_READ (freeing a transaction closes fds).
+const IOCTL: u64 = 16;
+const REPLACES_FDS: [u32; 2] = [0x4018_2103, 0xc030_6201];
+
 #[btf_tracepoint(function = "sys_exit")]
 #[inline(always)]
 pub fn iolens_sys_exit(ctx: BtfTracePointContext) -> i32 {
@@ -250,7 +262,15 @@ pub fn iolens_sys_exit(ctx: BtfTracePointContext) -> i32 {
 fn try_sys_exit(ctx: &BtfTracePointContext) {
     let regs: *const u8 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: the current task as a typed pointer: its tgid is one load
+    // (bpf_get_current_pid_tgid would be a second helper call, ~25 ns).
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let tgid = if rd(&OFFSETS.valid) != 0 {
+        // SAFETY: a typed task pointer at a verifier-known offset.
+        unsafe { load::<u32>(task, rd(&OFFSETS.task_tgid)) }
+    } else {
+        current_tgid()
+    };
     if tgid == 0 || regs.is_null() || !passes_filters(tgid) {
         return;
     }
@@ -284,7 +304,7 @@ fn try_sys_exit(ctx: &BtfTracePointContext) {
         // Every syscall is a user->kernel->user round trip. Accounted ones
         // are counted in STATS; user space adds the two.
         None => slot.proc.syscalls += 1,
-        Some(syscall) => account_syscall(slot, syscall, &words, ret),
+        Some(syscall) => account_syscall(slot, task, syscall, &words, ret),
     }
     slot.events += 1;
     if slot.events >= SLOT_FLUSH_EVENTS {
@@ -294,13 +314,16 @@ fn try_sys_exit(ctx: &BtfTracePointContext) {
         slot.tgid = tgid;
     }
     slot.busy = 0;
-    if ret >= 0 && CLOSES_FDS.contains(&words[ORIG_AX]) {
+    let nr = words[ORIG_AX];
+    if ret >= 0
+        && (CLOSES_FDS.contains(&nr) || nr == IOCTL && REPLACES_FDS.contains(&(words[SI] as u32)))
+    {
         bump_fd_epoch();
     }
 }
 
 #[inline(always)]
-fn account_syscall(slot: &mut Slot, syscall: Syscall, words: &[u64; 4], ret: i64) {
+fn account_syscall(slot: &mut Slot, task: *const u8, syscall: Syscall, words: &[u64; 4], ret: i64) {
     let mut scanned = 0;
     let (src, dst) = if ret < 0 {
         // A failed call moved nothing; leave the path unknown rather than
@@ -313,11 +336,11 @@ fn account_syscall(slot: &mut Slot, syscall: Syscall, words: &[u64; 4], ret: i64
         // mitigation.
         let [dx, si, di, _] = words.map(|w| w as i32);
         match syscall.shape() {
-            Shape::FdToUser => (fd_endpoint(slot, di), Endpoint::User),
-            Shape::UserToFd => (Endpoint::User, fd_endpoint(slot, di)),
-            Shape::Arg1ToArg0 => (fd_endpoint(slot, si), fd_endpoint(slot, di)),
-            Shape::Arg0ToArg2 => (fd_endpoint(slot, di), fd_endpoint(slot, dx)),
-            Shape::Arg0ToArg1 => (fd_endpoint(slot, di), fd_endpoint(slot, si)),
+            Shape::FdToUser => (fd_endpoint(slot, task, di), Endpoint::User),
+            Shape::UserToFd => (Endpoint::User, fd_endpoint(slot, task, di)),
+            Shape::Arg1ToArg0 => (fd_endpoint(slot, task, si), fd_endpoint(slot, task, di)),
+            Shape::Arg0ToArg2 => (fd_endpoint(slot, task, di), fd_endpoint(slot, task, dx)),
+            Shape::Arg0ToArg1 => (fd_endpoint(slot, task, di), fd_endpoint(slot, task, si)),
             Shape::ScanArg0 => {
                 scanned = words[DI] & 0xffff_ffff;
                 (Endpoint::Other, Endpoint::Other)
@@ -330,7 +353,7 @@ fn account_syscall(slot: &mut Slot, syscall: Syscall, words: &[u64; 4], ret: i64
         }
     };
     if syscall.is_epoll() {
-        record_wait_time(slot.tgid);
+        record_wait_time(task, slot.tgid);
     }
     let delta = StatValue {
         calls: 1,
@@ -402,23 +425,26 @@ fn flush(slot: &mut Slot) {
     slot.busy = busy;
 }
 
-/// Closes the wait opened by `iolens_epoll_enter` into the histogram of the
-/// process's name.
+/// Records an epoll wait that returned in the histogram of the process's
+/// name: the time the thread slept inside it, which sched_switch gathers
+/// (a wait that found events at once blocked 0 ns).
 #[inline(always)]
-fn record_wait_time(tgid: u32) {
-    // SAFETY: the current task as a typed pointer, for its storage.
-    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+fn record_wait_time(task: *const u8, tgid: u32) {
     let Some(t) = THREAD.get_or_create(task) else {
         return;
     };
-    // SAFETY: the task's own storage; only the task itself writes
-    // `wait_start` (its sys_enter and sys_exit).
-    let start = unsafe { core::mem::replace(&mut (*t).wait_start, 0) };
-    if start == 0 {
-        return;
-    }
-    // SAFETY: reading the clock has no preconditions.
-    let ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(start);
+    // SAFETY: the task's own storage, written only in its own context (its
+    // switch-outs and syscall exits); `task` is a typed task pointer.
+    let ns = unsafe {
+        let mut ns = core::mem::replace(&mut (*t).wait_blocked, 0);
+        let slept = core::mem::replace(&mut (*t).wait_sleep, 0);
+        if slept != 0 && rd(&OFFSETS.sched_info_valid) != 0 {
+            // The last sleep ended when the thread came back on CPU.
+            let arrival: u64 = load(task, rd(&OFFSETS.task_last_arrival));
+            ns += arrival.saturating_sub(slept);
+        }
+        ns
+    };
     let bucket = if ns == 0 {
         0
     } else {
@@ -458,24 +484,6 @@ fn process_comm(tgid: u32) -> [u8; COMM_LEN] {
     }
 }
 
-/// `syscalls:sys_enter_epoll_wait`, `_pwait`, `_pwait2`: when the wait
-/// began. Classic syscall tracepoints only run for their own syscall.
-#[tracepoint]
-pub fn iolens_epoll_enter(_ctx: TracePointContext) -> u32 {
-    if !passes_filters(current_tgid()) {
-        return 0;
-    }
-    // SAFETY: the current task as a typed pointer, for its storage.
-    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-    match THREAD.get_or_create(task) {
-        // SAFETY: the task's own storage; reading the clock has no
-        // preconditions.
-        Some(t) => unsafe { (*t).wait_start = bpf_ktime_get_ns() },
-        None => bump(counter::OTHER_DROPS),
-    }
-    0
-}
-
 /// Adds to the process's counters, creating them on first use.
 /// `name`: the current task belongs to `tgid`, so a new process may be
 /// named after it.
@@ -505,17 +513,29 @@ fn with_proc(tgid: u32, name: bool, f: impl Fn(&mut ProcCounters)) {
 
 /// `sched_switch(preempt, prev, next, prev_state)`, BTF-typed so prev and
 /// next are loaded from directly. It runs in prev's context, right after the
-/// kernel incremented prev's nvcsw (a voluntary switch) or nivcsw.
+/// kernel incremented prev's nvcsw (a voluntary switch) or nivcsw, and
+/// charged prev's CPU time. All per-thread work happens for prev: what
+/// happened while a thread was off CPU is settled at its next switch-out,
+/// from the time the scheduler stamped at its switch-in.
 #[btf_tracepoint(function = "sched_switch")]
 pub fn iolens_sched_switch(ctx: BtfTracePointContext) -> i32 {
     let preempt: u64 = ctx.arg(0);
     let prev: *const u8 = ctx.arg(1);
     let next: *const u8 = ctx.arg(2);
     let prev_state: u64 = ctx.arg(3);
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let (prev_tgid, prev_tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     let valid = rd(&OFFSETS.valid) != 0 && !prev.is_null() && !next.is_null();
-    let now = switch_clock(prev);
+    let (prev_tgid, prev_tid) = if valid {
+        // SAFETY: a BTF-typed task pointer and verifier-known offsets.
+        unsafe {
+            (
+                load::<u32>(prev, rd(&OFFSETS.task_tgid)),
+                load::<u32>(prev, rd(&OFFSETS.task_pid)),
+            )
+        }
+    } else {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        ((pid_tgid >> 32) as u32, pid_tgid as u32)
+    };
     // SAFETY (for `slot`): this CPU's slot; sched_switch is not preempted,
     // and a sys_exit run it interrupted (if the kernel ever preempts one)
     // has `busy` set, so the slot is left alone.
@@ -523,117 +543,148 @@ pub fn iolens_sched_switch(ctx: BtfTracePointContext) -> i32 {
         Some(s) if unsafe { (*s).busy } == 0 => Some(unsafe { &mut *s }),
         _ => None,
     };
-
-    // prev goes off CPU.
     if prev_tid != 0 && passes_filters(prev_tgid) {
-        // The kernel's own verdict: which of prev's counters it just
-        // bumped. prev_state alone misses a task that went to sleep with a
-        // signal pending (counted voluntary, but traced as running).
-        let nvcsw: u64 = if valid {
-            // SAFETY: a BTF-typed task pointer and a verifier-known offset.
-            unsafe { load(prev, rd(&OFFSETS.task_nvcsw)) }
-        } else {
-            0
-        };
-        let guess = preempt & 1 == 0 && prev_state as u32 != 0;
-        let (ran, voluntary) = match THREAD.get_or_create(prev) {
-            // SAFETY: the task's own storage; only its switches write it,
-            // and the scheduler serialises them. A new one is zeroed: no
-            // switch-in time, no nvcsw seen.
-            Some(t) => unsafe {
-                let voluntary = if valid && (*t).nvcsw_seen != 0 {
-                    (*t).nvcsw_seen != nvcsw + 1
-                } else {
-                    guess
-                };
-                let on = (*t).on_ns;
-                (*t).on_ns = 0;
-                (*t).sleep_ns = if voluntary { now } else { 0 };
-                (*t).nvcsw_seen = if valid { nvcsw + 1 } else { 0 };
-                (if on != 0 && on <= now { now - on } else { 0 }, voluntary)
-            },
-            None => {
-                bump(counter::OTHER_DROPS);
-                (0, guess)
-            }
-        };
-        let add = |p: &mut ProcCounters| {
-            if voluntary {
-                p.vcsw += 1;
-            } else {
-                p.ivcsw += 1;
-            }
-            p.oncpu_ns += ran;
-        };
+        let d = switch_out(prev, valid, preempt & 1 == 0 && prev_state as u32 != 0);
+        let add = |p: &mut ProcCounters| p.accumulate(&d);
         match slot.as_deref_mut() {
             Some(s) if s.tgid == prev_tgid => add(&mut s.proc),
             _ => with_proc(prev_tgid, true, add),
         }
     }
-
-    // next comes on CPU.
-    let (next_tid, next_tgid) = if valid {
-        // SAFETY: a BTF-typed task pointer and verifier-known offsets.
-        unsafe {
-            (
-                load::<u32>(next, rd(&OFFSETS.task_pid)),
-                load::<u32>(next, rd(&OFFSETS.task_tgid)),
-            )
-        }
-    } else {
-        (0, 0)
-    };
     // Another process (or idle) takes the CPU: what the slot holds goes to
     // the maps, so a process that is not running is fully accounted.
-    if let Some(s) = slot.as_deref_mut()
+    let next_tgid: u32 = if valid {
+        // SAFETY: a BTF-typed task pointer and a verifier-known offset.
+        unsafe { load(next, rd(&OFFSETS.task_tgid)) }
+    } else {
+        0
+    };
+    if let Some(s) = slot
         && s.tgid != 0
         && (s.tgid != next_tgid || !valid)
     {
         flush(s);
     }
-    if next_tid == 0 || !passes_pid_filter(next_tgid) {
-        return 0;
-    }
-    match THREAD.get_or_create(next) {
-        // SAFETY: as for prev: the task's own storage.
-        Some(t) => unsafe {
-            let slept = (*t).sleep_ns;
-            if slept != 0 && slept <= now {
-                let ns = now - slept;
-                match slot {
-                    Some(s) if s.tgid == next_tgid => s.proc.sleep_ns += ns,
-                    // Not named here: this runs in prev's context.
-                    _ => with_proc(next_tgid, false, |p| p.sleep_ns += ns),
-                }
-            }
-            (*t).on_ns = now;
-            (*t).sleep_ns = 0;
-        },
-        None => bump(counter::OTHER_DROPS),
-    }
     0
 }
 
-/// ns now, for the switch stamps (only ever compared with each other): the
-/// run queue's clock, which __schedule updated just before this tracepoint,
-/// read through the switching task; else a clock read (~70 ns here).
+/// prev's side of a switch, as counter deltas: the switch (voluntary or
+/// not), the CPU time since its last switch-out, and the sleep that ended
+/// when this run began. `guess`: voluntary by the tracepoint's arguments,
+/// for when the kernel's own count cannot be compared.
 #[inline(always)]
-fn switch_clock(task: *const u8) -> u64 {
-    if rd(&OFFSETS.rq_clock_valid) != 0 && !task.is_null() {
-        // SAFETY: typed pointers (a tp_btf task argument, then the
-        // pointers loaded from it) at verifier-known offsets.
-        unsafe {
-            let cfs_rq: *const u8 = load(task, rd(&OFFSETS.task_se_cfs_rq));
-            if !cfs_rq.is_null() {
-                let rq: *const u8 = load(cfs_rq, rd(&OFFSETS.cfs_rq_rq));
-                if !rq.is_null() {
-                    return load(rq, rd(&OFFSETS.rq_clock));
-                }
+fn switch_out(prev: *const u8, valid: bool, guess: bool) -> ProcCounters {
+    let mut d = ProcCounters::default();
+    let Some(t) = THREAD.get_or_create(prev) else {
+        bump(counter::OTHER_DROPS);
+        if guess {
+            d.vcsw = 1;
+        } else {
+            d.ivcsw = 1;
+        }
+        return d;
+    };
+    // SAFETY: prev is a BTF-typed task pointer (offsets verifier-known),
+    // and `t` its storage, which only its own context writes: its
+    // switch-outs (serialised by the scheduler) and its syscall exits.
+    unsafe {
+        let (nvcsw, runtime): (u64, u64) = if valid {
+            (
+                load(prev, rd(&OFFSETS.task_nvcsw)),
+                load(prev, rd(&OFFSETS.task_sum_exec)),
+            )
+        } else {
+            (0, 0)
+        };
+        // The kernel's own verdict: which of prev's counters it just
+        // bumped. prev_state alone misses a task that went to sleep with a
+        // signal pending (counted voluntary, but traced as running).
+        let seen = valid && (*t).nvcsw_seen != 0;
+        let voluntary = if seen {
+            (*t).nvcsw_seen != nvcsw + 1
+        } else {
+            guess
+        };
+        if voluntary {
+            d.vcsw = 1;
+        } else {
+            d.ivcsw = 1;
+        }
+        // CPU time is the scheduler's own: sum_exec_runtime since the last
+        // switch-out, or at the first one seen, since the thread was
+        // picked (from its start, for a thread started under iolens).
+        if valid {
+            let base = if seen {
+                (*t).runtime_seen
+            } else {
+                load(prev, rd(&OFFSETS.task_prev_sum_exec))
+            };
+            d.oncpu_ns = runtime.saturating_sub(base);
+        }
+        (*t).nvcsw_seen = if valid { nvcsw + 1 } else { 0 };
+        (*t).runtime_seen = runtime;
+        let (sleep, wait) = ((*t).sleep_start, (*t).wait_sleep);
+        if (sleep | wait) != 0 && valid && rd(&OFFSETS.sched_info_valid) != 0 {
+            let arrival: u64 = load(prev, rd(&OFFSETS.task_last_arrival));
+            if sleep != 0 {
+                d.sleep_ns = arrival.saturating_sub(sleep);
+            }
+            if wait != 0 {
+                (*t).wait_blocked += arrival.saturating_sub(wait);
+            }
+        }
+        (*t).sleep_start = 0;
+        (*t).wait_sleep = 0;
+        if voluntary && valid && rd(&OFFSETS.sched_info_valid) != 0 {
+            let now = rq_clock(prev);
+            (*t).sleep_start = now;
+            if now != 0 && in_epoll_wait(prev) {
+                (*t).wait_sleep = now;
             }
         }
     }
-    // SAFETY: reading the clock has no preconditions.
-    unsafe { bpf_ktime_get_ns() }
+    d
+}
+
+/// Whether `task`, switching out, sleeps inside an epoll wait: the syscall
+/// number in its saved user registers. Asked only at voluntary switches.
+#[inline(always)]
+fn in_epoll_wait(task: *const u8) -> bool {
+    // SAFETY: `task` is a BTF-typed task pointer; the helper returns its
+    // user registers as a typed `struct pt_regs *`.
+    let regs = unsafe { aya_ebpf::helpers::generated::bpf_task_pt_regs(task.cast_mut().cast()) }
+        as *const u8;
+    if regs.is_null() {
+        return false;
+    }
+    // SAFETY: a typed pointer and a constant offset (uapi pt_regs).
+    let nr: u64 = unsafe { load(regs, REGS_DX + 8 * ORIG_AX) };
+    EPOLL_WAITS.contains(&nr)
+}
+
+/// x86_64 epoll_wait, epoll_pwait, epoll_pwait2.
+const EPOLL_WAITS: [u64; 3] = [232, 281, 441];
+
+/// ns now on the run queue's clock, which __schedule updated just before
+/// this tracepoint and which stamped the threads' switch-ins: read through
+/// the switching task, without a clock read (~70 ns here). 0 if a pointer
+/// on the way is NULL. Only with `sched_info_valid`, which implies the
+/// offsets.
+#[inline(always)]
+fn rq_clock(task: *const u8) -> u64 {
+    // SAFETY: typed pointers (a tp_btf task argument, then the pointers
+    // loaded from it) at verifier-known offsets.
+    unsafe {
+        let cfs_rq: *const u8 = load(task, rd(&OFFSETS.task_se_cfs_rq));
+        if cfs_rq.is_null() {
+            return 0;
+        }
+        let rq: *const u8 = load(cfs_rq, rd(&OFFSETS.cfs_rq_rq));
+        if rq.is_null() {
+            return 0;
+        }
+        load(rq, rd(&OFFSETS.rq_clock))
+    }
 }
 
 /// Adds to a page-cache counter of the current process: in this CPU's slot
@@ -961,10 +1012,14 @@ pub fn iolens_exec(_ctx: TracePointContext) -> u32 {
     0
 }
 
-/// `sched:sched_process_exit`: stamp the exit of a thread group leader so
-/// the agent can keep its series for the grace period and then drop them.
+/// `sched:sched_process_exit`, for every exiting thread: stamp the exit of
+/// a thread group leader so the agent can keep its series for the grace
+/// period and then drop them.
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn iolens_exit(_ctx: TracePointContext) -> u32 {
+    // Before exit_files: the thread's fd table may be freed, and its
+    // memory come back as another thread's table.
+    bump_fd_epoch();
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, pid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     if tgid != pid {
@@ -1028,8 +1083,8 @@ fn rd(field: &u32) -> usize {
 
 /// Classifies fd `fd` of the current task by its inode type.
 #[inline(always)]
-fn fd_endpoint(slot: &mut Slot, fd: i32) -> Endpoint {
-    match fd_class(slot, fd) {
+fn fd_endpoint(slot: &mut Slot, task: *const u8, fd: i32) -> Endpoint {
+    match fd_class(slot, task, fd) {
         Some(e) => e,
         None => {
             bump(counter::FD_LOOKUP_FAILURES);
@@ -1038,15 +1093,15 @@ fn fd_endpoint(slot: &mut Slot, fd: i32) -> Endpoint {
     }
 }
 
+/// `task`: the current task, as bpf_get_current_task_btf returned it: a
+/// typed (BTF) pointer, so the verifier lets the program load its fields
+/// directly, fault-safe, at the constant offsets read from BTF.
 #[inline(always)]
-fn fd_class(slot: &mut Slot, fd: i32) -> Option<Endpoint> {
+fn fd_class(slot: &mut Slot, task: *const u8, fd: i32) -> Option<Endpoint> {
     if rd(&OFFSETS.valid) == 0 || fd < 0 {
         return None;
     }
-    // SAFETY: bpf_get_current_task_btf returns the current task as a typed
-    // (BTF) pointer, so the verifier lets the program load its fields
-    // directly, fault-safe, at the constant offsets read from BTF.
-    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    // SAFETY: see above.
     let files: *const u8 = unsafe { load(task, rd(&OFFSETS.task_files)) };
     if files.is_null() {
         return None;
@@ -1079,19 +1134,17 @@ fn fd_class(slot: &mut Slot, fd: i32) -> Option<Endpoint> {
     }
     // A grown table is an untyped pointer array, so probe reads from here,
     // and they are the dearest part of the program (~45 ns each here). The
-    // slot remembers a few fds' classes, keyed by the file they held: one
-    // read tells whether the fd still holds that file. A closed file's
-    // memory can come back as another file at the same fd, so any close
-    // anywhere (FD_EPOCH) retires every remembered class.
+    // slot remembers a few fds' classes, trusted until the next FD_EPOCH
+    // bump: until then no fd anywhere has come to hold another file.
+    let epoch = fd_epoch();
+    for e in &slot.fds {
+        if e.fd == fd && e.files == files as u64 && e.epoch == epoch {
+            return Some(Endpoint::from_u8(e.endpoint));
+        }
+    }
     let file: *const u8 = read_at(fd_array, fd as usize * 8).ok()?;
     if file.is_null() {
         return None;
-    }
-    let epoch = fd_epoch();
-    for e in &slot.fds {
-        if e.fd == fd && e.file == file as u64 && e.files == files as u64 && e.epoch == epoch {
-            return Some(Endpoint::from_u8(e.endpoint));
-        }
     }
     let inode: *const u8 = read_at(file, rd(&OFFSETS.file_inode)).ok()?;
     let endpoint = Endpoint::from_mode(read_at(inode, rd(&OFFSETS.inode_mode)).ok()?);
@@ -1100,7 +1153,6 @@ fn fd_class(slot: &mut Slot, fd: i32) -> Option<Endpoint> {
     if let Some(e) = slot.fds.get_mut(i) {
         *e = FdEntry {
             files: files as u64,
-            file: file as u64,
             epoch,
             fd,
             endpoint: endpoint as u8,
@@ -1110,7 +1162,7 @@ fn fd_class(slot: &mut Slot, fd: i32) -> Option<Endpoint> {
     Some(endpoint)
 }
 
-/// The machine-wide count of fd-closing syscalls and io_uring closes.
+/// The machine-wide count of fd-closing events (see FD_EPOCH).
 #[inline(always)]
 fn fd_epoch() -> u64 {
     match FD_EPOCH.get_ptr(0) {

@@ -797,12 +797,12 @@ impl Tracker {
             ),
             (
                 "iolens_cpu_seconds_total",
-                "Time on CPU, from the scheduler's switch-in to switch-out of each thread.",
+                "Time on CPU: the scheduler's own runtime of each thread (se.sum_exec_runtime), counted at its switch-outs.",
                 |p| p.oncpu_ns as f64 / 1e9,
             ),
             (
                 "iolens_sleep_seconds_total",
-                "Time off CPU after voluntary switches (blocked or sleeping), until switched in again.",
+                "Time off CPU after voluntary switches (blocked or sleeping), until switched in again; counted at the thread's next switch-out.",
                 |p| p.sleep_ns as f64 / 1e9,
             ),
             (
@@ -930,7 +930,7 @@ impl Tracker {
     fn wait_histogram(&self) -> MetricFamily {
         let mut f = family(
             "iolens_epoll_wait_seconds",
-            "Time threads spent in epoll_wait/epoll_pwait/epoll_pwait2, by process name (log2 buckets).",
+            "Time threads slept (off CPU) inside each epoll_wait/epoll_pwait/epoll_pwait2 call, by process name (log2 buckets); a call that found events at once observes 0.",
             MetricType::HISTOGRAM,
         );
         for (comm, slots) in &self.wait_hist {

@@ -282,12 +282,21 @@ impl Btf {
                     .ok_or(BtfError::Malformed("PG_head out of range"))?,
             ))
         })();
+        // When the thread last came on CPU: CONFIG_SCHED_INFO's arrival
+        // stamp, on the same run-queue clock as the switch stamps.
+        let last_arrival = self
+            .member_offset("task_struct", "sched_info")
+            .and_then(|o| Ok(o + self.member_offset("sched_info", "last_arrival")?));
+        let se = self.member_offset("task_struct", "se")?;
         Ok(KernelOffsets {
+            task_sum_exec: se + self.member_offset("sched_entity", "sum_exec_runtime")?,
+            task_prev_sum_exec: se + self.member_offset("sched_entity", "prev_sum_exec_runtime")?,
+            sched_info_valid: u32::from(last_arrival.is_ok() && rq_clock.is_ok()),
+            task_last_arrival: last_arrival.unwrap_or(0),
             folio_valid: u32::from(folio.is_ok()),
             folio_flags: folio.as_ref().map_or(0, |f| f.0),
             folio_flags_1: folio.as_ref().map_or(0, |f| f.1),
             pg_head: folio.as_ref().map_or(0, |f| f.2),
-            rq_clock_valid: u32::from(rq_clock.is_ok()),
             task_se_cfs_rq: rq_clock.as_ref().map_or(0, |r| r.0),
             cfs_rq_rq: rq_clock.as_ref().map_or(0, |r| r.1),
             rq_clock: rq_clock.as_ref().map_or(0, |r| r.2),
@@ -450,6 +459,11 @@ mod tests {
             ("files_struct", "fd_array"),
             ("cfs_rq", "rq"),
             ("rq", "clock"),
+            ("task_struct", "se"),
+            ("sched_entity", "sum_exec_runtime"),
+            ("sched_entity", "prev_sum_exec_runtime"),
+            ("task_struct", "sched_info"),
+            ("sched_info", "last_arrival"),
         ] {
             let ours = btf.member_offset(strukt, member).expect("member");
             let theirs = bpftool_offset(&dump, strukt, member)
@@ -466,6 +480,9 @@ mod tests {
         assert!(btf.enum_value("no_such_enumerator_here").is_err());
         let o = btf.kernel_offsets().expect("all offsets resolve");
         // Debian's kernels (CI) have everything the typed programs use.
-        assert_eq!((o.folio_valid, o.rq_clock_valid, o.uring_valid), (1, 1, 1));
+        assert_eq!(
+            (o.folio_valid, o.sched_info_valid, o.uring_valid),
+            (1, 1, 1)
+        );
     }
 }

@@ -64,8 +64,7 @@ macro_rules! classic {
     };
 }
 
-/// Every attachment iolens makes. A program may appear more than once
-/// (`iolens_epoll_enter` serves three syscalls).
+/// Every attachment iolens makes.
 pub const PROBES: &[ProbeSpec] = &[
     btf!("iolens_sys_exit", "raw_syscalls", "sys_exit"),
     btf!("iolens_sched_switch", "sched", "sched_switch"),
@@ -76,9 +75,6 @@ pub const PROBES: &[ProbeSpec] = &[
     btf!("iolens_fm_fault", "filemap", "mm_filemap_fault"),
     classic!("iolens_fm_add", "filemap", "mm_filemap_add_to_page_cache"),
     btf!("iolens_wb_dirty", "writeback", "writeback_dirty_folio"),
-    classic!("iolens_epoll_enter", "syscalls", "sys_enter_epoll_wait"),
-    classic!("iolens_epoll_enter", "syscalls", "sys_enter_epoll_pwait"),
-    classic!("iolens_epoll_enter", "syscalls", "sys_enter_epoll_pwait2"),
     classic!("iolens_uring_create", "io_uring", "io_uring_create"),
     btf!("iolens_uring_submit", "io_uring", "io_uring_submit_req"),
     btf!("iolens_uring_complete", "io_uring", "io_uring_complete"),
@@ -236,9 +232,9 @@ impl Probes {
                 "kernel BTF lacks folio.flags, folio._flags_1 or PG_head: each dirtied folio counts as one page"
             );
         }
-        if offsets.valid != 0 && offsets.rq_clock_valid == 0 {
-            info!(
-                "no run-queue clock in BTF (CONFIG_FAIR_GROUP_SCHED off?): context switches read the clock"
+        if offsets.valid != 0 && offsets.sched_info_valid == 0 {
+            warn!(
+                "kernel BTF lacks task_struct.sched_info.last_arrival (CONFIG_SCHED_INFO off?) or the run-queue clock (CONFIG_FAIR_GROUP_SCHED off?): sleep time and epoll blocked time are not measured"
             );
         }
         let filter_pids = u8::from(!config.pids.is_empty());

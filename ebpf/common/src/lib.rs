@@ -390,19 +390,26 @@ pub struct ProcCounters {
     pub rings_created: u64,
 }
 
-/// Per-thread scheduler state.
+/// Per-thread scheduler state, written only at the thread's own
+/// switch-outs and epoll returns, so that nothing runs for the task coming
+/// on CPU.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ThreadState {
-    /// ns when the thread was last switched in (0: unknown).
-    pub on_ns: u64,
-    /// ns when the thread last switched out voluntarily (0: it did not).
-    pub sleep_ns: u64,
+    /// The thread's `se.sum_exec_runtime` at its last switch-out (valid
+    /// when `nvcsw_seen` is set).
+    pub runtime_seen: u64,
+    /// Run-queue clock when the thread last switched out voluntarily (0: it
+    /// did not).
+    pub sleep_start: u64,
     /// The thread's `nvcsw` at its last switch-out, plus one (0: unknown):
     /// whether the kernel counted the next switch voluntary.
     pub nvcsw_seen: u64,
-    /// ns when an epoll wait began (0: none open).
-    pub wait_start: u64,
+    /// Run-queue clock when the thread last went to sleep inside an epoll
+    /// wait (0: not asleep in one).
+    pub wait_sleep: u64,
+    /// ns slept so far in the current epoll wait.
+    pub wait_blocked: u64,
 }
 
 /// Key of the io_uring statistics: process and opcode.
@@ -536,14 +543,22 @@ pub struct KernelOffsets {
     pub task_pid: u32,
     pub task_tgid: u32,
     pub task_nvcsw: u32,
+    /// `task->se.sum_exec_runtime`: the scheduler's own CPU time of the
+    /// thread, current when sched_switch fires.
+    pub task_sum_exec: u32,
+    /// `task->se.prev_sum_exec_runtime`: sum_exec_runtime when the thread
+    /// was last picked to run.
+    pub task_prev_sum_exec: u32,
+    /// `task->sched_info.last_arrival`: the run-queue clock when the thread
+    /// last came on CPU (CONFIG_SCHED_INFO). `sched_info_valid` needs it and
+    /// the run-queue clock (`task_se_cfs_rq`); without them sleep and epoll
+    /// blocked times are not measured.
+    pub sched_info_valid: u32,
+    pub task_last_arrival: u32,
     /// `io_kiocb.opcode`; 0 with `uring_valid == 0`.
     pub kiocb_opcode: u32,
     /// `io_kiocb.ctx`: the request's ring.
     pub kiocb_ctx: u32,
-    /// `task->se.cfs_rq->rq->clock`, the run queue's clock, which the
-    /// scheduler has just updated when sched_switch fires: a timestamp
-    /// without a clock read. 0 with `rq_clock_valid == 0`.
-    pub rq_clock_valid: u32,
     /// A folio's pages: `1 << (folio._flags_1 & 0xff)` when bit `pg_head`
     /// of `folio.flags` is set, else 1. 0 with `folio_valid == 0`, when
     /// dirtied folios count one page each.
@@ -551,6 +566,10 @@ pub struct KernelOffsets {
     pub folio_flags: u32,
     pub folio_flags_1: u32,
     pub pg_head: u32,
+    /// `task->se.cfs_rq->rq->clock`, the run queue's clock, which the
+    /// scheduler has just updated when sched_switch fires: a timestamp
+    /// without a clock read, on the clock of `last_arrival`. Needs
+    /// CONFIG_FAIR_GROUP_SCHED; part of `sched_info_valid`.
     pub task_se_cfs_rq: u32,
     pub cfs_rq_rq: u32,
     pub rq_clock: u32,
