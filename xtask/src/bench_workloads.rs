@@ -269,6 +269,14 @@ impl Sample {
     fn cpu_ns_per_byte(&self) -> f64 {
         self.cpu_s / self.bytes.max(1.0) * 1e9
     }
+
+    /// Server CPU time over the run's wall time, in % of one CPU: well
+    /// below the server CPUs' 100% each, the server waited on the client,
+    /// and requests or bytes per second measure the client.
+    fn busy_pct(&self) -> f64 {
+        let wall = self.requests / self.rps.max(f64::MIN_POSITIVE);
+        self.cpu_s / wall.max(f64::MIN_POSITIVE) * 100.0
+    }
 }
 
 fn parse_size(s: &str) -> Option<f64> {
@@ -571,33 +579,36 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let nginx = reference_median(&res, |x| x.rps);
         let nginx_cpu = reference_median(&res, Sample::cpu_us_per_req);
         println!(
-            "| {:<26} | {:>10} | {:>9} | {:>12} | {:>10} | {:>10} | {:>11} | {:>6} |",
+            "| {:<26} | {:>10} | {:>9} | {:>12} | {:>10} | {:>6} | {:>10} | {:>11} | {:>6} |",
             "server",
             "req/s",
             "p99 µs",
             "CPU µs/req",
             "CPU ns/B",
+            "busy %",
             "req/s ÷ng",
             "CPU/req ÷ng",
             "errors"
         );
         println!(
-            "|{:-<28}|{:->12}|{:->11}|{:->14}|{:->12}|{:->12}|{:->13}|{:->8}|",
-            "", "", "", "", "", "", "", ""
+            "|{:-<28}|{:->12}|{:->11}|{:->14}|{:->12}|{:->8}|{:->12}|{:->13}|{:->8}|",
+            "", "", "", "", "", "", "", "", ""
         );
         for (s, samples) in servers.iter().zip(&res) {
             let rps = median_of(samples, |x| x.rps);
             let p99 = median_of(samples, |x| x.p99_us);
             let cpu_req = median_of(samples, Sample::cpu_us_per_req);
             let cpu_b = median_of(samples, Sample::cpu_ns_per_byte);
+            let busy = median_of(samples, Sample::busy_pct);
             let errors: u64 = samples.iter().map(|x| x.errors).sum();
             println!(
-                "| {:<26} | {:>10.0} | {:>9.0} | {:>12.2} | {:>10.3} | {:>10.2} | {:>11.2} | {:>6} |",
+                "| {:<26} | {:>10.0} | {:>9.0} | {:>12.2} | {:>10.3} | {:>6.0} | {:>10.2} | {:>11.2} | {:>6} |",
                 s.label(),
                 rps,
                 p99,
                 cpu_req,
                 cpu_b,
+                busy,
                 rps / nginx,
                 cpu_req / nginx_cpu,
                 errors
@@ -662,28 +673,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let nginx_bps = reference_median(&res, |x| x.bytes_per_s);
         let nginx_cpu = reference_median(&res, Sample::cpu_ns_per_byte);
         println!(
-            "| {:<26} | {:>10} | {:>10} | {:>10} | {:>10} | {:>6} |",
-            "sender", "MiB/s", "CPU ns/B", "MiB/s ÷ng", "CPU/B ÷ng", "errors"
+            "| {:<26} | {:>10} | {:>10} | {:>6} | {:>10} | {:>10} | {:>6} |",
+            "sender", "MiB/s", "CPU ns/B", "busy %", "MiB/s ÷ng", "CPU/B ÷ng", "errors"
         );
         println!(
-            "|{:-<28}|{:->12}|{:->12}|{:->12}|{:->12}|{:->8}|",
-            "", "", "", "", "", ""
+            "|{:-<28}|{:->12}|{:->12}|{:->8}|{:->12}|{:->12}|{:->8}|",
+            "", "", "", "", "", "", ""
         );
         for (s, samples) in servers.iter().zip(&res) {
             let bps = median_of(samples, |x| x.bytes_per_s);
             let cpu_b = median_of(samples, Sample::cpu_ns_per_byte);
+            let busy = median_of(samples, Sample::busy_pct);
             let errors: u64 = samples.iter().map(|x| x.errors).sum();
             println!(
-                "| {:<26} | {:>10.0} | {:>10.3} | {:>10.2} | {:>10.2} | {:>6} |",
+                "| {:<26} | {:>10.0} | {:>10.3} | {:>6.0} | {:>10.2} | {:>10.2} | {:>6} |",
                 s.label(),
                 bps / 1048576.0,
                 cpu_b,
+                busy,
                 bps / nginx_bps,
                 cpu_b / nginx_cpu,
                 errors
             );
         }
     }
+    println!(
+        "\nbusy % = server CPU time / wall time (100 per server CPU). A server well below \
+         its CPUs' 100 was waiting on the client: its req/s or MiB/s then measure wrk, and \
+         CPU per request or byte is the server's figure."
+    );
     Ok(())
 }
 
