@@ -42,6 +42,7 @@ const KIND_TYPEDEF: u32 = 8;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC: u32 = 12;
 const KIND_FUNC_PROTO: u32 = 13;
 const KIND_VAR: u32 = 14;
 const KIND_DATASEC: u32 = 15;
@@ -244,6 +245,22 @@ impl Btf {
             .ok_or_else(|| BtfError::NoEnumerator(name.to_owned()))
     }
 
+    /// The type id of struct `name` (its full definition).
+    pub fn struct_id(&self, name: &str) -> Result<u32, BtfError> {
+        self.structs_by_name
+            .get(name)
+            .copied()
+            .ok_or_else(|| BtfError::NoStruct(name.to_owned()))
+    }
+
+    /// The type id of function `name` (kfuncs are called by this id).
+    pub fn func_id(&self, name: &str) -> Option<u32> {
+        self.types
+            .iter()
+            .position(|t| t.kind == KIND_FUNC && self.name(t.name) == name)
+            .map(|id| id as u32)
+    }
+
     /// Byte offset of `strukt.member`.
     pub fn member_offset(&self, strukt: &str, member: &str) -> Result<u32, BtfError> {
         let id = *self
@@ -288,7 +305,21 @@ impl Btf {
             .member_offset("task_struct", "sched_info")
             .and_then(|o| Ok(o + self.member_offset("sched_info", "last_arrival")?));
         let se = self.member_offset("task_struct", "se")?;
+        // Types that untyped addresses are cast to (see `cast_valid`, which
+        // the loader sets once the kfunc calls are in place).
+        let casts = (|| -> Result<(u32, u32, u32), BtfError> {
+            Ok((
+                self.struct_id("kiocb")?,
+                self.member_offset("kiocb", "ki_filp")?,
+                self.struct_id("io_kiocb")?,
+            ))
+        })()
+        .unwrap_or((0, 0, 0));
         Ok(KernelOffsets {
+            cast_valid: 0,
+            btf_kiocb: casts.0,
+            kiocb_filp: casts.1,
+            btf_io_kiocb: casts.2,
             task_sum_exec: se + self.member_offset("sched_entity", "sum_exec_runtime")?,
             task_prev_sum_exec: se + self.member_offset("sched_entity", "prev_sum_exec_runtime")?,
             sched_info_valid: u32::from(last_arrival.is_ok() && rq_clock.is_ok()),

@@ -7,7 +7,7 @@
 
 pub mod btf;
 
-use std::{os::fd::OwnedFd, path::Path};
+use std::{borrow::Cow, os::fd::OwnedFd, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -16,7 +16,8 @@ use aya::{
 };
 use iolens_common::{
     COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES, KernelOffsets, ProcCounters, ProcInfo,
-    StatKey, StatValue, UringKey, UringValue, WAIT_SLOTS, counter, globals, maps,
+    RDONLY_CAST_PLACEHOLDER, StatKey, StatValue, UringKey, UringValue, WAIT_SLOTS, counter,
+    globals, maps,
 };
 use tracing::{info, warn};
 
@@ -85,6 +86,43 @@ pub fn program_names() -> Vec<&'static str> {
     let mut names: Vec<&'static str> = PROBES.iter().map(|p| p.program).collect();
     names.dedup();
     names
+}
+
+/// Rewrites every `call placeholder` instruction in the object's program
+/// sections into a call of kfunc `func_id` (vmlinux BTF): src_reg becomes
+/// BPF_PSEUDO_KFUNC_CALL (2), imm the id. Returns the patched object; an
+/// object without any such call is an error (a stale or foreign build).
+fn patch_kfunc_calls(obj: &[u8], placeholder: i32, func_id: u32) -> Result<Vec<u8>, String> {
+    use object::{Object as _, ObjectSection as _, SectionKind};
+    const BPF_CALL: u8 = 0x85;
+    const BPF_PSEUDO_KFUNC_CALL: u8 = 2;
+    let file = object::File::parse(obj).map_err(|e| format!("parsing the eBPF object: {e}"))?;
+    let mut out = obj.to_vec();
+    let mut patched = 0;
+    for section in file.sections().filter(|s| s.kind() == SectionKind::Text) {
+        let Some((start, len)) = section.file_range() else {
+            continue;
+        };
+        let range = usize::try_from(start).ok().zip(usize::try_from(len).ok());
+        let Some(code) = range.and_then(|(s, l)| out.get_mut(s..s.checked_add(l)?)) else {
+            return Err(format!("section {:?} out of bounds", section.name()));
+        };
+        for insn in code.chunks_exact_mut(8) {
+            // opcode, dst:src registers (low:high nibble), off (2), imm (4).
+            if insn[0] == BPF_CALL
+                && insn[1] == 0
+                && i32::from_le_bytes([insn[4], insn[5], insn[6], insn[7]]) == placeholder
+            {
+                insn[1] = BPF_PSEUDO_KFUNC_CALL << 4;
+                insn[4..8].copy_from_slice(&func_id.to_le_bytes());
+                patched += 1;
+            }
+        }
+    }
+    if patched == 0 {
+        return Err("no placeholder calls found".into());
+    }
+    Ok(out)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -216,9 +254,12 @@ impl Probes {
         if OBJECT.is_empty() {
             return Err(ProbeError::NoObject);
         }
-        let offsets = match btf::Btf::from_file(Path::new("/sys/kernel/btf/vmlinux"))
-            .and_then(|b| b.kernel_offsets())
-        {
+        let kernel_btf = btf::Btf::from_file(Path::new("/sys/kernel/btf/vmlinux"));
+        let parsed = match &kernel_btf {
+            Ok(b) => b.kernel_offsets().map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let mut offsets = match parsed {
             Ok(o) => o,
             Err(e) => {
                 warn!(
@@ -237,6 +278,33 @@ impl Probes {
                 "kernel BTF lacks task_struct.sched_info.last_arrival (CONFIG_SCHED_INFO off?) or the run-queue clock (CONFIG_FAIR_GROUP_SCHED off?): sleep time and epoll blocked time are not measured"
             );
         }
+        // The kfunc calls aya cannot relocate, put in place by hand.
+        let rdonly_cast = kernel_btf
+            .as_ref()
+            .ok()
+            .and_then(|b| b.func_id("bpf_rdonly_cast"));
+        let object: Cow<'static, [u8]> = match rdonly_cast {
+            Some(id)
+                if offsets.valid != 0 && offsets.btf_kiocb != 0 && offsets.btf_io_kiocb != 0 =>
+            {
+                match patch_kfunc_calls(OBJECT, RDONLY_CAST_PLACEHOLDER, id) {
+                    Ok(patched) => {
+                        offsets.cast_valid = 1;
+                        Cow::Owned(patched)
+                    }
+                    Err(e) => {
+                        warn!(
+                            "cannot place the bpf_rdonly_cast kfunc calls ({e}); using probe reads"
+                        );
+                        Cow::Borrowed(OBJECT)
+                    }
+                }
+            }
+            _ => {
+                info!("no bpf_rdonly_cast kfunc (Linux < 6.2?) or its types: using probe reads");
+                Cow::Borrowed(OBJECT)
+            }
+        };
         let filter_pids = u8::from(!config.pids.is_empty());
         let filter_comms = u8::from(!config.comms.is_empty());
         let filter_cgroups = u8::from(!config.cgroups.is_empty());
@@ -251,7 +319,7 @@ impl Probes {
             // THREAD is task local storage, which aya creates but has no
             // user-space type for; only the kernel side touches it.
             .allow_unsupported_maps()
-            .load(OBJECT)
+            .load(&object)
             .map_err(|e| ProbeError::Load(Box::new(e)))?;
 
         // Filters go in before any program is attached, so nothing outside
@@ -543,6 +611,41 @@ fn chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kfunc_placeholders_are_rewritten_in_place() {
+        if OBJECT.is_empty() {
+            assert!(
+                std::env::var_os("CI").is_none_or(|v| v != "true"),
+                "CI builds the eBPF object"
+            );
+            return;
+        }
+        let call = |insn: &[u8]| {
+            (
+                insn[0],
+                insn[1],
+                i32::from_le_bytes([insn[4], insn[5], insn[6], insn[7]]),
+            )
+        };
+        let count =
+            |obj: &[u8], want: (u8, u8, i32)| obj.windows(8).filter(|w| call(w) == want).count();
+        let before = count(OBJECT, (0x85, 0, RDONLY_CAST_PLACEHOLDER));
+        assert!(before > 0, "the object calls bpf_rdonly_cast");
+        let patched =
+            patch_kfunc_calls(OBJECT, RDONLY_CAST_PLACEHOLDER, 0x1234_5678).expect("patched");
+        assert_eq!(patched.len(), OBJECT.len());
+        assert_eq!(count(&patched, (0x85, 0, RDONLY_CAST_PLACEHOLDER)), 0);
+        assert_eq!(count(&patched, (0x85, 0x20, 0x1234_5678)), before);
+        // Nothing else changed.
+        let changed = OBJECT.iter().zip(&patched).filter(|(a, b)| a != b).count();
+        assert!(changed <= before * 5, "{changed} bytes changed");
+        assert!(patch_kfunc_calls(b"not an ELF file", RDONLY_CAST_PLACEHOLDER, 1).is_err());
+        assert!(
+            patch_kfunc_calls(OBJECT, 0x7fff_0002, 1).is_err(),
+            "no such calls"
+        );
+    }
 
     #[test]
     fn comm_keys_are_nul_padded_and_bounded() {

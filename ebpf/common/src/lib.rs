@@ -25,6 +25,13 @@ pub const RING_ENTRIES: u32 = 4_096;
 /// log2 buckets of the epoll blocked-time histogram: bucket i counts waits
 /// of [2^i, 2^(i+1)) ns, the last one everything longer; then the count
 /// and the sum in ns.
+/// The immediate of the kernel side's placeholder `call` instructions for
+/// the `bpf_rdonly_cast` kfunc. aya 0.14 cannot relocate kfunc calls, so
+/// the agent rewrites each such call into a kfunc call (src_reg
+/// BPF_PSEUDO_KFUNC_CALL, imm the kfunc's id in the running kernel's BTF)
+/// before loading. No helper has this number.
+pub const RDONLY_CAST_PLACEHOLDER: i32 = 0x7fff_0001;
+
 pub const WAIT_BUCKETS: usize = 40;
 pub const WAIT_SLOT_COUNT: usize = WAIT_BUCKETS;
 pub const WAIT_SLOT_SUM_NS: usize = WAIT_BUCKETS + 1;
@@ -574,6 +581,19 @@ pub struct KernelOffsets {
     pub cfs_rq_rq: u32,
     pub rq_clock: u32,
     pub uring_valid: u32,
+    /// Set when the agent turned the placeholder calls into calls of the
+    /// `bpf_rdonly_cast` kfunc, which the verifier replaces with a register
+    /// move that types an address as a (read-only, fault-safe) pointer to
+    /// a BTF type: loads through it need no bpf_probe_read_kernel. These
+    /// are the BTF ids of the types cast to. 0: probe reads.
+    pub cast_valid: u32,
+    /// `struct kiocb`, whose `ki_filp` (at `kiocb_filp`) is a
+    /// `struct file *`: an fd table slot is read as one.
+    pub btf_kiocb: u32,
+    pub kiocb_filp: u32,
+    /// `struct io_kiocb`: a completion's request, a `void *` in
+    /// io_uring_complete.
+    pub btf_io_kiocb: u32,
 }
 
 #[cfg(feature = "user")]
