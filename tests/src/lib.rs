@@ -43,13 +43,44 @@ pub fn agent_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("IOLENS_BIN") {
         return PathBuf::from(p);
     }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/iolens");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let p = root.join("target/debug/iolens");
+    let built = std::fs::metadata(&p)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} does not exist: run `cargo build -p iolens` first (or use `cargo xtask test`)",
+                p.display()
+            )
+        });
+    // `cargo test` does not rebuild a binary it does not test: an old one
+    // fails the probe tests with numbers that look like bugs.
+    let newest = ["agent/src", "ebpf/src", "ebpf/common/src"]
+        .iter()
+        .filter_map(|d| newest_mtime(&root.join(d)))
+        .max();
     assert!(
-        p.exists(),
-        "{} does not exist: run `cargo build -p iolens` first (or use `cargo xtask test`)",
+        newest.is_none_or(|n| n <= built),
+        "{} is older than the sources: run `cargo build -p iolens` (or use `cargo xtask test`)",
         p.display()
     );
     p
+}
+
+/// The latest modification time of the files under `dir`.
+fn newest_mtime(dir: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                newest_mtime(&path)
+            } else {
+                e.metadata().and_then(|m| m.modified()).ok()
+            }
+        })
+        .max()
 }
 
 /// A running `iolens run`.
