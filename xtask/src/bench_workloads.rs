@@ -52,7 +52,8 @@ pub struct Args {
     /// Only the HTTP servers, or only the file senders.
     #[arg(long, value_enum)]
     pub only: Option<Part>,
-    /// Use target/release/iolens as is instead of building it first.
+    /// Use target/workloads-only/release/iolens as is instead of building it
+    /// first.
     #[arg(long)]
     pub no_build: bool,
 }
@@ -495,19 +496,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     let root = workspace_root();
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    // A build without the eBPF object (the workloads need none, and this
+    // needs no kernel-side toolchain), in its own target directory so it
+    // never replaces the agent that `cargo xtask run` and the overhead
+    // benchmark use in target/release.
+    let build_dir = target.join("workloads-only");
     if !args.no_build {
-        eprintln!("building iolens (release, without the eBPF object) …");
+        eprintln!(
+            "building iolens (release, without the eBPF object) in {} …",
+            build_dir.display()
+        );
         let st = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
             .current_dir(&root)
             .env("AYA_BUILD_SKIP", "1")
-            .args(["build", "--release", "-p", "iolens"])
+            .args(["build", "--release", "-p", "iolens", "--target-dir"])
+            .arg(&build_dir)
             .status()
             .context("running cargo build")?;
         anyhow::ensure!(st.success(), "cargo build --release -p iolens failed");
     }
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let iolens = target.join("release/iolens");
+    let iolens = build_dir.join("release/iolens");
     anyhow::ensure!(
         iolens.exists(),
         "{} not found; run without --no-build",
