@@ -196,7 +196,8 @@ struct Slot {
     tags: [u32; SLOT_KEYS],
     stats: [StatValue; SLOT_KEYS],
     proc: ProcCounters,
-    /// Classes of fds recently seen, for fd tables past the inline 64.
+    /// Classes of fds recently seen, for fd tables past the inline 64
+    /// walked with probe reads (kernels without bpf_rdonly_cast).
     fds: [FdEntry; SLOT_FDS],
     fd_next: u32,
     /// io_uring tallies of the slot's process by opcode (tag 0x100|op).
@@ -225,11 +226,14 @@ struct FdEntry {
     _pad: [u8; 3],
 }
 
-/// Bumped after everything that closes or replaces fds (the syscalls in
-/// CLOSES_FDS, the ioctls in REPLACES_FDS, io_uring closes) and at every
-/// thread exit (its fd table's memory may come back as another's):
-/// remembered fd classes older than the last bump are not trusted. An fd
-/// can only come to hold another file through one of those.
+/// Bumped at every ring creation (a new ring may sit at a freed one's
+/// address: remembered ring owners older than the last bump are not
+/// trusted) and, where fd classes are remembered (no cast: see
+/// `fd_closed`), after everything that closes or replaces fds (the
+/// syscalls in CLOSES_FDS, the ioctls in REPLACES_FDS, io_uring closes)
+/// and at every thread exit (its fd table's memory may come back as
+/// another's). An fd can only come to hold another file through one of
+/// those.
 #[map]
 static FD_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
 
@@ -322,7 +326,7 @@ fn try_sys_exit(ctx: &BtfTracePointContext) {
     if ret >= 0
         && (CLOSES_FDS.contains(&nr) || nr == IOCTL && REPLACES_FDS.contains(&(words[SI] as u32)))
     {
-        bump_fd_epoch();
+        fd_closed();
     }
 }
 
@@ -902,7 +906,7 @@ pub fn iolens_uring_complete(ctx: BtfTracePointContext) -> i32 {
     if opcode == IORING_OP_CLOSE && res >= 0 {
         // The fd is gone before the process can see the completion and
         // open something in its place.
-        bump_fd_epoch();
+        fd_closed();
     }
     uring_event(ring, opcode, &delta);
     0
@@ -1032,7 +1036,7 @@ pub fn iolens_exec(_ctx: TracePointContext) -> u32 {
 pub fn iolens_exit(_ctx: TracePointContext) -> u32 {
     // Before exit_files: the thread's fd table may be freed, and its
     // memory come back as another thread's table.
-    bump_fd_epoch();
+    fd_closed();
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, pid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     if tgid != pid {
@@ -1126,6 +1130,21 @@ fn fd_class(slot: &mut Slot, task: *const u8, fd: i32) -> Option<Endpoint> {
     // No bound check against fdt->max_fds: this runs only after the syscall
     // succeeded on `fd`, so it is in the table, and fd tables only grow.
     let fd_array: *const u8 = unsafe { load(fdt, rd(&OFFSETS.fdt_fd)) };
+    if rd(&OFFSETS.cast_valid) != 0 {
+        // The fd's slot, inline table or grown, read as a `struct kiocb`,
+        // whose `ki_filp` is a `struct file *`: from there the walk is
+        // typed, fault-safe loads, cheap enough to need no memory of
+        // earlier walks.
+        let filp = rd(&OFFSETS.kiocb_filp);
+        let slot_addr = (fd_array as u64).wrapping_add(fd as u64 * 8);
+        // SAFETY: loads through cast pointers at verifier-known offsets;
+        // the verifier makes them fault-safe.
+        return unsafe {
+            let holder = rdonly_cast(slot_addr.wrapping_sub(filp as u64), rd(&OFFSETS.btf_kiocb));
+            file_endpoint(load(holder, filp))
+        };
+    }
+    // Without the kfunc (Linux < 6.2):
     if fd_array == files.wrapping_add(rd(&OFFSETS.files_fd_array)) {
         // The process still uses the inline table (its first 64 fds): a
         // typed array, so with a constant index the whole walk is typed
@@ -1133,55 +1152,24 @@ fn fd_class(slot: &mut Slot, task: *const u8, fd: i32) -> Option<Endpoint> {
         // fd, because the verifier refuses a variable index.
         let off = fd_slot(fd)?;
         // SAFETY: typed pointers and verifier-known offsets throughout.
-        unsafe {
-            let file: *const u8 = load(files, rd(&OFFSETS.files_fd_array) + off);
-            if file.is_null() {
-                return None;
-            }
-            let inode: *const u8 = load(file, rd(&OFFSETS.file_inode));
-            if inode.is_null() {
-                return None;
-            }
-            return Some(Endpoint::from_mode(load(inode, rd(&OFFSETS.inode_mode))));
-        }
+        return unsafe { file_endpoint(load(files, rd(&OFFSETS.files_fd_array) + off)) };
     }
-    // A grown table is an untyped pointer array: walked through a cast
-    // (or, without the kfunc, probe reads at ~45 ns each). Either way the
-    // slot remembers a few fds' classes, trusted until the next FD_EPOCH
-    // bump: until then no fd anywhere has come to hold another file.
+    // A grown table is an untyped pointer array: probe reads, ~45 ns each.
+    // The slot remembers a few fds' classes, trusted until the next
+    // FD_EPOCH bump: until then no fd anywhere has come to hold another
+    // file.
     let epoch = fd_epoch();
     for e in &slot.fds {
         if e.fd == fd && e.files == files as u64 && e.epoch == epoch {
             return Some(Endpoint::from_u8(e.endpoint));
         }
     }
-    let endpoint = if rd(&OFFSETS.cast_valid) != 0 {
-        // The fd's slot read as a `struct kiocb`, whose `ki_filp` is a
-        // `struct file *`: from there the walk is typed, fault-safe loads.
-        let filp = rd(&OFFSETS.kiocb_filp);
-        let slot_addr = (fd_array as u64).wrapping_add(fd as u64 * 8);
-        // SAFETY: loads through cast pointers at verifier-known offsets;
-        // the verifier makes them fault-safe.
-        unsafe {
-            let holder = rdonly_cast(slot_addr.wrapping_sub(filp as u64), rd(&OFFSETS.btf_kiocb));
-            let file: *const u8 = load(holder, filp);
-            if file.is_null() {
-                return None;
-            }
-            let inode: *const u8 = load(file, rd(&OFFSETS.file_inode));
-            if inode.is_null() {
-                return None;
-            }
-            Endpoint::from_mode(load(inode, rd(&OFFSETS.inode_mode)))
-        }
-    } else {
-        let file: *const u8 = read_at(fd_array, fd as usize * 8).ok()?;
-        if file.is_null() {
-            return None;
-        }
-        let inode: *const u8 = read_at(file, rd(&OFFSETS.file_inode)).ok()?;
-        Endpoint::from_mode(read_at(inode, rd(&OFFSETS.inode_mode)).ok()?)
-    };
+    let file: *const u8 = read_at(fd_array, fd as usize * 8).ok()?;
+    if file.is_null() {
+        return None;
+    }
+    let inode: *const u8 = read_at(file, rd(&OFFSETS.file_inode)).ok()?;
+    let endpoint = Endpoint::from_mode(read_at(inode, rd(&OFFSETS.inode_mode)).ok()?);
     let i = (slot.fd_next as usize) % SLOT_FDS;
     slot.fd_next = slot.fd_next.wrapping_add(1);
     if let Some(e) = slot.fds.get_mut(i) {
@@ -1196,7 +1184,36 @@ fn fd_class(slot: &mut Slot, task: *const u8, fd: i32) -> Option<Endpoint> {
     Some(endpoint)
 }
 
-/// The machine-wide count of fd-closing events (see FD_EPOCH).
+/// The class of a `struct file *` loaded as a typed (or cast) pointer.
+///
+/// # Safety
+/// `file` must come from a typed load, so the loads below are verifier
+/// checked and fault-safe.
+#[inline(always)]
+unsafe fn file_endpoint(file: *const u8) -> Option<Endpoint> {
+    if file.is_null() {
+        return None;
+    }
+    // SAFETY: the caller's contract.
+    unsafe {
+        let inode: *const u8 = load(file, rd(&OFFSETS.file_inode));
+        if inode.is_null() {
+            return None;
+        }
+        Some(Endpoint::from_mode(load(inode, rd(&OFFSETS.inode_mode))))
+    }
+}
+
+/// An fd was closed or replaced: retires the remembered fd classes, which
+/// exist only where grown tables are walked with probe reads (no cast).
+#[inline(always)]
+fn fd_closed() {
+    if rd(&OFFSETS.cast_valid) == 0 {
+        bump_fd_epoch();
+    }
+}
+
+/// The machine-wide epoch of remembered fds and rings (see FD_EPOCH).
 #[inline(always)]
 fn fd_epoch() -> u64 {
     match FD_EPOCH.get_ptr(0) {
