@@ -35,10 +35,11 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use iolens_common::{
-    COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES, Endpoint, FILTER_ENTRIES, KernelOffsets,
-    ProcCounters, ProcInfo, RING_ENTRIES, Shape, StatKey, StatValue, Syscall, ThreadState,
-    URING_ENTRIES, URING_OP_UNKNOWN, UringKey, UringValue, WAIT_BUCKETS, WAIT_HIST_ENTRIES,
-    WAIT_SLOT_COUNT, WAIT_SLOT_SUM_NS, WAIT_SLOTS, counter, uring_op_moves_bytes,
+    Accumulate, COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES, Endpoint, FILTER_ENTRIES,
+    KernelOffsets, ProcCounters, ProcInfo, RING_ENTRIES, Shape, StatKey, StatValue, Syscall,
+    ThreadState, URING_ENTRIES, URING_OP_UNKNOWN, UringKey, UringValue, WAIT_BUCKETS,
+    WAIT_HIST_ENTRIES, WAIT_SLOT_COUNT, WAIT_SLOT_SUM_NS, WAIT_SLOTS, counter,
+    uring_op_moves_bytes,
 };
 
 /// Set by the agent at load time (`EbpfLoader::set_global`); read volatile so

@@ -15,8 +15,8 @@ use std::{
 };
 
 use iolens_common::{
-    COMM_LEN, Endpoint, ProcCounters, ProcInfo, StatKey, StatValue, Syscall, UringKey, UringValue,
-    WAIT_BUCKETS, WAIT_SLOT_COUNT, WAIT_SLOT_SUM_NS, WAIT_SLOTS, counter,
+    Accumulate, COMM_LEN, Endpoint, ProcCounters, ProcInfo, StatKey, StatValue, Syscall, UringKey,
+    UringValue, WAIT_BUCKETS, WAIT_SLOT_COUNT, WAIT_SLOT_SUM_NS, WAIT_SLOTS, counter,
 };
 use prometheus::proto::{
     Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
@@ -25,29 +25,18 @@ use prometheus::proto::{
 use crate::probes::{ProbeStatus, ProgramStats, Snapshot};
 
 /// A kernel value whose fields only grow while its key lives.
-pub trait Accum: Copy + Default {
-    fn add(&self, other: &Self) -> Self;
+pub trait Accum: Accumulate + Copy + Default {
     /// Sum of the fields: smaller than before means the key was re-created.
     fn marker(&self) -> u64;
 }
 
 impl Accum for StatValue {
-    fn add(&self, o: &Self) -> Self {
-        let mut t = *self;
-        t.accumulate(o);
-        t
-    }
     fn marker(&self) -> u64 {
         self.calls
     }
 }
 
 impl Accum for ProcCounters {
-    fn add(&self, o: &Self) -> Self {
-        let mut t = *self;
-        t.accumulate(o);
-        t
-    }
     fn marker(&self) -> u64 {
         self.syscalls
             + self.vcsw
@@ -62,11 +51,6 @@ impl Accum for ProcCounters {
 }
 
 impl Accum for UringValue {
-    fn add(&self, o: &Self) -> Self {
-        let mut t = *self;
-        t.accumulate(o);
-        t
-    }
     fn marker(&self) -> u64 {
         self.submitted + self.completed
     }
@@ -92,7 +76,9 @@ struct Series<V> {
 
 impl<V: Accum> Series<V> {
     fn total(&self) -> V {
-        self.base.add(&self.last)
+        let mut t = self.base;
+        t.accumulate(&self.last);
+        t
     }
 
     /// Carries the current value into the base: the key left the map.

@@ -15,9 +15,9 @@ use aya::{
     programs::{BtfTracePoint, TracePoint},
 };
 use iolens_common::{
-    COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES, KernelOffsets, ProcCounters, ProcInfo,
-    RDONLY_CAST_PLACEHOLDER, StatKey, StatValue, UringKey, UringValue, WAIT_SLOTS, counter,
-    globals, maps,
+    Accumulate, COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES, KernelOffsets, ProcCounters,
+    ProcInfo, RDONLY_CAST_PLACEHOLDER, StatKey, StatValue, UringKey, UringValue, WAIT_SLOTS,
+    counter, globals, maps,
 };
 use tracing::{info, warn};
 

@@ -440,12 +440,16 @@ pub struct UringValue {
     pub bytes: u64,
 }
 
-// Field-wise sums, one definition for both sides: the kernel adds deltas
-// into map values and its per-CPU slot, user space folds per-CPU values and
-// totals. Inline: the kernel side cannot afford a call per add.
-impl StatValue {
+/// Field-wise sums, one definition for both sides: the kernel adds deltas
+/// into map values and its per-CPU slot, user space folds per-CPU values
+/// and totals. Inline: the kernel side cannot afford a call per add.
+pub trait Accumulate {
+    fn accumulate(&mut self, o: &Self);
+}
+
+impl Accumulate for StatValue {
     #[inline(always)]
-    pub fn accumulate(&mut self, o: &Self) {
+    fn accumulate(&mut self, o: &Self) {
         self.calls += o.calls;
         self.errors += o.errors;
         self.bytes += o.bytes;
@@ -454,9 +458,9 @@ impl StatValue {
     }
 }
 
-impl ProcCounters {
+impl Accumulate for ProcCounters {
     #[inline(always)]
-    pub fn accumulate(&mut self, o: &Self) {
+    fn accumulate(&mut self, o: &Self) {
         self.syscalls += o.syscalls;
         self.vcsw += o.vcsw;
         self.ivcsw += o.ivcsw;
@@ -471,9 +475,9 @@ impl ProcCounters {
     }
 }
 
-impl UringValue {
+impl Accumulate for UringValue {
     #[inline(always)]
-    pub fn accumulate(&mut self, o: &Self) {
+    fn accumulate(&mut self, o: &Self) {
         self.submitted += o.submitted;
         self.completed += o.completed;
         self.failed += o.failed;
