@@ -668,11 +668,8 @@ fn in_epoll_wait(task: *const u8) -> bool {
     }
     // SAFETY: a typed pointer and a constant offset (uapi pt_regs).
     let nr: u64 = unsafe { load(regs, REGS_DX + 8 * ORIG_AX) };
-    EPOLL_WAITS.contains(&nr)
+    Syscall::from_x86_64_nr(nr).is_some_and(Syscall::is_epoll)
 }
-
-/// x86_64 epoll_wait, epoll_pwait, epoll_pwait2.
-const EPOLL_WAITS: [u64; 3] = [232, 281, 441];
 
 /// ns now on the run queue's clock, which __schedule updated just before
 /// this tracepoint and which stamped the threads' switch-ins: read through
@@ -1051,8 +1048,7 @@ pub fn iolens_exit(_ctx: TracePointContext) -> u32 {
 }
 
 /// The pid filter alone: for work attributed to a process other than the
-/// current task's (a switched-in task, a ring owner), whose comm and cgroup
-/// are not at hand.
+/// current task's (a ring's owner), whose comm and cgroup are not at hand.
 #[inline(always)]
 fn passes_pid_filter(tgid: u32) -> bool {
     // SAFETY: a plain read of a global the loader wrote before attaching.

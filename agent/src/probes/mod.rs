@@ -81,11 +81,9 @@ pub const PROBES: &[ProbeSpec] = &[
     btf!("iolens_uring_complete", "io_uring", "io_uring_complete"),
 ];
 
-/// Program names, each once.
+/// Program names (one program per attachment).
 pub fn program_names() -> Vec<&'static str> {
-    let mut names: Vec<&'static str> = PROBES.iter().map(|p| p.program).collect();
-    names.dedup();
-    names
+    PROBES.iter().map(|p| p.program).collect()
 }
 
 /// Rewrites every `call placeholder` instruction in the object's program
@@ -571,23 +569,17 @@ fn attach(
     let program = ebpf
         .program_mut(spec.program)
         .ok_or_else(|| ProbeError::NoProgram(spec.program).to_string())?;
-    // A program attached to several tracepoints is loaded once.
-    let loaded = program.fd().is_ok();
     match spec.attach {
         Attach::Btf(name) => {
             let p: &mut BtfTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
-            if !loaded {
-                let btf = kernel_btf.map_err(Clone::clone)?;
-                p.load(name, btf)
-                    .map_err(|e| format!("load: {}", chain(&e)))?;
-            }
+            let btf = kernel_btf.map_err(Clone::clone)?;
+            p.load(name, btf)
+                .map_err(|e| format!("load: {}", chain(&e)))?;
             p.attach().map_err(|e| format!("attach: {}", chain(&e)))?;
         }
         Attach::Classic(category, name) => {
             let p: &mut TracePoint = program.try_into().map_err(|e| format!("{e}"))?;
-            if !loaded {
-                p.load().map_err(|e| format!("load: {}", chain(&e)))?;
-            }
+            p.load().map_err(|e| format!("load: {}", chain(&e)))?;
             p.attach(category, name)
                 .map_err(|e| format!("attach: {}", chain(&e)))?;
         }
@@ -611,6 +603,14 @@ fn chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_program_attaches_once() {
+        let mut names = program_names();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), PROBES.len());
+    }
 
     #[test]
     fn kfunc_placeholders_are_rewritten_in_place() {

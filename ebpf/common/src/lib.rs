@@ -22,9 +22,6 @@ pub const URING_ENTRIES: u32 = 8_192;
 /// Capacity of the io_uring ring -> owner table.
 pub const RING_ENTRIES: u32 = 4_096;
 
-/// log2 buckets of the epoll blocked-time histogram: bucket i counts waits
-/// of [2^i, 2^(i+1)) ns, the last one everything longer; then the count
-/// and the sum in ns.
 /// The immediate of the kernel side's placeholder `call` instructions for
 /// the `bpf_rdonly_cast` kfunc. aya 0.14 cannot relocate kfunc calls, so
 /// the agent rewrites each such call into a kfunc call (src_reg
@@ -32,6 +29,9 @@ pub const RING_ENTRIES: u32 = 4_096;
 /// before loading. No helper has this number.
 pub const RDONLY_CAST_PLACEHOLDER: i32 = 0x7fff_0001;
 
+/// log2 buckets of the epoll blocked-time histogram: bucket i counts waits
+/// of [2^i, 2^(i+1)) ns, the last one everything longer; then the count
+/// and the sum in ns.
 pub const WAIT_BUCKETS: usize = 40;
 pub const WAIT_SLOT_COUNT: usize = WAIT_BUCKETS;
 pub const WAIT_SLOT_SUM_NS: usize = WAIT_BUCKETS + 1;
