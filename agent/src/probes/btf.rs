@@ -278,10 +278,10 @@ impl Btf {
     pub fn kernel_offsets(&self) -> Result<KernelOffsets, BtfError> {
         // The run queue's clock, reached from a task: needs the group
         // scheduler's `sched_entity.cfs_rq` (CONFIG_FAIR_GROUP_SCHED).
+        let se = self.member_offset("task_struct", "se")?;
         let rq_clock = (|| -> Result<(u32, u32, u32), BtfError> {
             Ok((
-                self.member_offset("task_struct", "se")?
-                    + self.member_offset("sched_entity", "cfs_rq")?,
+                se + self.member_offset("sched_entity", "cfs_rq")?,
                 self.member_offset("cfs_rq", "rq")?,
                 self.member_offset("rq", "clock")?,
             ))
@@ -304,7 +304,6 @@ impl Btf {
         let last_arrival = self
             .member_offset("task_struct", "sched_info")
             .and_then(|o| Ok(o + self.member_offset("sched_info", "last_arrival")?));
-        let se = self.member_offset("task_struct", "se")?;
         // Types that untyped addresses are cast to (see `cast_valid`, which
         // the loader sets once the kfunc calls are in place).
         let casts = (|| -> Result<(u32, u32, u32), BtfError> {
@@ -315,6 +314,11 @@ impl Btf {
             ))
         })()
         .unwrap_or((0, 0, 0));
+        // io_uring may be compiled out; then completions are counted
+        // without their opcode.
+        let uring = self
+            .member_offset("io_kiocb", "opcode")
+            .and_then(|op| Ok((op, self.member_offset("io_kiocb", "ctx")?)));
         Ok(KernelOffsets {
             cast_valid: 0,
             btf_kiocb: casts.0,
@@ -343,14 +347,9 @@ impl Btf {
             task_pid: self.member_offset("task_struct", "pid")?,
             task_tgid: self.member_offset("task_struct", "tgid")?,
             task_nvcsw: self.member_offset("task_struct", "nvcsw")?,
-            // io_uring may be compiled out; then completions are counted
-            // without their opcode.
-            kiocb_opcode: self.member_offset("io_kiocb", "opcode").unwrap_or(0),
-            kiocb_ctx: self.member_offset("io_kiocb", "ctx").unwrap_or(0),
-            uring_valid: u32::from(
-                self.member_offset("io_kiocb", "opcode").is_ok()
-                    && self.member_offset("io_kiocb", "ctx").is_ok(),
-            ),
+            kiocb_opcode: uring.as_ref().map_or(0, |u| u.0),
+            kiocb_ctx: uring.as_ref().map_or(0, |u| u.1),
+            uring_valid: u32::from(uring.is_ok()),
         })
     }
 }
@@ -456,6 +455,15 @@ mod tests {
             .map(|bits| bits / 8)
     }
 
+    /// The id bpftool prints for the type `name` of `kind` (`STRUCT`,
+    /// `FUNC`): `[869] STRUCT 'kiocb' size=48 vlen=8`.
+    fn bpftool_id(dump: &str, kind: &str, name: &str) -> Option<u32> {
+        let needle = format!("] {kind} '{name}' ");
+        dump.lines()
+            .find(|l| l.contains(&needle))
+            .and_then(|l| l.strip_prefix('[')?.split(']').next()?.parse().ok())
+    }
+
     #[test]
     fn running_kernel_offsets_match_bpftool() {
         let path = Path::new("/sys/kernel/btf/vmlinux");
@@ -495,6 +503,7 @@ mod tests {
             ("sched_entity", "prev_sum_exec_runtime"),
             ("task_struct", "sched_info"),
             ("sched_info", "last_arrival"),
+            ("kiocb", "ki_filp"),
         ] {
             let ours = btf.member_offset(strukt, member).expect("member");
             let theirs = bpftool_offset(&dump, strukt, member)
@@ -509,6 +518,16 @@ mod tests {
             .expect("bpftool shows PG_head");
         assert_eq!(btf.enum_value("PG_head").expect("PG_head"), theirs);
         assert!(btf.enum_value("no_such_enumerator_here").is_err());
+        // The ids the casts and the kfunc call use.
+        for (kind, name, ours) in [
+            ("STRUCT", "kiocb", btf.struct_id("kiocb").ok()),
+            ("STRUCT", "io_kiocb", btf.struct_id("io_kiocb").ok()),
+            ("FUNC", "bpf_rdonly_cast", btf.func_id("bpf_rdonly_cast")),
+        ] {
+            let theirs = bpftool_id(&dump, kind, name);
+            assert!(theirs.is_some(), "bpftool shows no {kind} {name}");
+            assert_eq!(ours, theirs, "{kind} {name}");
+        }
         let o = btf.kernel_offsets().expect("all offsets resolve");
         // Debian's kernels (CI) have everything the typed programs use.
         assert_eq!(
