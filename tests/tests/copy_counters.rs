@@ -210,8 +210,10 @@ fn read_write_family_matches_child_and_proc_io() {
     run_scenario("rw", "rw", None);
 }
 
-/// The kernel side remembers recent fds' kinds; an fd number that holds a
-/// file, then a socket, then a pipe must be classified anew each time.
+/// An fd number that holds a file, then a socket, then a pipe must be
+/// classified anew each time (on kernels without bpf_rdonly_cast the
+/// kernel side remembers recent fds' kinds; there this checks that closes
+/// retire them).
 #[test]
 fn reused_fd_numbers_are_classified_by_what_they_hold() {
     if !can_load_probes("reused_fd_numbers_are_classified_by_what_they_hold") {

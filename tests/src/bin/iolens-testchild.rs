@@ -165,14 +165,9 @@ fn scenario_zerocopy(dir: &str, port: u16, t: &mut Tally) {
     let sock = tcp_connect(port);
     let file = open(&format!("{dir}/in"), libc::O_RDONLY);
     sendfile_all(&sock, &file, 1 << 20, t);
-    let mut fds: [RawFd; 2] = [0; 2];
-    // SAFETY: fds has room for two descriptors.
-    check(
-        unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } as isize,
-        "pipe2",
-    );
-    // SAFETY: pipe2 returned two fresh descriptors we own.
-    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (rd, wr) = pipe();
+    // SAFETY: two fresh descriptors we own.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(rd), OwnedFd::from_raw_fd(wr)) };
     let mut left: usize = 256 << 10;
     while left > 0 {
         // SAFETY: valid fds; null offsets use the file offset.
@@ -225,11 +220,7 @@ fn scenario_zerocopy(dir: &str, port: u16, t: &mut Tally) {
     }
 }
 
-/// Two threads ping-pong a byte over two pipes `rounds` times (each side
-/// blocks: voluntary switches), then the main thread burns `spin_ms` of CPU
-/// (preemption by other work: involuntary switches) and yields
-/// `yields` times. The helper thread stays alive, blocked, so the test can
-/// read its /proc/PID/task/TID/status.
+/// SIGUSR1's handler in ctxsw-signals: the signal only has to arrive.
 extern "C" fn on_sigusr1(_: libc::c_int) {}
 
 /// A pipe (read end, write end); close-on-exec.
@@ -329,21 +320,13 @@ fn scenario_ctxsw_signals(run_for: Duration) -> std::thread::JoinHandle<()> {
     sleeper
 }
 
+/// Two threads ping-pong a byte over two pipes `rounds` times (each side
+/// blocks: voluntary switches), then the main thread burns `spin_ms` of CPU
+/// (preemption by other work: involuntary switches) and yields
+/// `yields` times. The helper thread stays alive, blocked, so the test can
+/// read its /proc/PID/task/TID/status.
 fn scenario_ctxsw(rounds: usize, spin_ms: u64, yields: usize) -> std::thread::JoinHandle<()> {
-    let mut a: [RawFd; 2] = [0; 2];
-    let mut b: [RawFd; 2] = [0; 2];
-    // SAFETY: arrays have room for two fds each.
-    unsafe {
-        check(
-            libc::pipe2(a.as_mut_ptr(), libc::O_CLOEXEC) as isize,
-            "pipe2",
-        );
-        check(
-            libc::pipe2(b.as_mut_ptr(), libc::O_CLOEXEC) as isize,
-            "pipe2",
-        );
-    }
-    let (a_rd, a_wr, b_rd, b_wr) = (a[0], a[1], b[0], b[1]);
+    let ((a_rd, a_wr), (b_rd, b_wr)) = (pipe(), pipe());
     let (park_rd, park_wr) = pipe();
     let helper = std::thread::spawn(move || {
         let mut byte = [0u8; 1];
@@ -451,11 +434,8 @@ fn scenario_epoll(rounds: usize, timeouts: usize, t: &mut Tally) {
         ) as i32;
         let mut pipes = Vec::new();
         for i in 0..3 {
-            let mut p: [RawFd; 2] = [0; 2];
-            check(
-                libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) as isize,
-                "pipe2",
-            );
+            let (rd, wr) = pipe();
+            let p = [rd, wr];
             let mut ev = libc::epoll_event {
                 events: libc::EPOLLIN as u32,
                 u64: i,
@@ -610,12 +590,8 @@ fn scenario_fdreuse(dir: &str, t: &mut Tally) {
                 libc::close(sv[1]);
             }
 
-            let mut p = [0i32; 2];
-            // SAFETY: p has room for two fds.
-            check(
-                unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } as isize,
-                "pipe2",
-            );
+            let (rd, wr) = pipe();
+            let p = [rd, wr];
             assert_eq!(p[0], n, "pipe2 did not reuse fd {n}");
             let mut b = [0u8; 3];
             // SAFETY: valid buffers and open fds.
