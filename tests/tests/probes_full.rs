@@ -374,23 +374,54 @@ fn readiness_waits_count_calls_events_timeouts_and_scans() {
     assert_eq!(d("iolens_wait_events_total", "pselect6"), 100);
     assert_eq!(d("iolens_wait_fds_scanned_total", "pselect6"), 100 * nfds);
 
-    // The blocked-time histogram of this process name gained the 110 waits,
-    // the 10 timeouts alone sleeping nearly 10 ms: each sleeps from just
-    // after its start, when the kernel set the 1 ms deadline, until the
-    // timer (a few µs of the call precede the sleep; 950 µs allows 50).
-    let hist = |m: &Metrics, suffix: &str| -> f64 {
+    // The blocked-time histogram of this process name gained the 110 waits.
+    // The 100 that found events ready never slept: 0 ns, in the first
+    // bucket (le 1.024 µs). The 10 timeouts each slept from just after
+    // their start, when the kernel set the 1 ms deadline, until the timer:
+    // all above 524 µs, together at least 9.5 ms (a few µs of each call
+    // precede the sleep; 950 µs allows 50) and at most the calls' own wall
+    // time as the child clocked it.
+    let timeouts_wall: f64 = r
+        .notes
+        .iter()
+        .find_map(|n| n.strip_prefix("timeouts wall ns "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("timeouts wall note")
+        / 1e9;
+    let hist = |m: &Metrics, suffix: &str, le_ns: Option<u64>| -> f64 {
         m.samples
             .iter()
             .filter(|s| {
                 s.name == format!("iolens_epoll_wait_seconds{suffix}")
                     && s.labels.get("comm").map(String::as_str) == Some("iolens-testchil")
+                    && le_ns.is_none_or(|ns| {
+                        s.labels
+                            .get("le")
+                            .and_then(|le| le.parse::<f64>().ok())
+                            .is_some_and(|le| (le * 1e9 - ns as f64).abs() < 0.5)
+                    })
             })
             .map(|s| s.value)
             .sum()
     };
-    assert_eq!(hist(&m1, "_count") - hist(&m0, "_count"), 110.0);
-    let slept = hist(&m1, "_sum") - hist(&m0, "_sum");
-    assert!(slept >= 0.0095, "10 timeouts of 1 ms slept {slept} s");
+    let grew_h =
+        |suffix: &str, le_ns: Option<u64>| hist(&m1, suffix, le_ns) - hist(&m0, suffix, le_ns);
+    assert_eq!(grew_h("_count", None), 110.0);
+    assert_eq!(
+        grew_h("_bucket", Some(1 << 10)),
+        100.0,
+        "waits that slept 0"
+    );
+    assert_eq!(
+        grew_h("_bucket", Some(1 << 19)),
+        100.0,
+        "no timeout under 524 µs"
+    );
+    let slept = grew_h("_sum", None);
+    assert!(
+        (0.0095..=timeouts_wall).contains(&slept),
+        "10 timeouts of 1 ms slept {slept} s in {timeouts_wall} s of calls"
+    );
     run.finish();
 }
 

@@ -458,11 +458,14 @@ fn scenario_epoll(rounds: usize, timeouts: usize, t: &mut Tally) {
                 libc::read(p[0], byte.as_mut_ptr().cast(), 1);
             }
         }
+        // The waits' own wall time: what they can have slept at most.
+        let started = std::time::Instant::now();
         for _ in 0..timeouts {
             let n = libc::epoll_wait(ep, events.as_mut_ptr(), 8, 1);
             assert_eq!(n, 0, "nothing should be ready");
             t.add("epoll_wait", "events", 0);
         }
+        println!("timeouts wall ns {}", started.elapsed().as_nanos());
         // poll and select over the same 3 read ends, one of them ready.
         libc::write(pipes[1][1], byte.as_ptr().cast(), 1);
         let mut pfds: Vec<libc::pollfd> = pipes
