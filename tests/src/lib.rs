@@ -94,9 +94,15 @@ impl Agent {
     /// Starts `iolens run --listen 127.0.0.1:0 <args>` and waits until it
     /// serves metrics.
     pub fn start(args: &[&str]) -> Agent {
+        Agent::start_env(args, &[])
+    }
+
+    /// [`Agent::start`] with extra environment variables.
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Agent {
         let mut child = Command::new(agent_bin())
             .args(["run", "--listen", "127.0.0.1:0"])
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

@@ -127,8 +127,22 @@ fn expected(counts: &[Count]) -> BTreeMap<(String, String), (u64, u64)> {
 }
 
 fn run_scenario(test: &str, scenario: &str, port: Option<u16>) {
+    run_scenario_env(test, scenario, port, &[]);
+}
+
+/// [`run_scenario`] with the agent started with extra environment.
+fn run_scenario_env(test: &str, scenario: &str, port: Option<u16>, env: &[(&str, &str)]) {
     let dir = tempdir(test);
-    let agent = Agent::start(&[]);
+    let agent = Agent::start_env(&[], env);
+    if env.contains(&("IOLENS_PROBE_READS", "1")) {
+        assert!(
+            agent
+                .log_text()
+                .contains("IOLENS_PROBE_READS=1: using probe reads"),
+            "the agent did not take the probe-read path:\n{}",
+            agent.log_text()
+        );
+    }
     let port_s = port.map(|p| p.to_string());
     let mut args = vec![scenario, dir.as_str()];
     if let Some(p) = &port_s {
@@ -220,6 +234,22 @@ fn reused_fd_numbers_are_classified_by_what_they_hold() {
         return;
     }
     run_scenario("fdreuse", "fdreuse", None);
+}
+
+/// The same, with the fd walk of kernels without bpf_rdonly_cast: the
+/// inline table by typed loads, a grown one by probe reads with fd kinds
+/// remembered per CPU until a close retires them.
+#[test]
+fn reused_fd_numbers_are_classified_by_what_they_hold_with_probe_reads() {
+    if !can_load_probes("reused_fd_numbers_are_classified_by_what_they_hold_with_probe_reads") {
+        return;
+    }
+    run_scenario_env(
+        "fdreuse-reads",
+        "fdreuse",
+        None,
+        &[("IOLENS_PROBE_READS", "1")],
+    );
 }
 
 #[test]
