@@ -8,12 +8,15 @@
 use std::{
     io::{BufRead, BufReader},
     net::TcpStream,
+    os::{fd::AsRawFd, unix::process::CommandExt},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
+
+use crate::cpucap::CpuCap;
 
 /// Options for `cargo xtask bench workloads`.
 #[derive(Debug, clap::Args)]
@@ -40,6 +43,12 @@ pub struct Args {
     /// with --quick).
     #[arg(long)]
     pub file_size_mib: Option<u64>,
+    /// Also run the HTTP servers with their whole process tree capped at
+    /// this % of each server CPU (a cpu cgroup, the same cap for every
+    /// contender), so that the server, not wrk, sets requests per second;
+    /// 0 runs only the uncapped pass.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub cpu_cap: u32,
     /// Concurrent clients fetching the file.
     #[arg(long, default_value_t = 4)]
     pub file_clients: usize,
@@ -99,6 +108,8 @@ struct Running {
 }
 
 struct Ctx {
+    /// When set, every server starts inside this cgroup.
+    cap: Option<CpuCap>,
     iolens: PathBuf,
     work: PathBuf,
     server_cpus: String,
@@ -108,6 +119,29 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// A server command: pinned to the server CPUs and, with a cap, moved
+    /// into the cap's cgroup before it execs, so that every process it
+    /// forks (nginx's workers) is capped too.
+    fn server(&self, program: &Path) -> Command {
+        let mut c = self.pinned(&self.server_cpus, program);
+        if let Some(cap) = &self.cap {
+            let fd = cap.procs.as_raw_fd();
+            // SAFETY: the closure only calls write(2), which is
+            // async-signal-safe, on a descriptor that outlives the spawn.
+            unsafe {
+                c.pre_exec(move || {
+                    // "0" names the writing process itself.
+                    if libc::write(fd, b"0".as_ptr().cast(), 1) == 1 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        c
+    }
+
     fn pinned(&self, cpus: &str, program: &Path) -> Command {
         if self.taskset {
             let mut c = Command::new("taskset");
@@ -122,7 +156,7 @@ impl Ctx {
         match s {
             Server::Iolens { args, .. } => {
                 let mut child = self
-                    .pinned(&self.server_cpus.clone(), &self.iolens.clone())
+                    .server(&self.iolens)
                     .args(args)
                     .args(["--listen", "127.0.0.1:0"])
                     .stdout(Stdio::piped())
@@ -170,7 +204,7 @@ impl Ctx {
                 let path = dir.join("nginx.conf");
                 std::fs::write(&path, conf).context("writing nginx.conf")?;
                 let mut child = self
-                    .pinned(&self.server_cpus.clone(), Path::new("nginx"))
+                    .server(Path::new("nginx"))
                     .arg("-c")
                     .arg(&path)
                     .args(["-g", "daemon off;"])
@@ -530,6 +564,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let rounds = args.rounds.max(1);
     let threads = args.threads.max(1).to_string();
     let mut ctx = Ctx {
+        cap: None,
         iolens: iolens.clone(),
         work: work.clone(),
         server_cpus: args.server_cpus.clone(),
@@ -586,43 +621,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             args.connections, args.response_size
         );
         let res = alternate(&mut ctx, &servers, "/", args.connections, secs, rounds)?;
-        let nginx = reference_median(&res, |x| x.rps);
-        let nginx_cpu = reference_median(&res, Sample::cpu_us_per_req);
-        println!(
-            "| {:<26} | {:>10} | {:>9} | {:>12} | {:>10} | {:>6} | {:>10} | {:>11} | {:>6} |",
-            "server",
-            "req/s",
-            "p99 µs",
-            "CPU µs/req",
-            "CPU ns/B",
-            "busy %",
-            "req/s ÷ng",
-            "CPU/req ÷ng",
-            "errors"
-        );
-        println!(
-            "|{:-<28}|{:->12}|{:->11}|{:->14}|{:->12}|{:->8}|{:->12}|{:->13}|{:->8}|",
-            "", "", "", "", "", "", "", "", ""
-        );
-        for (s, samples) in servers.iter().zip(&res) {
-            let rps = median_of(samples, |x| x.rps);
-            let p99 = median_of(samples, |x| x.p99_us);
-            let cpu_req = median_of(samples, Sample::cpu_us_per_req);
-            let cpu_b = median_of(samples, Sample::cpu_ns_per_byte);
-            let busy = median_of(samples, Sample::busy_pct);
-            let errors: u64 = samples.iter().map(|x| x.errors).sum();
-            println!(
-                "| {:<26} | {:>10.0} | {:>9.0} | {:>12.2} | {:>10.3} | {:>6.0} | {:>10.2} | {:>11.2} | {:>6} |",
-                s.label(),
-                rps,
-                p99,
-                cpu_req,
-                cpu_b,
-                busy,
-                rps / nginx,
-                cpu_req / nginx_cpu,
-                errors
-            );
+        print_http_table(&servers, &res);
+        if args.cpu_cap > 0 {
+            let cpus = cpu_count(&args.server_cpus);
+            match CpuCap::create(args.cpu_cap, cpus) {
+                Ok(cap) => {
+                    ctx.cap = Some(cap);
+                    println!(
+                        "\n## HTTP, each server capped at {}% of its {cpus} CPU(s): the server, not wrk, sets req/s (medians of {rounds}; throttling inflates p99)",
+                        args.cpu_cap
+                    );
+                    let res = alternate(&mut ctx, &servers, "/", args.connections, secs, rounds);
+                    ctx.cap = None;
+                    print_http_table(&servers, &res?);
+                }
+                Err(e) => eprintln!("warning: skipping the CPU-capped pass: {e:#}"),
+            }
         }
     }
 
@@ -713,6 +727,77 @@ pub fn run(args: Args) -> anyhow::Result<()> {
          CPU per request or byte is the server's figure."
     );
     Ok(())
+}
+
+fn print_http_table(servers: &[Server], res: &[Vec<Sample>]) {
+    let nginx = reference_median(res, |x| x.rps);
+    let nginx_cpu = reference_median(res, Sample::cpu_us_per_req);
+    println!(
+        "| {:<26} | {:>10} | {:>9} | {:>12} | {:>10} | {:>6} | {:>10} | {:>11} | {:>6} |",
+        "server",
+        "req/s",
+        "p99 µs",
+        "CPU µs/req",
+        "CPU ns/B",
+        "busy %",
+        "req/s ÷ng",
+        "CPU/req ÷ng",
+        "errors"
+    );
+    println!(
+        "|{:-<28}|{:->12}|{:->11}|{:->14}|{:->12}|{:->8}|{:->12}|{:->13}|{:->8}|",
+        "", "", "", "", "", "", "", "", ""
+    );
+    for (s, samples) in servers.iter().zip(res) {
+        let rps = median_of(samples, |x| x.rps);
+        let cpu_req = median_of(samples, Sample::cpu_us_per_req);
+        let errors: u64 = samples.iter().map(|x| x.errors).sum();
+        println!(
+            "| {:<26} | {:>10.0} | {:>9.0} | {:>12.2} | {:>10.3} | {:>6.0} | {:>10.2} | {:>11.2} | {:>6} |",
+            s.label(),
+            rps,
+            median_of(samples, |x| x.p99_us),
+            cpu_req,
+            median_of(samples, Sample::cpu_ns_per_byte),
+            median_of(samples, Sample::busy_pct),
+            rps / nginx,
+            cpu_req / nginx_cpu,
+            errors
+        );
+    }
+    // Ratios of medians hide how they spread: also the range of per-round
+    // ratios (round i against nginx's round i, run back to back).
+    if let Some(reference) = res.last() {
+        for (s, samples) in servers.iter().zip(res).take(servers.len() - 1) {
+            let r: Vec<f64> = samples
+                .iter()
+                .zip(reference)
+                .map(|(a, b)| a.rps / b.rps)
+                .collect();
+            let lo = r.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            println!(
+                "  {:<26} req/s ÷ nginx per round: {lo:.2}–{hi:.2}",
+                s.label()
+            );
+        }
+    }
+}
+
+/// How many CPUs a taskset-style list ("0", "0-3", "0,2") names; 1 if it
+/// cannot be read.
+fn cpu_count(list: &str) -> usize {
+    let n: usize = list
+        .split(',')
+        .map(|part| match part.trim().split_once('-') {
+            Some((a, b)) => match (a.parse::<usize>(), b.parse::<usize>()) {
+                (Ok(a), Ok(b)) if b >= a => b - a + 1,
+                _ => 0,
+            },
+            None => usize::from(part.trim().parse::<usize>().is_ok()),
+        })
+        .sum();
+    n.max(1)
 }
 
 /// A deterministic, incompressible-enough payload, written in 1 MiB blocks.

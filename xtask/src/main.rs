@@ -8,6 +8,7 @@
 
 mod bench_overhead;
 mod bench_workloads;
+mod cpucap;
 mod demo;
 mod util;
 
