@@ -720,6 +720,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 errors
             );
         }
+        print_round_ratios(&servers, &res, "MiB/s", |x| x.bytes_per_s);
     }
     println!(
         "\nbusy % = server CPU time / wall time (100 per server CPU). A server well below \
@@ -765,22 +766,28 @@ fn print_http_table(servers: &[Server], res: &[Vec<Sample>]) {
             errors
         );
     }
-    // Ratios of medians hide how they spread: also the range of per-round
-    // ratios (round i against nginx's round i, run back to back).
-    if let Some(reference) = res.last() {
-        for (s, samples) in servers.iter().zip(res).take(servers.len() - 1) {
-            let r: Vec<f64> = samples
-                .iter()
-                .zip(reference)
-                .map(|(a, b)| a.rps / b.rps)
-                .collect();
-            let lo = r.iter().copied().fold(f64::INFINITY, f64::min);
-            let hi = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            println!(
-                "  {:<26} req/s ÷ nginx per round: {lo:.2}–{hi:.2}",
-                s.label()
-            );
-        }
+    print_round_ratios(servers, res, "req/s", |x| x.rps);
+}
+
+/// Ratios of medians hide how they spread: the range of per-round ratios
+/// (round i against the reference's round i, run back to back).
+fn print_round_ratios(servers: &[Server], res: &[Vec<Sample>], what: &str, f: fn(&Sample) -> f64) {
+    let Some(reference) = res.last() else {
+        return;
+    };
+    for (s, samples) in servers.iter().zip(res).take(servers.len() - 1) {
+        let r: Vec<f64> = samples
+            .iter()
+            .zip(reference)
+            .map(|(a, b)| f(a) / f(b))
+            .collect();
+        let lo = r.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = r.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        println!(
+            "  {:<26} {what} ÷ {} per round: {lo:.2}–{hi:.2}",
+            s.label(),
+            servers[servers.len() - 1].label()
+        );
     }
 }
 
