@@ -82,6 +82,8 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     btf_kiocb: 0,
     kiocb_filp: 0,
     btf_io_kiocb: 0,
+    btf_pt_regs: 0,
+    task_stack: 0,
 };
 
 #[map]
@@ -238,6 +240,14 @@ struct FdEntry {
 #[map]
 static FD_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
 
+/// Where a task's saved user registers (`task_pt_regs()`) lie, as an
+/// offset from its stack base (`task->stack`): THREAD_SIZE less the
+/// registers and any top-of-stack padding, the same for every task. Learned
+/// at a syscall exit, whose argument is the current task's registers; 0
+/// until then, 1 if what was seen made no sense (the helper is used then).
+#[map]
+static REGS_AT: Array<u64> = Array::with_max_entries(1, 0);
+
 /// x86_64 `struct pt_regs` offsets (uapi, stable): the saved user registers.
 /// dx, si, di and orig_ax follow each other from here: the syscall number
 /// and the three arguments any accounted call needs.
@@ -294,6 +304,9 @@ fn try_sys_exit(ctx: &BtfTracePointContext) {
             load(regs, REGS_DX + 8 * ORIG_AX),
         ]
     };
+    if rd(&OFFSETS.btf_pt_regs) != 0 {
+        learn_regs_at(regs, task);
+    }
     let Some(slot) = SLOT.get_ptr_mut(0) else {
         return;
     };
@@ -328,6 +341,36 @@ fn try_sys_exit(ctx: &BtfTracePointContext) {
         && (CLOSES_FDS.contains(&nr) || nr == IOCTL && REPLACES_FDS.contains(&(words[SI] as u32)))
     {
         fd_closed();
+    }
+}
+
+/// Records, once, how far the current task's registers (`regs`, the
+/// syscall's) lie from its stack base; see REGS_AT.
+#[inline(always)]
+fn learn_regs_at(regs: *const u8, task: *const u8) {
+    let Some(at) = REGS_AT.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: the map's one value; `task` is a typed task pointer at a
+    // verifier-known offset. The registers' address goes through the map
+    // because the verifier allows no arithmetic between it and a number
+    // it has not seen come from a pointer; read back, it is a number.
+    unsafe {
+        if core::ptr::read_volatile(at) != 0 {
+            return;
+        }
+        core::ptr::write_volatile(at, regs as u64);
+        let regs_addr = core::ptr::read_volatile(at);
+        let stack: u64 = load(task, rd(&OFFSETS.task_stack));
+        let off = regs_addr.wrapping_sub(stack);
+        // A stack is at most a few pages; anything else is not a layout
+        // this understands.
+        let off = if stack != 0 && off > 1 && off < 1 << 16 {
+            off
+        } else {
+            1
+        };
+        core::ptr::write_volatile(at, off);
     }
 }
 
@@ -659,10 +702,25 @@ fn switch_out(prev: *const u8, valid: bool, guess: bool) -> ProcCounters {
 /// number in its saved user registers. Asked only at voluntary switches.
 #[inline(always)]
 fn in_epoll_wait(task: *const u8) -> bool {
-    // SAFETY: `task` is a BTF-typed task pointer; the helper returns its
-    // user registers as a typed `struct pt_regs *`.
-    let regs = unsafe { aya_ebpf::helpers::generated::bpf_task_pt_regs(task.cast_mut().cast()) }
-        as *const u8;
+    let at = REGS_AT.get(0).copied().unwrap_or(0);
+    let regs = if at > 1 && rd(&OFFSETS.cast_valid) != 0 && rd(&OFFSETS.btf_pt_regs) != 0 {
+        // SAFETY: a typed task pointer at a verifier-known offset; then its
+        // registers' address, cast (fault-safe) to the type it holds,
+        // which saves a helper call (~30 ns here) per voluntary switch.
+        unsafe {
+            let stack: u64 = load(task, rd(&OFFSETS.task_stack));
+            if stack == 0 {
+                return false;
+            }
+            rdonly_cast(stack + at, rd(&OFFSETS.btf_pt_regs))
+        }
+    } else {
+        // SAFETY: `task` is a BTF-typed task pointer; the helper returns
+        // its user registers as a typed `struct pt_regs *`.
+        let regs =
+            unsafe { aya_ebpf::helpers::generated::bpf_task_pt_regs(task.cast_mut().cast()) };
+        regs as *const u8
+    };
     if regs.is_null() {
         return false;
     }

@@ -314,6 +314,13 @@ impl Btf {
             ))
         })()
         .unwrap_or((0, 0, 0));
+        let regs = (|| -> Result<(u32, u32), BtfError> {
+            Ok((
+                self.struct_id("pt_regs")?,
+                self.member_offset("task_struct", "stack")?,
+            ))
+        })()
+        .unwrap_or((0, 0));
         // io_uring may be compiled out; then completions are counted
         // without their opcode.
         let uring = self
@@ -324,6 +331,8 @@ impl Btf {
             btf_kiocb: casts.0,
             kiocb_filp: casts.1,
             btf_io_kiocb: casts.2,
+            btf_pt_regs: regs.0,
+            task_stack: regs.1,
             task_sum_exec: se + self.member_offset("sched_entity", "sum_exec_runtime")?,
             task_prev_sum_exec: se + self.member_offset("sched_entity", "prev_sum_exec_runtime")?,
             sched_info_valid: u32::from(last_arrival.is_ok() && rq_clock.is_ok()),
@@ -504,6 +513,7 @@ mod tests {
             ("task_struct", "sched_info"),
             ("sched_info", "last_arrival"),
             ("kiocb", "ki_filp"),
+            ("task_struct", "stack"),
         ] {
             let ours = btf.member_offset(strukt, member).expect("member");
             let theirs = bpftool_offset(&dump, strukt, member)
@@ -522,6 +532,7 @@ mod tests {
         for (kind, name, ours) in [
             ("STRUCT", "kiocb", btf.struct_id("kiocb").ok()),
             ("STRUCT", "io_kiocb", btf.struct_id("io_kiocb").ok()),
+            ("STRUCT", "pt_regs", btf.struct_id("pt_regs").ok()),
             ("FUNC", "bpf_rdonly_cast", btf.func_id("bpf_rdonly_cast")),
         ] {
             let theirs = bpftool_id(&dump, kind, name);

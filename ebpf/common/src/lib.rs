@@ -598,6 +598,12 @@ pub struct KernelOffsets {
     /// `struct io_kiocb`: a completion's request, a `void *` in
     /// io_uring_complete.
     pub btf_io_kiocb: u32,
+    /// `struct pt_regs` and `task_struct.stack`: a task's saved user
+    /// registers sit at a fixed distance from its stack base (learned from
+    /// one syscall exit), so a switching-out task's are read through a cast
+    /// instead of a bpf_task_pt_regs call. 0: that helper.
+    pub btf_pt_regs: u32,
+    pub task_stack: u32,
 }
 
 #[cfg(feature = "user")]
