@@ -28,7 +28,7 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns,
-        bpf_probe_read_kernel,
+        bpf_probe_read_kernel, bpf_probe_read_user,
     },
     macros::{btf_map, btf_tracepoint, map, tracepoint},
     maps::{Array, HashMap, LruHashMap, LruPerCpuHashMap, PerCpuArray, PerCpuHashMap},
@@ -407,10 +407,17 @@ fn account_syscall(slot: &mut Slot, task: *const u8, syscall: Syscall, words: &[
     if syscall.is_epoll() {
         record_wait_time(task, slot.tgid);
     }
+    let bytes = if ret <= 0 {
+        0
+    } else if syscall.counts_messages() {
+        iolens_mmsg_bytes(words[SI], ret as u64)
+    } else {
+        ret as u64
+    };
     let delta = StatValue {
         calls: 1,
         errors: u64::from(ret < 0),
-        bytes: if ret > 0 { ret as u64 } else { 0 },
+        bytes,
         zero: u64::from(ret == 0),
         scanned,
     };
@@ -433,6 +440,39 @@ fn account_syscall(slot: &mut Slot, task: *const u8, syscall: Syscall, words: &[
         _pad: 0,
     };
     account(&key, &delta);
+}
+
+/// x86_64 `struct mmsghdr` (uapi): a 56-byte `struct msghdr`, then the
+/// `unsigned int msg_len` the kernel fills in, padded to 64 bytes.
+const MMSGHDR_SIZE: u64 = 64;
+const MMSGHDR_MSG_LEN: u64 = 56;
+/// The kernel handles at most UIO_MAXIOV messages per call.
+const MMSG_MAX: u64 = 1024;
+
+/// Bytes moved by a sendmmsg/recvmmsg that returned `n` messages: the sum
+/// of the `msg_len` the kernel just wrote into the first `n` entries of the
+/// caller's array at `vec`. One user read per message (the syscall itself
+/// moved a packet per message, which costs far more). A message whose
+/// entry cannot be read (paged out since) counts 0 bytes and a drop.
+///
+/// A global function: the verifier checks it once, on its own. Inlined
+/// into sys_exit, its loop was walked again along every path that reaches
+/// it, past the verifier's million-instruction limit.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn iolens_mmsg_bytes(vec: u64, n: u64) -> u64 {
+    let mut sum = 0u64;
+    let mut i = 0u64;
+    while i < n && i < MMSG_MAX {
+        let at = vec + i * MMSGHDR_SIZE + MMSGHDR_MSG_LEN;
+        // SAFETY: a fault-safe read of the caller's own memory.
+        match unsafe { bpf_probe_read_user(at as *const u32) } {
+            Ok(len) => sum += u64::from(len),
+            Err(_) => bump(counter::OTHER_DROPS),
+        }
+        i += 1;
+    }
+    sum
 }
 
 /// A slot tally's tag: never 0, which marks a free tally.

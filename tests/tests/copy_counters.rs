@@ -252,6 +252,16 @@ fn reused_fd_numbers_are_classified_by_what_they_hold_with_probe_reads() {
     );
 }
 
+/// sendmmsg/recvmmsg return messages, not bytes: their bytes are the
+/// msg_len the kernel wrote per message, as the child read them back.
+#[test]
+fn mmsg_calls_count_the_bytes_of_every_message() {
+    if !can_load_probes("mmsg_calls_count_the_bytes_of_every_message") {
+        return;
+    }
+    run_scenario("mmsg", "mmsg", None);
+}
+
 #[test]
 fn sendfile_and_splice_are_zero_copy_paths() {
     if !can_load_probes("sendfile_and_splice_are_zero_copy_paths") {

@@ -97,10 +97,12 @@ pub enum Syscall {
     Select = 24,
     Pselect6 = 25,
     IoUringEnter = 26,
+    Sendmmsg = 27,
+    Recvmmsg = 28,
 }
 
 impl Syscall {
-    pub const ALL: [Syscall; 27] = [
+    pub const ALL: [Syscall; 29] = [
         Syscall::Read,
         Syscall::Write,
         Syscall::Readv,
@@ -128,6 +130,8 @@ impl Syscall {
         Syscall::Select,
         Syscall::Pselect6,
         Syscall::IoUringEnter,
+        Syscall::Sendmmsg,
+        Syscall::Recvmmsg,
     ];
 
     /// Maps an x86_64 syscall number to the syscall it accounts.
@@ -145,6 +149,8 @@ impl Syscall {
             45 => Syscall::Recvfrom,
             46 => Syscall::Sendmsg,
             47 => Syscall::Recvmsg,
+            299 => Syscall::Recvmmsg,
+            307 => Syscall::Sendmmsg,
             275 => Syscall::Splice,
             276 => Syscall::Tee,
             278 => Syscall::Vmsplice,
@@ -204,6 +210,8 @@ impl Syscall {
             Syscall::Select => "select",
             Syscall::Pselect6 => "pselect6",
             Syscall::IoUringEnter => "io_uring_enter",
+            Syscall::Sendmmsg => "sendmmsg",
+            Syscall::Recvmmsg => "recvmmsg",
         }
     }
 
@@ -219,6 +227,12 @@ impl Syscall {
                 | Syscall::Select
                 | Syscall::Pselect6
         )
+    }
+
+    /// Returns a count of messages, each of whose byte counts the kernel
+    /// wrote into the caller's `struct mmsghdr` array (`msg_len`).
+    pub const fn counts_messages(self) -> bool {
+        matches!(self, Syscall::Sendmmsg | Syscall::Recvmmsg)
     }
 
     pub const fn is_epoll(self) -> bool {
@@ -238,7 +252,8 @@ impl Syscall {
             | Syscall::Preadv
             | Syscall::Preadv2
             | Syscall::Recvfrom
-            | Syscall::Recvmsg => Shape::FdToUser,
+            | Syscall::Recvmsg
+            | Syscall::Recvmmsg => Shape::FdToUser,
             Syscall::Write
             | Syscall::Writev
             | Syscall::Pwrite64
@@ -246,6 +261,7 @@ impl Syscall {
             | Syscall::Pwritev2
             | Syscall::Sendto
             | Syscall::Sendmsg
+            | Syscall::Sendmmsg
             | Syscall::Vmsplice => Shape::UserToFd,
             // sendfile(out_fd, in_fd, ...): source is the second argument.
             Syscall::Sendfile => Shape::Arg1ToArg0,

@@ -142,6 +142,115 @@ fn scenario_rw(dir: &str, t: &mut Tally) {
     }
 }
 
+/// A loopback UDP socket with room for a few hundred small datagrams.
+fn udp_socket() -> std::net::UdpSocket {
+    let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket");
+    let size: libc::c_int = 4 << 20;
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: a valid socket and a c_int option value.
+        let r = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&raw const size).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            break;
+        }
+    }
+    s
+}
+
+/// sendmmsg/recvmmsg over loopback UDP: batches of 1, 10 and 150 messages
+/// of 1..=50 bytes, all received with one recvmmsg where they fit (more
+/// messages a call than any per-call limit of the kernel side would show),
+/// and a bad fd. Bytes are the msg_len the kernel reported per message.
+fn scenario_mmsg(t: &mut Tally) {
+    let rx = udp_socket();
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket");
+    tx.connect(rx.local_addr().expect("addr")).expect("connect");
+    let payload = [0x42u8; 64];
+    let mut sent = 0usize;
+    for batch in [1usize, 10, 150] {
+        let mut iovs: Vec<libc::iovec> = (0..batch)
+            .map(|i| libc::iovec {
+                iov_base: payload.as_ptr() as *mut _,
+                iov_len: i % 50 + 1,
+            })
+            .collect();
+        let mut hdrs: Vec<libc::mmsghdr> = iovs
+            .iter_mut()
+            .map(|iov| {
+                // SAFETY: all-zero is a valid mmsghdr (null pointers, 0 lengths).
+                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                h.msg_hdr.msg_iov = iov;
+                h.msg_hdr.msg_iovlen = 1;
+                h
+            })
+            .collect();
+        let mut done = 0;
+        while done < batch {
+            let rest = &mut hdrs[done..];
+            // SAFETY: `rest` are valid headers over live iovecs.
+            let r =
+                unsafe { libc::sendmmsg(tx.as_raw_fd(), rest.as_mut_ptr(), rest.len() as u32, 0) };
+            let n = check(r as isize, "sendmmsg") as usize;
+            let bytes: u32 = rest[..n].iter().map(|h| h.msg_len).sum();
+            t.add("sendmmsg", "user_to_socket", bytes as isize);
+            done += n;
+        }
+        sent += batch;
+    }
+    let mut bufs = vec![[0u8; 64]; 200];
+    let mut iovs: Vec<libc::iovec> = bufs
+        .iter_mut()
+        .map(|b| libc::iovec {
+            iov_base: b.as_mut_ptr().cast(),
+            iov_len: b.len(),
+        })
+        .collect();
+    let mut hdrs: Vec<libc::mmsghdr> = iovs
+        .iter_mut()
+        .map(|iov| {
+            // SAFETY: as above.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect();
+    let mut received = 0;
+    while received < sent {
+        // SAFETY: valid headers over live buffers; no timeout.
+        let r = unsafe {
+            libc::recvmmsg(
+                rx.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                hdrs.len() as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if r < 0 {
+            // Loopback UDP dropped some (a full receive buffer): stop, and
+            // count the failed call like any other.
+            t.add("recvmmsg", "error", r as isize);
+            break;
+        }
+        let n = r as usize;
+        let bytes: u32 = hdrs[..n].iter().map(|h| h.msg_len).sum();
+        t.add("recvmmsg", "socket_to_user", bytes as isize);
+        received += n;
+    }
+    // SAFETY: the kernel rejects the fd before touching the (valid) array.
+    let r = unsafe { libc::sendmmsg(9999, hdrs.as_mut_ptr(), 1, 0) };
+    assert!(r < 0, "fd 9999 unexpectedly open");
+    t.add("sendmmsg", "error", r as isize);
+}
+
 /// sendfile(2) until `len` bytes of `file` went to `sock`.
 fn sendfile_all(sock: &std::net::TcpStream, file: &OwnedFd, len: usize, t: &mut Tally) {
     let mut left = len;
@@ -641,7 +750,7 @@ fn main() {
             evict(&format!("{dir}/cached"));
         }
         "exit" | "idle" | "ctxsw" | "syscalls" | "epoll" | "uring" | "uring-async"
-        | "uring-sqpoll" | "fdreuse" | "ctxsw-signals" | "cache-dirty" => {}
+        | "uring-sqpoll" | "fdreuse" | "ctxsw-signals" | "cache-dirty" | "mmsg" => {}
         other => panic!("unknown scenario `{other}`"),
     }
     if scenario.starts_with("cache") {
@@ -711,6 +820,7 @@ fn main() {
         "uring-sqpoll" => scenario_uring(&dir, 50, "sqpoll"),
         "rw" => scenario_rw(&dir, &mut t),
         "fdreuse" => scenario_fdreuse(&dir, &mut t),
+        "mmsg" => scenario_mmsg(&mut t),
         "zerocopy" => scenario_zerocopy(&dir, port, &mut t),
         "exit" => {
             // Seven writes to a file, then exit without waiting.
