@@ -84,6 +84,8 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     btf_io_kiocb: 0,
     btf_pt_regs: 0,
     task_stack: 0,
+    compat_valid: 0,
+    task_ti_status: 0,
 };
 
 #[map]
@@ -210,6 +212,8 @@ struct Slot {
     ring: u64,
     ring_owner: u32,
     ring_epoch: u64,
+    /// The syscall being accounted is an ia32 one (see `in_compat_syscall`).
+    compat: u32,
 }
 
 const SLOT_URING: usize = 4;
@@ -264,6 +268,13 @@ const BPF_NOEXIST: u64 = 1;
 /// (close-on-exec), execveat, close_range.
 const CLOSES_FDS: [u64; 6] = [3, 33, 292, 59, 322, 436];
 
+/// ia32 arguments 0 and 1 (`bx`, `cx` in `struct pt_regs`); argument 2 is
+/// in `dx`, as on x86_64.
+const REGS_BX: usize = 40;
+const REGS_CX: usize = 88;
+/// `TS_COMPAT` (arch/x86/include/asm/thread_info.h).
+const TS_COMPAT: u32 = 0x2;
+
 /// ioctl(2) (x86_64 16) requests that close or replace fds of a process:
 /// SECCOMP_IOCTL_NOTIF_ADDFD (a supervisor may replace the target's fd)
 /// and binder's BINDER_WRITE_READ (freeing a transaction closes fds).
@@ -296,13 +307,29 @@ fn try_sys_exit(ctx: &BtfTracePointContext) {
     // SAFETY: `regs` is the tracepoint's typed `struct pt_regs *`: the
     // verifier turns these loads into fault-safe kernel loads, with no
     // helper call (bpf_probe_read_kernel costs ~45 ns a call here).
+    // An ia32 call (a 32-bit process, or int 0x80) passes its arguments in
+    // bx, cx, dx and has its own numbers: read as x86_64, its getpid would
+    // be a writev of pid bytes.
+    let compat = in_compat_syscall(task);
+    // Translated here to the x86_64 layout and numbers, so nothing below
+    // branches on `compat` (two variants of every path below would not fit
+    // the verifier's limit).
     let words: [u64; 4] = unsafe {
-        [
-            load(regs, REGS_DX + 8 * DX),
-            load(regs, REGS_DX + 8 * SI),
-            load(regs, REGS_DX + 8 * DI),
-            load(regs, REGS_DX + 8 * ORIG_AX),
-        ]
+        if compat {
+            [
+                load::<u64>(regs, REGS_DX) & 0xffff_ffff,
+                load::<u64>(regs, REGS_CX) & 0xffff_ffff,
+                load::<u64>(regs, REGS_BX) & 0xffff_ffff,
+                Syscall::i386_to_x86_64(load(regs, REGS_DX + 8 * ORIG_AX)),
+            ]
+        } else {
+            [
+                load(regs, REGS_DX + 8 * DX),
+                load(regs, REGS_DX + 8 * SI),
+                load(regs, REGS_DX + 8 * DI),
+                load(regs, REGS_DX + 8 * ORIG_AX),
+            ]
+        }
     };
     if rd(&OFFSETS.btf_pt_regs) != 0 {
         learn_regs_at(regs, task);
@@ -322,6 +349,7 @@ fn try_sys_exit(ctx: &BtfTracePointContext) {
         // another task's (sched_switch) and must not name it after that.
         remember_process(tgid);
     }
+    slot.compat = u32::from(compat);
     match Syscall::from_x86_64_nr(words[ORIG_AX]) {
         // Every syscall is a user->kernel->user round trip. Accounted ones
         // are counted in STATS; user space adds the two.
@@ -342,6 +370,15 @@ fn try_sys_exit(ctx: &BtfTracePointContext) {
     {
         fd_closed();
     }
+}
+
+/// Whether the current syscall of `task` (the current task, or one
+/// switching out) is an ia32 one: TS_COMPAT in `thread_info.status`.
+#[inline(always)]
+fn in_compat_syscall(task: *const u8) -> bool {
+    rd(&OFFSETS.compat_valid) != 0
+        // SAFETY: a typed task pointer at a verifier-known offset.
+        && unsafe { load::<u32>(task, rd(&OFFSETS.task_ti_status)) } & TS_COMPAT != 0
 }
 
 /// Records, once, how far the current task's registers (`regs`, the
@@ -410,7 +447,9 @@ fn account_syscall(slot: &mut Slot, task: *const u8, syscall: Syscall, words: &[
     let bytes = if ret <= 0 {
         0
     } else if syscall.counts_messages() {
-        iolens_mmsg_bytes(words[SI], ret as u64)
+        // The flag goes through the slot, so the verifier does not track it
+        // along every path as a known 0 or 1.
+        iolens_mmsg_bytes(words[SI], ret as u64, u64::from(slot.compat))
     } else {
         ret as u64
     };
@@ -443,9 +482,10 @@ fn account_syscall(slot: &mut Slot, task: *const u8, syscall: Syscall, words: &[
 }
 
 /// x86_64 `struct mmsghdr` (uapi): a 56-byte `struct msghdr`, then the
-/// `unsigned int msg_len` the kernel fills in, padded to 64 bytes.
-const MMSGHDR_SIZE: u64 = 64;
-const MMSGHDR_MSG_LEN: u64 = 56;
+/// `unsigned int msg_len` the kernel fills in, padded to 64 bytes; an ia32
+/// caller's `struct compat_mmsghdr`: a 28-byte msghdr, then msg_len.
+const MMSGHDR_SIZE: [u64; 2] = [64, 32];
+const MMSGHDR_MSG_LEN: [u64; 2] = [56, 28];
 /// The kernel handles at most UIO_MAXIOV messages per call.
 const MMSG_MAX: u64 = 1024;
 
@@ -460,11 +500,16 @@ const MMSG_MAX: u64 = 1024;
 /// it, past the verifier's million-instruction limit.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn iolens_mmsg_bytes(vec: u64, n: u64) -> u64 {
+pub extern "C" fn iolens_mmsg_bytes(vec: u64, n: u64, compat: u64) -> u64 {
+    let (size, len_at) = if compat != 0 {
+        (MMSGHDR_SIZE[1], MMSGHDR_MSG_LEN[1])
+    } else {
+        (MMSGHDR_SIZE[0], MMSGHDR_MSG_LEN[0])
+    };
     let mut sum = 0u64;
     let mut i = 0u64;
     while i < n && i < MMSG_MAX {
-        let at = vec + i * MMSGHDR_SIZE + MMSGHDR_MSG_LEN;
+        let at = vec + i * size + len_at;
         // SAFETY: a fault-safe read of the caller's own memory.
         match unsafe { bpf_probe_read_user(at as *const u32) } {
             Ok(len) => sum += u64::from(len),
@@ -766,6 +811,11 @@ fn in_epoll_wait(task: *const u8) -> bool {
     }
     // SAFETY: a typed pointer and a constant offset (uapi pt_regs).
     let nr: u64 = unsafe { load(regs, REGS_DX + 8 * ORIG_AX) };
+    let nr = if in_compat_syscall(task) {
+        Syscall::i386_to_x86_64(nr)
+    } else {
+        nr
+    };
     Syscall::from_x86_64_nr(nr).is_some_and(Syscall::is_epoll)
 }
 

@@ -6,7 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use iolens_tests::{Agent, Count, Metrics, ProcIo, TestChild, can_load_probes, tcp_sink, tempdir};
+use iolens_tests::{
+    Agent, Count, Metrics, ProcIo, TestChild, can_load_probes, in_ci, tcp_sink, tempdir,
+};
 
 const CHILD: &str = env!("CARGO_BIN_EXE_iolens-testchild");
 
@@ -260,6 +262,53 @@ fn mmsg_calls_count_the_bytes_of_every_message() {
         return;
     }
     run_scenario("mmsg", "mmsg", None);
+}
+
+/// Whether this kernel runs ia32 syscalls (`int 0x80` from a 64-bit
+/// process): CONFIG_IA32_EMULATION, not disabled on the command line.
+/// None if the kernel's config cannot be read.
+fn ia32_emulation() -> Option<bool> {
+    let config = std::process::Command::new("zcat")
+        .arg("/proc/config.gz")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .or_else(|| {
+            let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+            std::fs::read_to_string(format!("/boot/config-{}", release.trim())).ok()
+        })?;
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let on_by_default = !config.contains("CONFIG_IA32_EMULATION_DEFAULT_DISABLED=y");
+    let enabled = config.contains("CONFIG_IA32_EMULATION=y")
+        && !cmdline.contains("ia32_emulation=0")
+        && !cmdline.contains("ia32_emulation=false")
+        && (on_by_default
+            || cmdline.contains("ia32_emulation=1")
+            || cmdline.contains("ia32_emulation=true"));
+    Some(enabled)
+}
+
+/// ia32 syscalls (a 32-bit process's, here `int 0x80`) have their own
+/// numbers and argument registers: counted under their names, and an ia32
+/// getpid (20) is not an x86_64 writev (20) of pid bytes.
+#[test]
+fn ia32_syscalls_are_read_with_their_own_numbers_and_registers() {
+    if !can_load_probes("ia32_syscalls_are_read_with_their_own_numbers_and_registers") {
+        return;
+    }
+    match ia32_emulation() {
+        Some(true) => {}
+        other => {
+            assert!(
+                !in_ci(),
+                "CI's kernel is expected to run ia32 syscalls (config: {other:?})"
+            );
+            eprintln!("skipped: this kernel does not run ia32 syscalls ({other:?})");
+            return;
+        }
+    }
+    run_scenario("ia32", "ia32", None);
 }
 
 #[test]

@@ -321,6 +321,9 @@ impl Btf {
             ))
         })()
         .unwrap_or((0, 0));
+        let ti_status = self
+            .member_offset("task_struct", "thread_info")
+            .and_then(|o| Ok(o + self.member_offset("thread_info", "status")?));
         // io_uring may be compiled out; then completions are counted
         // without their opcode.
         let uring = self
@@ -333,6 +336,8 @@ impl Btf {
             btf_io_kiocb: casts.2,
             btf_pt_regs: regs.0,
             task_stack: regs.1,
+            compat_valid: u32::from(ti_status.is_ok()),
+            task_ti_status: ti_status.unwrap_or(0),
             task_sum_exec: se + self.member_offset("sched_entity", "sum_exec_runtime")?,
             task_prev_sum_exec: se + self.member_offset("sched_entity", "prev_sum_exec_runtime")?,
             sched_info_valid: u32::from(last_arrival.is_ok() && rq_clock.is_ok()),
@@ -514,6 +519,8 @@ mod tests {
             ("sched_info", "last_arrival"),
             ("kiocb", "ki_filp"),
             ("task_struct", "stack"),
+            ("task_struct", "thread_info"),
+            ("thread_info", "status"),
         ] {
             let ours = btf.member_offset(strukt, member).expect("member");
             let theirs = bpftool_offset(&dump, strukt, member)
@@ -542,8 +549,13 @@ mod tests {
         let o = btf.kernel_offsets().expect("all offsets resolve");
         // Debian's kernels (CI) have everything the typed programs use.
         assert_eq!(
-            (o.folio_valid, o.sched_info_valid, o.uring_valid),
-            (1, 1, 1)
+            (
+                o.folio_valid,
+                o.sched_info_valid,
+                o.uring_valid,
+                o.compat_valid
+            ),
+            (1, 1, 1, 1)
         );
     }
 }

@@ -615,6 +615,85 @@ fn chain(e: &dyn std::error::Error) -> String {
 mod tests {
     use super::*;
 
+    /// `#define __NR_<name> <nr>` lines of a uapi unistd header.
+    fn unistd(path: &str) -> Option<std::collections::BTreeMap<u64, String>> {
+        let text = std::fs::read_to_string(path).ok()?;
+        Some(
+            text.lines()
+                .filter_map(|l| {
+                    let rest = l.strip_prefix("#define __NR_")?;
+                    let (name, nr) = rest.split_once(' ')?;
+                    Some((nr.trim().parse().ok()?, name.to_owned()))
+                })
+                .collect(),
+        )
+    }
+
+    /// The ia32 translation against the kernel's own syscall tables (the
+    /// uapi headers of linux-libc-dev): every translated number names the
+    /// same call in both, and every accounted call that ia32 has is
+    /// translated.
+    #[test]
+    fn ia32_numbers_match_the_kernel_headers() {
+        let dir = "/usr/include/x86_64-linux-gnu/asm";
+        let (Some(n32), Some(n64)) = (
+            unistd(&format!("{dir}/unistd_32.h")),
+            unistd(&format!("{dir}/unistd_64.h")),
+        ) else {
+            assert!(
+                std::env::var_os("CI").is_none_or(|v| v != "true"),
+                "CI needs linux-libc-dev's asm/unistd_{{32,64}}.h"
+            );
+            return;
+        };
+        // ia32 names whose x86_64 call has another name.
+        let same = |a: &str, b: &str| {
+            a == b
+                || matches!(
+                    (a, b),
+                    ("sendfile64", "sendfile") | ("_newselect", "select")
+                )
+        };
+        let mut translated = 0;
+        for (&nr32, name32) in &n32 {
+            let nr64 = iolens_common::Syscall::i386_to_x86_64(nr32);
+            if nr64 == u64::MAX {
+                continue;
+            }
+            translated += 1;
+            let name64 = n64
+                .get(&nr64)
+                .unwrap_or_else(|| panic!("ia32 {name32} -> x86_64 {nr64}: no such call"));
+            assert!(
+                same(name32, name64),
+                "ia32 {name32} ({nr32}) -> x86_64 {name64} ({nr64})"
+            );
+        }
+        // 30 accounted calls (sendfile twice) and 7 that close or replace fds.
+        assert_eq!(translated, 37, "translated ia32 calls");
+        for sc in iolens_common::Syscall::ALL {
+            let nr64 = n64
+                .iter()
+                .find(|(_, n)| same(sc.name(), n))
+                .map(|(&nr, _)| nr)
+                .unwrap_or_else(|| panic!("x86_64 has no {}", sc.name()));
+            assert_eq!(iolens_common::Syscall::from_x86_64_nr(nr64), Some(sc));
+            // ia32's `select` (82) is the old one, taking an argument block;
+            // its select(2) is `_newselect`, checked above.
+            let ia32 = n32
+                .iter()
+                .find(|(_, n)| n.as_str() == sc.name() && n.as_str() != "select");
+            if let Some((&nr32, _)) = ia32 {
+                assert_eq!(
+                    iolens_common::Syscall::i386_to_x86_64(nr32),
+                    nr64,
+                    "ia32 {} ({nr32})",
+                    sc.name()
+                );
+            }
+        }
+    }
+
     #[test]
     fn each_program_attaches_once() {
         let mut names = program_names();

@@ -171,6 +171,55 @@ impl Syscall {
         })
     }
 
+    /// The x86_64 number of the ia32 syscall `nr` (a 32-bit process's, or
+    /// `int 0x80`; arch/x86/entry/syscalls/syscall_32.tbl), for the calls
+    /// iolens accounts or watches (those that close or replace fds), so
+    /// that everything downstream reads one numbering. `u64::MAX` for the
+    /// rest, including the old `socketcall` multiplexer and the old
+    /// `select` with its argument block.
+    #[inline(always)]
+    pub const fn i386_to_x86_64(nr: u64) -> u64 {
+        match nr {
+            3 => 0,     // read
+            4 => 1,     // write
+            6 => 3,     // close
+            11 => 59,   // execve
+            54 => 16,   // ioctl
+            63 => 33,   // dup2
+            142 => 23,  // _newselect
+            145 => 19,  // readv
+            146 => 20,  // writev
+            168 => 7,   // poll
+            180 => 17,  // pread64
+            181 => 18,  // pwrite64
+            187 => 40,  // sendfile
+            239 => 40,  // sendfile64
+            256 => 232, // epoll_wait
+            308 => 270, // pselect6
+            309 => 271, // ppoll
+            313 => 275, // splice
+            315 => 276, // tee
+            316 => 278, // vmsplice
+            319 => 281, // epoll_pwait
+            330 => 292, // dup3
+            333 => 295, // preadv
+            334 => 296, // pwritev
+            337 => 299, // recvmmsg
+            345 => 307, // sendmmsg
+            358 => 322, // execveat
+            369 => 44,  // sendto
+            370 => 46,  // sendmsg
+            371 => 45,  // recvfrom
+            372 => 47,  // recvmsg
+            377 => 326, // copy_file_range
+            378 => 327, // preadv2
+            379 => 328, // pwritev2
+            // Numbers from 403 on are shared by both tables.
+            426 | 436 | 441 => nr,
+            _ => u64::MAX,
+        }
+    }
+
     pub const fn from_u8(v: u8) -> Option<Syscall> {
         if (v as usize) < Self::ALL.len() {
             Some(Self::ALL[v as usize])
@@ -620,6 +669,12 @@ pub struct KernelOffsets {
     /// instead of a bpf_task_pt_regs call. 0: that helper.
     pub btf_pt_regs: u32,
     pub task_stack: u32,
+    /// `task->thread_info.status`, whose TS_COMPAT bit is set from the
+    /// entry of an ia32 syscall until the return to user space: such a
+    /// call has ia32 numbers and arguments. 0 with `compat_valid == 0`
+    /// (then every call is read as x86_64).
+    pub compat_valid: u32,
+    pub task_ti_status: u32,
 }
 
 #[cfg(feature = "user")]

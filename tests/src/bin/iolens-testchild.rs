@@ -142,6 +142,86 @@ fn scenario_rw(dir: &str, t: &mut Tally) {
     }
 }
 
+/// An ia32 system call made from this 64-bit process with `int 0x80`: the
+/// kernel takes the ia32 numbers and the arguments in ebx, ecx and edx,
+/// exactly as for a 32-bit process. Pointers must be below 4 GiB.
+fn int80(nr: u32, a0: u32, a1: u32, a2: u32) -> isize {
+    let ret: u32;
+    // SAFETY: a system call whose arguments the caller vouches for. rbx
+    // cannot be named as an operand, so it is swapped in and out; r8-r15
+    // are declared clobbered in case the compat entry does not keep them.
+    unsafe {
+        std::arch::asm!(
+            "xchg {a0:r}, rbx",
+            "int 0x80",
+            "xchg {a0:r}, rbx",
+            a0 = inout(reg) u64::from(a0) => _,
+            inlateout("eax") nr => ret,
+            in("ecx") a1,
+            in("edx") a2,
+            out("r8") _, out("r9") _, out("r10") _, out("r11") _,
+            out("r12") _, out("r13") _, out("r14") _, out("r15") _,
+        );
+    }
+    // A negative errno comes back in eax.
+    ret as i32 as isize
+}
+
+/// ia32 calls through `int 0x80`, on memory below 4 GiB: getpid (ia32 20,
+/// x86_64's writev: read as x86_64 it would be a writev of pid bytes),
+/// write and read of a file (ia32 4 and 3, x86_64's stat and close), and
+/// writev (ia32 146) from two 32-bit iovecs.
+fn scenario_ia32(dir: &str, t: &mut Tally) {
+    // SAFETY: an anonymous mapping the kernel places below 2 GiB.
+    let mem = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_32BIT,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(mem, libc::MAP_FAILED, "mmap(MAP_32BIT)");
+    let base = mem as usize;
+    assert!(base + 4096 <= 1 << 32, "MAP_32BIT gave {base:#x}");
+    let buf = base as u32;
+    let path = format!("{dir}/ia32");
+    let wf = open(&path, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC);
+    let rf = open(&path, libc::O_RDONLY);
+    let (r, w) = (rf.as_raw_fd(), wf.as_raw_fd());
+    for _ in 0..20 {
+        let pid = int80(20, 0, 0, 0);
+        // SAFETY: no arguments.
+        assert_eq!(pid, unsafe { libc::getpid() } as isize, "ia32 getpid");
+    }
+    for _ in 0..10 {
+        let n = int80(4, w as u32, buf, 100);
+        t.add("write", "user_to_file", check(n, "ia32 write"));
+        let n = int80(3, r as u32, buf, 100);
+        t.add("read", "file_to_user", check(n, "ia32 read"));
+    }
+    // Two `struct compat_iovec { u32 base; u32 len; }` after the data.
+    let iov = base + 2048;
+    // SAFETY: inside the mapping, 4-byte aligned.
+    unsafe {
+        let p = iov as *mut u32;
+        *p = buf;
+        *p.add(1) = 10;
+        *p.add(2) = buf + 100;
+        *p.add(3) = 20;
+    }
+    let n = int80(146, w as u32, iov as u32, 2);
+    t.add("writev", "user_to_file", check(n, "ia32 writev"));
+    assert_eq!(n, 30, "ia32 writev");
+    let n = int80(3, r as u32, buf, 100);
+    t.add("read", "file_to_user", check(n, "ia32 read"));
+    assert_eq!(n, 30, "ia32 read of what writev wrote");
+    // SAFETY: unmapping our own mapping.
+    unsafe { libc::munmap(mem, 4096) };
+}
+
 /// A loopback UDP socket with room for a few hundred small datagrams.
 fn udp_socket() -> std::net::UdpSocket {
     let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket");
@@ -750,7 +830,7 @@ fn main() {
             evict(&format!("{dir}/cached"));
         }
         "exit" | "idle" | "ctxsw" | "syscalls" | "epoll" | "uring" | "uring-async"
-        | "uring-sqpoll" | "fdreuse" | "ctxsw-signals" | "cache-dirty" | "mmsg" => {}
+        | "uring-sqpoll" | "fdreuse" | "ctxsw-signals" | "cache-dirty" | "mmsg" | "ia32" => {}
         other => panic!("unknown scenario `{other}`"),
     }
     if scenario.starts_with("cache") {
@@ -821,6 +901,7 @@ fn main() {
         "rw" => scenario_rw(&dir, &mut t),
         "fdreuse" => scenario_fdreuse(&dir, &mut t),
         "mmsg" => scenario_mmsg(&mut t),
+        "ia32" => scenario_ia32(&dir, &mut t),
         "zerocopy" => scenario_zerocopy(&dir, port, &mut t),
         "exit" => {
             // Seven writes to a file, then exit without waiting.
