@@ -244,6 +244,20 @@ fn udp_socket() -> std::net::UdpSocket {
     s
 }
 
+/// One message header per buffer, for sendmmsg/recvmmsg; they point into
+/// `iovs`, which must outlive them.
+fn mmsg_headers(iovs: &mut [libc::iovec]) -> Vec<libc::mmsghdr> {
+    iovs.iter_mut()
+        .map(|iov| {
+            // SAFETY: all-zero is a valid mmsghdr (null pointers, 0 lengths).
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect()
+}
+
 /// sendmmsg/recvmmsg over loopback UDP: batches of 1, 10 and 150 messages
 /// of 1..=50 bytes, all received with one recvmmsg where they fit (more
 /// messages a call than any per-call limit of the kernel side would show),
@@ -261,16 +275,7 @@ fn scenario_mmsg(t: &mut Tally) {
                 iov_len: i % 50 + 1,
             })
             .collect();
-        let mut hdrs: Vec<libc::mmsghdr> = iovs
-            .iter_mut()
-            .map(|iov| {
-                // SAFETY: all-zero is a valid mmsghdr (null pointers, 0 lengths).
-                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                h.msg_hdr.msg_iov = iov;
-                h.msg_hdr.msg_iovlen = 1;
-                h
-            })
-            .collect();
+        let mut hdrs = mmsg_headers(&mut iovs);
         let mut done = 0;
         while done < batch {
             let rest = &mut hdrs[done..];
@@ -292,16 +297,7 @@ fn scenario_mmsg(t: &mut Tally) {
             iov_len: b.len(),
         })
         .collect();
-    let mut hdrs: Vec<libc::mmsghdr> = iovs
-        .iter_mut()
-        .map(|iov| {
-            // SAFETY: as above.
-            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            h.msg_hdr.msg_iov = iov;
-            h.msg_hdr.msg_iovlen = 1;
-            h
-        })
-        .collect();
+    let mut hdrs = mmsg_headers(&mut iovs);
     let mut received = 0;
     while received < sent {
         // SAFETY: valid headers over live buffers; no timeout.
