@@ -212,8 +212,6 @@ struct Slot {
     ring: u64,
     ring_owner: u32,
     ring_epoch: u64,
-    /// The syscall being accounted is an ia32 one (see `in_compat_syscall`).
-    compat: u32,
 }
 
 const SLOT_URING: usize = 4;
@@ -247,8 +245,8 @@ static FD_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
 /// Where a task's saved user registers (`task_pt_regs()`) lie, as an
 /// offset from its stack base (`task->stack`): THREAD_SIZE less the
 /// registers and any top-of-stack padding, the same for every task. Learned
-/// at a syscall exit, whose argument is the current task's registers; 0
-/// until then, 1 if what was seen made no sense (the helper is used then).
+/// from the first bpf_task_pt_regs answer in_epoll_wait gets; 0 until
+/// then, 1 if what was seen made no sense (the helper is used then).
 #[map]
 static REGS_AT: Array<u64> = Array::with_max_entries(1, 0);
 
@@ -304,16 +302,15 @@ fn try_sys_exit(ctx: &BtfTracePointContext) {
     if tgid == 0 || regs.is_null() || !passes_filters(tgid) {
         return;
     }
+    // An ia32 call (a 32-bit process, or int 0x80) passes its arguments in
+    // bx, cx, dx and has its own numbers: read as x86_64, its getpid would
+    // be a writev of pid bytes. Translated here to the x86_64 layout and
+    // numbers, so nothing below branches on `compat` (two variants of
+    // every path below would not fit the verifier's limit).
+    let compat = in_compat_syscall(task);
     // SAFETY: `regs` is the tracepoint's typed `struct pt_regs *`: the
     // verifier turns these loads into fault-safe kernel loads, with no
     // helper call (bpf_probe_read_kernel costs ~45 ns a call here).
-    // An ia32 call (a 32-bit process, or int 0x80) passes its arguments in
-    // bx, cx, dx and has its own numbers: read as x86_64, its getpid would
-    // be a writev of pid bytes.
-    let compat = in_compat_syscall(task);
-    // Translated here to the x86_64 layout and numbers, so nothing below
-    // branches on `compat` (two variants of every path below would not fit
-    // the verifier's limit).
     let words: [u64; 4] = unsafe {
         if compat {
             [
@@ -331,9 +328,6 @@ fn try_sys_exit(ctx: &BtfTracePointContext) {
             ]
         }
     };
-    if rd(&OFFSETS.btf_pt_regs) != 0 {
-        learn_regs_at(regs, task);
-    }
     let Some(slot) = SLOT.get_ptr_mut(0) else {
         return;
     };
@@ -349,7 +343,6 @@ fn try_sys_exit(ctx: &BtfTracePointContext) {
         // another task's (sched_switch) and must not name it after that.
         remember_process(tgid);
     }
-    slot.compat = u32::from(compat);
     match Syscall::from_x86_64_nr(words[ORIG_AX]) {
         // Every syscall is a user->kernel->user round trip. Accounted ones
         // are counted in STATS; user space adds the two.
@@ -381,8 +374,8 @@ fn in_compat_syscall(task: *const u8) -> bool {
         && unsafe { load::<u32>(task, rd(&OFFSETS.task_ti_status)) } & TS_COMPAT != 0
 }
 
-/// Records, once, how far the current task's registers (`regs`, the
-/// syscall's) lie from its stack base; see REGS_AT.
+/// Records, once, how far `task`'s saved user registers (`regs`, from
+/// bpf_task_pt_regs) lie from its stack base; see REGS_AT.
 #[inline(always)]
 fn learn_regs_at(regs: *const u8, task: *const u8) {
     let Some(at) = REGS_AT.get_ptr_mut(0) else {
@@ -447,9 +440,7 @@ fn account_syscall(slot: &mut Slot, task: *const u8, syscall: Syscall, words: &[
     let bytes = if ret <= 0 {
         0
     } else if syscall.counts_messages() {
-        // The flag goes through the slot, so the verifier does not track it
-        // along every path as a known 0 or 1.
-        iolens_mmsg_bytes(words[SI], ret as u64, u64::from(slot.compat))
+        iolens_mmsg_bytes(words[SI], ret as u64)
     } else {
         ret as u64
     };
@@ -497,11 +488,15 @@ const MMSG_MAX: u64 = 1024;
 ///
 /// A global function: the verifier checks it once, on its own. Inlined
 /// into sys_exit, its loop was walked again along every path that reaches
-/// it, past the verifier's million-instruction limit.
+/// it, past the verifier's million-instruction limit. It asks itself
+/// whether the call is an ia32 one, which sys_exit does not pass along:
+/// a known 0 or 1 there would double the paths the verifier walks.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn iolens_mmsg_bytes(vec: u64, n: u64, compat: u64) -> u64 {
-    let (size, len_at) = if compat != 0 {
+pub extern "C" fn iolens_mmsg_bytes(vec: u64, n: u64) -> u64 {
+    // SAFETY: the current task, as a typed pointer.
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let (size, len_at) = if in_compat_syscall(task) {
         (MMSGHDR_SIZE[1], MMSGHDR_MSG_LEN[1])
     } else {
         (MMSGHDR_SIZE[0], MMSGHDR_MSG_LEN[0])
@@ -802,9 +797,18 @@ fn in_epoll_wait(task: *const u8) -> bool {
     } else {
         // SAFETY: `task` is a BTF-typed task pointer; the helper returns
         // its user registers as a typed `struct pt_regs *`.
-        let regs =
-            unsafe { aya_ebpf::helpers::generated::bpf_task_pt_regs(task.cast_mut().cast()) };
-        regs as *const u8
+        let regs = unsafe { aya_ebpf::helpers::generated::bpf_task_pt_regs(task.cast_mut().cast()) }
+            as *const u8;
+        // The first time, the helper's answer teaches the cast path where
+        // registers lie, for every switch after it.
+        if at == 0
+            && !regs.is_null()
+            && rd(&OFFSETS.cast_valid) != 0
+            && rd(&OFFSETS.btf_pt_regs) != 0
+        {
+            learn_regs_at(regs, task);
+        }
+        regs
     };
     if regs.is_null() {
         return false;

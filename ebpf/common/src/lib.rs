@@ -665,8 +665,8 @@ pub struct KernelOffsets {
     pub btf_io_kiocb: u32,
     /// `struct pt_regs` and `task_struct.stack`: a task's saved user
     /// registers sit at a fixed distance from its stack base (learned from
-    /// one syscall exit), so a switching-out task's are read through a cast
-    /// instead of a bpf_task_pt_regs call. 0: that helper.
+    /// one bpf_task_pt_regs call), so a switching-out task's are read
+    /// through a cast instead of that helper. 0: the helper.
     pub btf_pt_regs: u32,
     pub task_stack: u32,
     /// `task->thread_info.status`, whose TS_COMPAT bit is set from the

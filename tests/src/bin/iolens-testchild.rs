@@ -143,9 +143,9 @@ fn scenario_rw(dir: &str, t: &mut Tally) {
 }
 
 /// An ia32 system call made from this 64-bit process with `int 0x80`: the
-/// kernel takes the ia32 numbers and the arguments in ebx, ecx and edx,
-/// exactly as for a 32-bit process. Pointers must be below 4 GiB.
-fn int80(nr: u32, a0: u32, a1: u32, a2: u32) -> isize {
+/// kernel takes the ia32 numbers and the arguments in ebx, ecx, edx and
+/// esi, exactly as for a 32-bit process. Pointers must be below 4 GiB.
+fn int80(nr: u32, a0: u32, a1: u32, a2: u32, a3: u32) -> isize {
     let ret: u32;
     // SAFETY: a system call whose arguments the caller vouches for. rbx
     // cannot be named as an operand, so it is swapped in and out; r8-r15
@@ -159,6 +159,7 @@ fn int80(nr: u32, a0: u32, a1: u32, a2: u32) -> isize {
             inlateout("eax") nr => ret,
             in("ecx") a1,
             in("edx") a2,
+            in("esi") a3,
             out("r8") _, out("r9") _, out("r10") _, out("r11") _,
             out("r12") _, out("r13") _, out("r14") _, out("r15") _,
         );
@@ -169,8 +170,9 @@ fn int80(nr: u32, a0: u32, a1: u32, a2: u32) -> isize {
 
 /// ia32 calls through `int 0x80`, on memory below 4 GiB: getpid (ia32 20,
 /// x86_64's writev: read as x86_64 it would be a writev of pid bytes),
-/// write and read of a file (ia32 4 and 3, x86_64's stat and close), and
-/// writev (ia32 146) from two 32-bit iovecs.
+/// write and read of a file (ia32 4 and 3, x86_64's stat and close),
+/// writev (ia32 146) from two 32-bit iovecs, and sendmmsg (ia32 345) of
+/// three messages, whose headers are the 32-byte `compat_mmsghdr`.
 fn scenario_ia32(dir: &str, t: &mut Tally) {
     // SAFETY: an anonymous mapping the kernel places below 2 GiB.
     let mem = unsafe {
@@ -192,14 +194,14 @@ fn scenario_ia32(dir: &str, t: &mut Tally) {
     let rf = open(&path, libc::O_RDONLY);
     let (r, w) = (rf.as_raw_fd(), wf.as_raw_fd());
     for _ in 0..20 {
-        let pid = int80(20, 0, 0, 0);
+        let pid = int80(20, 0, 0, 0, 0);
         // SAFETY: no arguments.
         assert_eq!(pid, unsafe { libc::getpid() } as isize, "ia32 getpid");
     }
     for _ in 0..10 {
-        let n = int80(4, w as u32, buf, 100);
+        let n = int80(4, w as u32, buf, 100, 0);
         t.add("write", "user_to_file", check(n, "ia32 write"));
-        let n = int80(3, r as u32, buf, 100);
+        let n = int80(3, r as u32, buf, 100, 0);
         t.add("read", "file_to_user", check(n, "ia32 read"));
     }
     // Two `struct compat_iovec { u32 base; u32 len; }` after the data.
@@ -212,12 +214,38 @@ fn scenario_ia32(dir: &str, t: &mut Tally) {
         *p.add(2) = buf + 100;
         *p.add(3) = 20;
     }
-    let n = int80(146, w as u32, iov as u32, 2);
+    let n = int80(146, w as u32, iov as u32, 2, 0);
     t.add("writev", "user_to_file", check(n, "ia32 writev"));
     assert_eq!(n, 30, "ia32 writev");
-    let n = int80(3, r as u32, buf, 100);
+    let n = int80(3, r as u32, buf, 100, 0);
     t.add("read", "file_to_user", check(n, "ia32 read"));
     assert_eq!(n, 30, "ia32 read of what writev wrote");
+    // Three `struct compat_mmsghdr` (a 28-byte compat_msghdr: name,
+    // namelen, iov, iovlen, control, controllen, flags; then msg_len), each
+    // with one compat_iovec, to a connected UDP socket.
+    let rx = udp_socket();
+    let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP socket");
+    tx.connect(rx.local_addr().expect("addr")).expect("connect");
+    let (hdrs, iovs) = (base + 3072, base + 3328);
+    for (i, len) in [5u32, 7, 9].into_iter().enumerate() {
+        // SAFETY: inside the mapping, 4-byte aligned, zeroed by mmap.
+        unsafe {
+            let iov = (iovs + 8 * i) as *mut u32;
+            *iov = buf;
+            *iov.add(1) = len;
+            let h = (hdrs + 32 * i) as *mut u32;
+            *h.add(2) = iov as u32;
+            *h.add(3) = 1;
+        }
+    }
+    let n = int80(345, tx.as_raw_fd() as u32, hdrs as u32, 3, 0);
+    assert_eq!(check(n, "ia32 sendmmsg"), 3, "ia32 sendmmsg");
+    // SAFETY: the msg_len words the kernel wrote, inside the mapping.
+    let sent: u32 = (0..3)
+        .map(|i| unsafe { *((hdrs + 32 * i + 28) as *const u32) })
+        .sum();
+    assert_eq!(sent, 21, "msg_len of 5 + 7 + 9 bytes");
+    t.add("sendmmsg", "user_to_socket", sent as isize);
     // SAFETY: unmapping our own mapping.
     unsafe { libc::munmap(mem, 4096) };
 }
