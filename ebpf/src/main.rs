@@ -201,10 +201,6 @@ struct Slot {
     tags: [u32; SLOT_KEYS],
     stats: [StatValue; SLOT_KEYS],
     proc: ProcCounters,
-    /// Classes of fds recently seen, for fd tables past the inline 64
-    /// walked with probe reads (kernels without bpf_rdonly_cast).
-    fds: [FdEntry; SLOT_FDS],
-    fd_next: u32,
     /// io_uring tallies of the slot's process by opcode (tag 0x100|op).
     uring_tags: [u32; SLOT_URING],
     uring: [UringValue; SLOT_URING],
@@ -216,7 +212,20 @@ struct Slot {
 
 const SLOT_URING: usize = 4;
 
-const SLOT_FDS: usize = 4;
+/// Classes of fds recently seen on this CPU, for fd tables past the inline
+/// 64 walked with probe reads (kernels without bpf_rdonly_cast); see
+/// `iolens_fd_class_reads`.
+#[map]
+static FD_CACHE: PerCpuArray<FdCache> = PerCpuArray::with_max_entries(1, 0);
+
+const FD_CACHE_ENTRIES: usize = 4;
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct FdCache {
+    entries: [FdEntry; FD_CACHE_ENTRIES],
+    next: u32,
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
@@ -317,7 +326,7 @@ fn try_sys_exit(ctx: &BtfTracePointContext) {
                 load::<u64>(regs, REGS_DX) & 0xffff_ffff,
                 load::<u64>(regs, REGS_CX) & 0xffff_ffff,
                 load::<u64>(regs, REGS_BX) & 0xffff_ffff,
-                Syscall::i386_to_x86_64(load(regs, REGS_DX + 8 * ORIG_AX)),
+                iolens_i386_nr(load(regs, REGS_DX + 8 * ORIG_AX)),
             ]
         } else {
             [
@@ -363,6 +372,16 @@ fn try_sys_exit(ctx: &BtfTracePointContext) {
     {
         fd_closed();
     }
+}
+
+/// [`Syscall::i386_to_x86_64`] as a global function, which the verifier
+/// checks once on its own: inlined, each of its answers was a known
+/// constant walked down the rest of sys_exit, past the verifier's limit
+/// once a comm filter made that rest longer.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn iolens_i386_nr(nr: u64) -> u64 {
+    Syscall::i386_to_x86_64(nr)
 }
 
 /// Whether the current syscall of `task` (the current task, or one
@@ -418,11 +437,11 @@ fn account_syscall(slot: &mut Slot, task: *const u8, syscall: Syscall, words: &[
         // mitigation.
         let [dx, si, di, _] = words.map(|w| w as i32);
         match syscall.shape() {
-            Shape::FdToUser => (fd_endpoint(slot, task, di), Endpoint::User),
-            Shape::UserToFd => (Endpoint::User, fd_endpoint(slot, task, di)),
-            Shape::Arg1ToArg0 => (fd_endpoint(slot, task, si), fd_endpoint(slot, task, di)),
-            Shape::Arg0ToArg2 => (fd_endpoint(slot, task, di), fd_endpoint(slot, task, dx)),
-            Shape::Arg0ToArg1 => (fd_endpoint(slot, task, di), fd_endpoint(slot, task, si)),
+            Shape::FdToUser => (fd_endpoint(task, di), Endpoint::User),
+            Shape::UserToFd => (Endpoint::User, fd_endpoint(task, di)),
+            Shape::Arg1ToArg0 => (fd_endpoint(task, si), fd_endpoint(task, di)),
+            Shape::Arg0ToArg2 => (fd_endpoint(task, di), fd_endpoint(task, dx)),
+            Shape::Arg0ToArg1 => (fd_endpoint(task, di), fd_endpoint(task, si)),
             Shape::ScanArg0 => {
                 scanned = words[DI] & 0xffff_ffff;
                 (Endpoint::Other, Endpoint::Other)
@@ -1249,8 +1268,8 @@ fn rd(field: &u32) -> usize {
 
 /// Classifies fd `fd` of the current task by its inode type.
 #[inline(always)]
-fn fd_endpoint(slot: &mut Slot, task: *const u8, fd: i32) -> Endpoint {
-    match fd_class(slot, task, fd) {
+fn fd_endpoint(task: *const u8, fd: i32) -> Endpoint {
+    match fd_class(task, fd) {
         Some(e) => e,
         None => {
             bump(counter::FD_LOOKUP_FAILURES);
@@ -1263,37 +1282,72 @@ fn fd_endpoint(slot: &mut Slot, task: *const u8, fd: i32) -> Endpoint {
 /// typed (BTF) pointer, so the verifier lets the program load its fields
 /// directly, fault-safe, at the constant offsets read from BTF.
 #[inline(always)]
-fn fd_class(slot: &mut Slot, task: *const u8, fd: i32) -> Option<Endpoint> {
+fn fd_class(task: *const u8, fd: i32) -> Option<Endpoint> {
     if rd(&OFFSETS.valid) == 0 || fd < 0 {
         return None;
     }
-    // SAFETY: see above.
-    let files: *const u8 = unsafe { load(task, rd(&OFFSETS.task_files)) };
-    if files.is_null() {
+    if rd(&OFFSETS.cast_valid) == 0 {
+        let class = iolens_fd_class_reads(fd);
+        return (class != NO_CLASS).then(|| Endpoint::from_u8(class as u8));
+    }
+    let (_, fd_array) = fd_table(task)?;
+    // The fd's slot, inline table or grown, read as a `struct kiocb`,
+    // whose `ki_filp` is a `struct file *`: from there the walk is typed,
+    // fault-safe loads, cheap enough to need no memory of earlier walks.
+    let filp = rd(&OFFSETS.kiocb_filp);
+    let slot_addr = (fd_array as u64).wrapping_add(fd as u64 * 8);
+    // SAFETY: loads through cast pointers at verifier-known offsets; the
+    // verifier makes them fault-safe.
+    unsafe {
+        let holder = rdonly_cast(slot_addr.wrapping_sub(filp as u64), rd(&OFFSETS.btf_kiocb));
+        file_endpoint(load(holder, filp))
+    }
+}
+
+/// `task->files` and its fd array (`files->fdt->fd`), both non-null.
+#[inline(always)]
+fn fd_table(task: *const u8) -> Option<(*const u8, *const u8)> {
+    // SAFETY: typed pointers at verifier-known offsets (see fd_class).
+    unsafe {
+        let files: *const u8 = load(task, rd(&OFFSETS.task_files));
+        if files.is_null() {
+            return None;
+        }
+        let fdt: *const u8 = load(files, rd(&OFFSETS.files_fdt));
+        if fdt.is_null() {
+            return None;
+        }
+        // No bound check against fdt->max_fds: this runs only after the
+        // syscall succeeded on the fd, so it is in the table, and fd
+        // tables only grow.
+        Some((files, load(fdt, rd(&OFFSETS.fdt_fd))))
+    }
+}
+
+/// What `iolens_fd_class_reads` returns for an fd it could not classify.
+const NO_CLASS: u32 = u32::MAX;
+
+/// The current task's `fd` classified without bpf_rdonly_cast (Linux <
+/// 6.2, or IOLENS_PROBE_READS=1): an `Endpoint` as u32, or NO_CLASS.
+///
+/// A global function, which the verifier checks once on its own: inlined
+/// into sys_exit, its one-branch-per-fd walk of the inline table and its
+/// cache loop were walked again along every path there, past the
+/// verifier's limit once a comm filter was set.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn iolens_fd_class_reads(fd: i32) -> u32 {
+    // SAFETY: the current task, as a typed pointer.
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    fd_class_reads(task, fd).map_or(NO_CLASS, |e| e as u32)
+}
+
+#[inline(always)]
+fn fd_class_reads(task: *const u8, fd: i32) -> Option<Endpoint> {
+    if fd < 0 {
         return None;
     }
-    let fdt: *const u8 = unsafe { load(files, rd(&OFFSETS.files_fdt)) };
-    if fdt.is_null() {
-        return None;
-    }
-    // No bound check against fdt->max_fds: this runs only after the syscall
-    // succeeded on `fd`, so it is in the table, and fd tables only grow.
-    let fd_array: *const u8 = unsafe { load(fdt, rd(&OFFSETS.fdt_fd)) };
-    if rd(&OFFSETS.cast_valid) != 0 {
-        // The fd's slot, inline table or grown, read as a `struct kiocb`,
-        // whose `ki_filp` is a `struct file *`: from there the walk is
-        // typed, fault-safe loads, cheap enough to need no memory of
-        // earlier walks.
-        let filp = rd(&OFFSETS.kiocb_filp);
-        let slot_addr = (fd_array as u64).wrapping_add(fd as u64 * 8);
-        // SAFETY: loads through cast pointers at verifier-known offsets;
-        // the verifier makes them fault-safe.
-        return unsafe {
-            let holder = rdonly_cast(slot_addr.wrapping_sub(filp as u64), rd(&OFFSETS.btf_kiocb));
-            file_endpoint(load(holder, filp))
-        };
-    }
-    // Without the kfunc (Linux < 6.2):
+    let (files, fd_array) = fd_table(task)?;
     if fd_array == files.wrapping_add(rd(&OFFSETS.files_fd_array)) {
         // The process still uses the inline table (its first 64 fds): a
         // typed array, so with a constant index the whole walk is typed
@@ -1304,11 +1358,14 @@ fn fd_class(slot: &mut Slot, task: *const u8, fd: i32) -> Option<Endpoint> {
         return unsafe { file_endpoint(load(files, rd(&OFFSETS.files_fd_array) + off)) };
     }
     // A grown table is an untyped pointer array: probe reads, ~45 ns each.
-    // The slot remembers a few fds' classes, trusted until the next
+    // FD_CACHE remembers a few fds' classes, trusted until the next
     // FD_EPOCH bump: until then no fd anywhere has come to hold another
     // file.
+    // SAFETY: this CPU's cache; only this function, which is not re-entered
+    // on a CPU (sys_exit runs are not), touches it.
+    let cache = unsafe { &mut *FD_CACHE.get_ptr_mut(0)? };
     let epoch = fd_epoch();
-    for e in &slot.fds {
+    for e in &cache.entries {
         if e.fd == fd && e.files == files as u64 && e.epoch == epoch {
             return Some(Endpoint::from_u8(e.endpoint));
         }
@@ -1319,9 +1376,9 @@ fn fd_class(slot: &mut Slot, task: *const u8, fd: i32) -> Option<Endpoint> {
     }
     let inode: *const u8 = read_at(file, rd(&OFFSETS.file_inode)).ok()?;
     let endpoint = Endpoint::from_mode(read_at(inode, rd(&OFFSETS.inode_mode)).ok()?);
-    let i = (slot.fd_next as usize) % SLOT_FDS;
-    slot.fd_next = slot.fd_next.wrapping_add(1);
-    if let Some(e) = slot.fds.get_mut(i) {
+    let i = (cache.next as usize) % FD_CACHE_ENTRIES;
+    cache.next = cache.next.wrapping_add(1);
+    if let Some(e) = cache.entries.get_mut(i) {
         *e = FdEntry {
             files: files as u64,
             epoch,
