@@ -398,3 +398,46 @@ fn cgroup_filter_and_label() {
     let _ = std::fs::remove_dir_all(dir_a);
     let _ = std::fs::remove_dir_all(dir_b);
 }
+
+/// Filters make the syscall program longer for the verifier (their checks
+/// come first on every path), and kernels without bpf_rdonly_cast walk fds
+/// another way: with every filter set, on both fd paths, every program
+/// still loads and attaches. (A comm filter once pushed `sys_exit` past
+/// the verifier's million-instruction limit, and it silently stayed off.)
+#[test]
+fn every_program_attaches_with_every_filter_on_both_fd_paths() {
+    if !can_load_probes("every_program_attaches_with_every_filter_on_both_fd_paths") {
+        return;
+    }
+    let filters = ["--comm", "iolens-testchil", "--pid", "1", "--cgroup", "/"];
+    for env in [&[][..], &[("IOLENS_PROBE_READS", "1")][..]] {
+        let agent = Agent::start_env(&filters, env);
+        // The log is read on another thread: wait for the running line.
+        wait_until(Duration::from_secs(5), || {
+            agent.log_text().contains("total=")
+        });
+        let log = agent.log_text();
+        // "iolens running; metrics on … attached=N total=M"
+        let field = |key: &str| -> u32 {
+            log.split_whitespace()
+                .find_map(|w| w.strip_prefix(key)?.parse().ok())
+                .unwrap_or_else(|| panic!("no {key} in the log:\n{log}"))
+        };
+        assert_eq!(
+            field("attached="),
+            field("total="),
+            "{env:?}: programs left unattached:\n{log}"
+        );
+        let m = agent.scrape();
+        let attached: Vec<f64> = m
+            .samples
+            .iter()
+            .filter(|s| s.name == "iolens_probe_attached")
+            .map(|s| s.value)
+            .collect();
+        assert_eq!(attached.len() as u32, field("total="));
+        assert!(attached.iter().all(|&v| v == 1.0), "{env:?}: {attached:?}");
+        let (status, log) = agent.stop();
+        assert!(status.success(), "{log}");
+    }
+}
