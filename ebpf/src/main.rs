@@ -37,7 +37,7 @@ use aya_ebpf::{
 use iolens_common::{
     Accumulate, COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES, Endpoint, FILTER_ENTRIES,
     KernelOffsets, ProcCounters, ProcInfo, RING_ENTRIES, Shape, StatKey, StatValue, Syscall,
-    ThreadState, URING_ENTRIES, URING_OP_UNKNOWN, UringKey, UringValue, WAIT_BUCKETS,
+    THREAD_SLOTS, ThreadState, URING_ENTRIES, URING_OP_UNKNOWN, UringKey, UringValue, WAIT_BUCKETS,
     WAIT_HIST_ENTRIES, WAIT_SLOT_COUNT, WAIT_SLOT_SUM_NS, WAIT_SLOTS, counter,
     uring_op_moves_bytes,
 };
@@ -64,6 +64,8 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     task_pid: 0,
     task_tgid: 0,
     task_nvcsw: 0,
+    task_nivcsw: 0,
+    task_flags: 0,
     task_sum_exec: 0,
     task_prev_sum_exec: 0,
     sched_info_valid: 0,
@@ -112,11 +114,112 @@ static CGROUP_FILTER: HashMap<u64, u8> = HashMap::with_max_entries(FILTER_ENTRIE
 static PSTATS: LruPerCpuHashMap<u32, ProcCounters> =
     LruPerCpuHashMap::with_max_entries(DEFAULT_PROC_ENTRIES, 0);
 
-/// Per-thread state in the task itself (task local storage): scheduler
-/// stamps and the epoll wait in progress, found through the task without
-/// hashing and freed by the kernel with the task.
+/// Per-thread state (scheduler stamps, the epoll wait in progress) of
+/// most threads: the entry at `tid % THREAD_SLOTS`, which the first thread
+/// to need it takes and gives back when it exits. Found with no helper
+/// call: bpf_task_storage_get, which the rest use (see THREAD), cost ~60
+/// ns a call here, twice per context switch round trip.
+#[map]
+static THREADS: Array<ThreadEntry> = Array::with_max_entries(THREAD_SLOTS, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct ThreadEntry {
+    /// The task (`struct task_struct *`) that holds the entry, 0 if none.
+    /// Taken with a compare-and-swap from 0 (two threads whose ids share
+    /// the index may race for it); then only the holder writes the entry.
+    owner: u64,
+    state: ThreadState,
+}
+
+/// Per-thread state in the task itself (task local storage), for threads
+/// whose THREADS entry another live thread holds: found through the task
+/// without hashing and freed by the kernel with the task.
 #[btf_map]
 static THREAD: TaskStorage<ThreadState> = TaskStorage::new();
+
+/// `PF_EXITING` (include/linux/sched.h): set early in do_exit, before
+/// sched_process_exit gives the thread's entry back; a thread past it must
+/// not take one again.
+const PF_EXITING: u32 = 0x4;
+
+/// The state of `task` (a typed pointer; `tid` its thread id): its THREADS
+/// entry if it holds it or can take it, else its task local storage. None
+/// if the kernel refused storage.
+#[inline(always)]
+fn thread_state(task: *const u8, tid: u32) -> Option<*mut ThreadState> {
+    if rd(&OFFSETS.valid) != 0
+        && let Some(e) = THREADS.get_ptr_mut(tid & (THREAD_SLOTS - 1))
+    {
+        let me = task as u64;
+        // SAFETY: the map's entry. `owner` changes only by the CAS below
+        // (from 0) and by its holder giving it back at exit, and the
+        // state only by its holder, in its own context (its switch-outs
+        // and syscall exits, which never run at once); `task` is a typed
+        // task pointer at a verifier-known offset.
+        unsafe {
+            let owner = core::ptr::read_volatile(&raw const (*e).owner);
+            if owner == me {
+                return Some(&raw mut (*e).state);
+            }
+            if owner == 0
+                && load::<u32>(task, rd(&OFFSETS.task_flags)) & PF_EXITING == 0
+                && cas(&raw mut (*e).owner, 0, me) == 0
+            {
+                // Taken: the state comes along from task local storage,
+                // where it was kept while another thread held the entry.
+                (*e).state = match THREAD.get(task) {
+                    Some(t) => *t,
+                    None => ThreadState::default(),
+                };
+                return Some(&raw mut (*e).state);
+            }
+        }
+    }
+    THREAD.get_or_create(task)
+}
+
+/// `task`, which held its THREADS entry as thread `from`, is now thread
+/// `to` (exec by a thread other than the leader): its state goes to the
+/// entry at `to` if free, else to its task local storage.
+#[inline(always)]
+fn move_thread_entry(task: *const u8, from: u32, to: u32) {
+    let me = task as u64;
+    let (from, to) = (from & (THREAD_SLOTS - 1), to & (THREAD_SLOTS - 1));
+    let Some(src) = THREADS.get_ptr_mut(from) else {
+        return;
+    };
+    // SAFETY: map entries, under thread_state's rules: `task` holds `src`
+    // and takes `dst` only by CAS from 0.
+    unsafe {
+        if from == to || core::ptr::read_volatile(&raw const (*src).owner) != me {
+            return;
+        }
+        let state = (*src).state;
+        core::ptr::write_volatile(&raw mut (*src).owner, 0);
+        if let Some(dst) = THREADS.get_ptr_mut(to)
+            && cas(&raw mut (*dst).owner, 0, me) == 0
+        {
+            (*dst).state = state;
+        } else if let Some(t) = THREAD.get_or_create(task) {
+            *t = state;
+        }
+    }
+}
+
+/// Gives back the THREADS entry at `tid` if `task` holds it.
+#[inline(always)]
+fn release_thread_entry(task: u64, tid: u32) {
+    if let Some(e) = THREADS.get_ptr_mut(tid & (THREAD_SLOTS - 1)) {
+        // SAFETY: the map's entry; only its holder clears `owner`, and the
+        // next holder overwrites the state when it takes the entry.
+        unsafe {
+            if core::ptr::read_volatile(&raw const (*e).owner) == task {
+                core::ptr::write_volatile(&raw mut (*e).owner, 0);
+            }
+        }
+    }
+}
 
 /// A task local storage map (`BPF_MAP_TYPE_TASK_STORAGE`), laid out the
 /// way BTF map definitions are (aya-ebpf has none for this type).
@@ -151,6 +254,17 @@ impl<T> TaskStorage<T> {
     /// refused (out of memory, or storage busy on this CPU).
     #[inline(always)]
     fn get_or_create(&self, task: *const u8) -> Option<*mut T> {
+        self.storage_get(task, BPF_LOCAL_STORAGE_GET_F_CREATE)
+    }
+
+    /// The task's value if it has one.
+    #[inline(always)]
+    fn get(&self, task: *const u8) -> Option<*mut T> {
+        self.storage_get(task, 0)
+    }
+
+    #[inline(always)]
+    fn storage_get(&self, task: *const u8, flags: u64) -> Option<*mut T> {
         // SAFETY: `task` is a typed task pointer (a tp_btf argument); the
         // helper checks the map and returns NULL on failure.
         let p = unsafe {
@@ -158,7 +272,7 @@ impl<T> TaskStorage<T> {
                 core::ptr::from_ref(self).cast_mut().cast(),
                 task.cast_mut().cast(),
                 core::ptr::null_mut(),
-                BPF_LOCAL_STORAGE_GET_F_CREATE,
+                flags,
             )
         };
         (!p.is_null()).then_some(p.cast())
@@ -581,7 +695,12 @@ fn flush(slot: &mut Slot) {
 /// (a wait that found events at once blocked 0 ns).
 #[inline(always)]
 fn record_wait_time(task: *const u8, tgid: u32) {
-    let Some(t) = THREAD.get_or_create(task) else {
+    if rd(&OFFSETS.valid) == 0 {
+        return;
+    }
+    // SAFETY: a typed task pointer at a verifier-known offset.
+    let tid: u32 = unsafe { load(task, rd(&OFFSETS.task_pid)) };
+    let Some(t) = thread_state(task, tid) else {
         return;
     };
     // SAFETY: the task's own storage, written only in its own context (its
@@ -695,7 +814,8 @@ pub fn iolens_sched_switch(ctx: BtfTracePointContext) -> i32 {
         _ => None,
     };
     if prev_tid != 0 && passes_filters(prev_tgid) {
-        let d = switch_out(prev, valid, preempt & 1 == 0 && prev_state as u32 != 0);
+        let voluntary_guess = preempt & 1 == 0 && prev_state as u32 != 0;
+        let d = switch_out(prev, prev_tid, valid, voluntary_guess);
         let add = |p: &mut ProcCounters| p.accumulate(&d);
         match slot.as_deref_mut() {
             Some(s) if s.tgid == prev_tgid => add(&mut s.proc),
@@ -724,9 +844,9 @@ pub fn iolens_sched_switch(ctx: BtfTracePointContext) -> i32 {
 /// when this run began. `guess`: voluntary by the tracepoint's arguments,
 /// for when the kernel's own count cannot be compared.
 #[inline(always)]
-fn switch_out(prev: *const u8, valid: bool, guess: bool) -> ProcCounters {
+fn switch_out(prev: *const u8, tid: u32, valid: bool, guess: bool) -> ProcCounters {
     let mut d = ProcCounters::default();
-    let Some(t) = THREAD.get_or_create(prev) else {
+    let Some(t) = thread_state(prev, tid) else {
         bump(counter::OTHER_DROPS);
         if guess {
             d.vcsw = 1;
@@ -736,26 +856,28 @@ fn switch_out(prev: *const u8, valid: bool, guess: bool) -> ProcCounters {
         return d;
     };
     // SAFETY: prev is a BTF-typed task pointer (offsets verifier-known),
-    // and `t` its storage, which only its own context writes: its
+    // and `t` its state, which only its own context writes: its
     // switch-outs (serialised by the scheduler) and its syscall exits.
     unsafe {
-        let (nvcsw, runtime): (u64, u64) = if valid {
+        let (nvcsw, nivcsw, runtime): (u64, u64, u64) = if valid {
             (
                 load(prev, rd(&OFFSETS.task_nvcsw)),
+                load(prev, rd(&OFFSETS.task_nivcsw)),
                 load(prev, rd(&OFFSETS.task_sum_exec)),
             )
         } else {
-            (0, 0)
+            (0, 0, 0)
         };
         // The kernel's own verdict: which of prev's counters it just
         // bumped. prev_state alone misses a task that went to sleep with a
-        // signal pending (counted voluntary, but traced as running).
-        let seen = valid && (*t).nvcsw_seen != 0;
-        let voluntary = if seen {
-            (*t).nvcsw_seen != nvcsw + 1
-        } else {
-            guess
-        };
+        // signal pending (counted voluntary, but traced as running). The
+        // state is the last switch-out's only if exactly one counter moved
+        // by one since; else (a switch this did not see, say) it is stale.
+        let (nv_seen, niv_seen) = ((*t).nvcsw_seen.wrapping_sub(1), (*t).nivcsw_seen);
+        let by_nvcsw = nvcsw == nv_seen.wrapping_add(1) && nivcsw == niv_seen;
+        let by_nivcsw = nivcsw == niv_seen.wrapping_add(1) && nvcsw == nv_seen;
+        let seen = valid && (*t).nvcsw_seen != 0 && (by_nvcsw || by_nivcsw);
+        let voluntary = if seen { by_nvcsw } else { guess };
         if voluntary {
             d.vcsw = 1;
         } else {
@@ -773,9 +895,10 @@ fn switch_out(prev: *const u8, valid: bool, guess: bool) -> ProcCounters {
             d.oncpu_ns = runtime.saturating_sub(base);
         }
         (*t).nvcsw_seen = if valid { nvcsw + 1 } else { 0 };
+        (*t).nivcsw_seen = nivcsw;
         (*t).runtime_seen = runtime;
         let (sleep, wait) = ((*t).sleep_start, (*t).wait_sleep);
-        if (sleep | wait) != 0 && valid && rd(&OFFSETS.sched_info_valid) != 0 {
+        if (sleep | wait) != 0 && seen && rd(&OFFSETS.sched_info_valid) != 0 {
             let arrival: u64 = load(prev, rd(&OFFSETS.task_last_arrival));
             if sleep != 0 {
                 d.sleep_ns = arrival.saturating_sub(sleep);
@@ -1184,9 +1307,20 @@ fn leader_comm() -> Option<[u8; COMM_LEN]> {
     }
 }
 
-/// `sched:sched_process_exec`: the process has a new name.
+/// `sched:sched_process_exec`: the process has a new name; and a thread
+/// other than the leader that called exec now has the leader's id.
 #[tracepoint(category = "sched", name = "sched_process_exec")]
-pub fn iolens_exec(_ctx: TracePointContext) -> u32 {
+pub fn iolens_exec(ctx: TracePointContext) -> u32 {
+    // SAFETY: `pid` and `old_pid` are at offsets 12 and 16 in this
+    // tracepoint's format.
+    let (pid, old_pid) = unsafe { (ctx.read_at::<u32>(12), ctx.read_at::<u32>(16)) };
+    if let (Ok(pid), Ok(old_pid)) = (pid, old_pid)
+        && pid != old_pid
+    {
+        // SAFETY: the current task, as a typed pointer.
+        let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+        move_thread_entry(task, old_pid, pid);
+    }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if let Some(p) = PROCS.get_ptr_mut(tgid)
         && let Ok(comm) = bpf_get_current_comm()
@@ -1208,6 +1342,8 @@ pub fn iolens_exit(_ctx: TracePointContext) -> u32 {
     fd_closed();
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, pid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
+    // SAFETY: the current task; only its address is used.
+    release_thread_entry(unsafe { bpf_get_current_task_btf() } as u64, pid);
     if tgid != pid {
         return 0;
     }
@@ -1514,6 +1650,44 @@ unsafe fn rdonly_cast(addr: u64, btf_id: usize) -> *const u8 {
         );
     }
     out as *const u8
+}
+
+/// Atomic compare-and-swap (BPF_CMPXCHG, Linux 5.12): stores `new` at `at`
+/// if it holds `old`; returns what it held. Written out because Rust's
+/// BPF target offers no atomic compare-exchange.
+///
+/// # Safety
+/// `at` must be a map value the program may write.
+#[cfg(target_arch = "bpf")]
+#[inline(always)]
+unsafe fn cas(at: *mut u64, old: u64, new: u64) -> u64 {
+    let out: u64;
+    // SAFETY: the caller's contract; the instruction reads and writes
+    // only `*at` and r0.
+    unsafe {
+        core::arch::asm!(
+            "r0 = cmpxchg_64({at} + 0, r0, {new})",
+            at = in(reg) at,
+            new = in(reg) new,
+            inlateout("r0") old => out,
+            options(nostack),
+        );
+    }
+    out
+}
+
+/// The host build exists only for clippy; nothing runs it.
+#[cfg(not(target_arch = "bpf"))]
+#[inline(always)]
+unsafe fn cas(at: *mut u64, old: u64, new: u64) -> u64 {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let held = *at;
+        if held == old {
+            *at = new;
+        }
+        held
+    }
 }
 
 /// The host build exists only for clippy (BPF registers do not exist

@@ -93,6 +93,69 @@ fn context_switches_with_signals_equal_the_kernels_counts() {
     run.finish();
 }
 
+/// A thread whose entry in the kernel side's per-thread array another live
+/// thread holds keeps its state in task local storage: the signals
+/// scenario, with the sleeper (whose switches only that state tells apart)
+/// as such a thread.
+#[test]
+fn context_switches_of_a_thread_sharing_an_entry_equal_the_kernels_counts() {
+    if !can_load_probes("context_switches_of_a_thread_sharing_an_entry_equal_the_kernels_counts") {
+        return;
+    }
+    let mut run = Scenario::start("ctxsw-shared", &[]);
+    let pid = run.pid;
+    let r = run.child.step();
+    assert_eq!(r.end, "phase shared");
+    let tids: Vec<u32> = r
+        .notes
+        .iter()
+        .find_map(|l| l.strip_prefix("tids "))
+        .expect("tids line")
+        .split_whitespace()
+        .map(|t| t.parse().expect("tid"))
+        .collect();
+    let slots = iolens_common::THREAD_SLOTS;
+    assert!(
+        tids[0] != tids[1] && tids[0] % slots == tids[1] % slots,
+        "the scenario did not run as designed: {tids:?}"
+    );
+    // The threads spawned on the way to a shared index are gone from
+    // /proc: compare what happens from here on, among the live threads.
+    wait_all_asleep(pid);
+    let switches = || {
+        (
+            status_sum(pid, "voluntary_ctxt_switches"),
+            status_sum(pid, "nonvoluntary_ctxt_switches"),
+        )
+    };
+    let (vol0, invol0) = switches();
+    let m0 = run.scrape();
+    assert_eq!(run.child.step().end, "done");
+    wait_all_asleep(pid);
+    let (vol1, invol1) = switches();
+    let m1 = run.scrape();
+    let kind = |k: &str| {
+        grew(
+            &m0,
+            &m1,
+            "iolens_context_switches_total",
+            pid,
+            &[("kind", k)],
+        )
+    };
+    assert!(
+        vol1 - vol0 >= 200,
+        "the scenario did not run as designed: {}",
+        vol1 - vol0
+    );
+    assert_eq!(
+        (kind("voluntary"), kind("involuntary")),
+        (vol1 - vol0, invol1 - invol0),
+        "(voluntary, involuntary) vs /proc/{pid}/task/*/status"
+    );
+    run.finish();
+}
+
 #[test]
 fn context_switches_equal_the_kernels_per_thread_counts() {
     if !can_load_probes("context_switches_equal_the_kernels_per_thread_counts") {

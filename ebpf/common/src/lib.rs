@@ -21,6 +21,10 @@ pub const WAIT_HIST_ENTRIES: u32 = 1_024;
 pub const URING_ENTRIES: u32 = 8_192;
 /// Capacity of the io_uring ring -> owner table.
 pub const RING_ENTRIES: u32 = 4_096;
+/// Entries of the kernel side's per-thread state array, indexed by thread
+/// id modulo this (a power of two); a thread whose entry another live
+/// thread holds keeps its state in task local storage instead.
+pub const THREAD_SLOTS: u32 = 16_384;
 
 /// The immediate of the kernel side's placeholder `call` instructions for
 /// the `bpf_rdonly_cast` kfunc. aya 0.14 cannot relocate kfunc calls, so
@@ -474,9 +478,12 @@ pub struct ThreadState {
     /// Run-queue clock when the thread last switched out voluntarily (0: it
     /// did not).
     pub sleep_start: u64,
-    /// The thread's `nvcsw` at its last switch-out, plus one (0: unknown):
-    /// whether the kernel counted the next switch voluntary.
+    /// The thread's `nvcsw` at its last switch-out, plus one (0: unknown),
+    /// and its `nivcsw` then: the state is the thread's last switch-out's
+    /// only if exactly one of the two moved on by one since, and that one
+    /// is what the kernel counted.
     pub nvcsw_seen: u64,
+    pub nivcsw_seen: u64,
     /// Run-queue clock when the thread last went to sleep inside an epoll
     /// wait (0: not asleep in one).
     pub wait_sleep: u64,
@@ -619,6 +626,9 @@ pub struct KernelOffsets {
     pub task_pid: u32,
     pub task_tgid: u32,
     pub task_nvcsw: u32,
+    pub task_nivcsw: u32,
+    /// `task_struct.flags`, for PF_EXITING.
+    pub task_flags: u32,
     /// `task->se.sum_exec_runtime`: the scheduler's own CPU time of the
     /// thread, current when sched_switch fires.
     pub task_sum_exec: u32,

@@ -466,8 +466,13 @@ fn pin_to(cpu: usize) {
 /// runnable (kernel/sched/core.c, try_to_block_task) — which telling the
 /// two kinds apart by the reported state gets wrong.
 ///
-/// The threads stay (parked) so their counts stay in /proc.
-fn scenario_ctxsw_signals(run_for: Duration) -> std::thread::JoinHandle<()> {
+/// The threads stay (parked) so their counts stay in /proc. `spawn` starts
+/// the sleeper, which waits until `spawned` has returned.
+fn scenario_ctxsw_signals(
+    run_for: Duration,
+    spawn: impl FnOnce(Box<dyn FnOnce() + Send>) -> std::thread::JoinHandle<()>,
+    spawned: impl FnOnce(),
+) -> std::thread::JoinHandle<()> {
     use std::sync::{
         Arc,
         atomic::{AtomicBool, AtomicI32, Ordering},
@@ -491,8 +496,12 @@ fn scenario_ctxsw_signals(run_for: Duration) -> std::thread::JoinHandle<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let tid = Arc::new(AtomicI32::new(0));
     let (stop_s, tid_s) = (stop.clone(), tid.clone());
-    let sleeper = std::thread::spawn(move || {
+    let (start_rd, start_wr) = pipe();
+    let sleeper = spawn(Box::new(move || {
         pin_to(0);
+        let mut byte = [0u8; 1];
+        // SAFETY: a valid fd and one-byte buffer.
+        unsafe { libc::read(start_rd, byte.as_mut_ptr().cast(), 1) };
         // SAFETY: gettid has no preconditions.
         tid_s.store(unsafe { libc::gettid() }, Ordering::SeqCst);
         let ts = libc::timespec {
@@ -504,7 +513,10 @@ fn scenario_ctxsw_signals(run_for: Duration) -> std::thread::JoinHandle<()> {
             unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
         }
         park();
-    });
+    }));
+    spawned();
+    // SAFETY: a valid fd and one-byte buffer.
+    unsafe { libc::write(start_wr, [1u8].as_ptr().cast(), 1) };
     let stop_h = stop.clone();
     let hog = std::thread::spawn(move || {
         pin_to(0);
@@ -531,6 +543,66 @@ fn scenario_ctxsw_signals(run_for: Duration) -> std::thread::JoinHandle<()> {
     stop.store(true, Ordering::Relaxed);
     drop(hog);
     sleeper
+}
+
+/// A thread id (the kernel's, as /proc/self/task names it).
+fn gettid() -> u32 {
+    // SAFETY: no arguments.
+    unsafe { libc::gettid() as u32 }
+}
+
+/// The index of a thread's entry in the kernel side's per-thread array.
+fn thread_slot(tid: u32) -> u32 {
+    tid % iolens_common::THREAD_SLOTS
+}
+
+/// Starts a thread that sleeps a few times (so its entry in the kernel
+/// side's per-thread array is taken) and then parks for good; returns its
+/// id.
+fn spawn_entry_holder() -> u32 {
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The write end stays open and unwritten: the read never returns.
+    let (park_rd, _) = pipe();
+    std::thread::spawn(move || {
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        tx.send(gettid()).expect("send tid");
+        let mut byte = [0u8; 1];
+        // SAFETY: valid fd and one-byte buffer.
+        unsafe { libc::read(park_rd, byte.as_mut_ptr().cast(), 1) };
+    });
+    rx.recv().expect("holder tid")
+}
+
+/// Spawns threads until one gets an id whose per-thread array index is
+/// `slot`'s, and runs `f` on that one; the others exit at once. Thread ids
+/// are handed out in order, so this takes at most THREAD_SLOTS spawns
+/// (more if other processes take the id first: tries three rounds).
+fn spawn_at_slot(slot: u32, f: impl FnOnce() + Send + 'static) -> std::thread::JoinHandle<()> {
+    let mut f = Some(f);
+    for _ in 0..3 * iolens_common::THREAD_SLOTS {
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (run_tx, run_rx) = std::sync::mpsc::channel::<Option<Box<dyn FnOnce() + Send>>>();
+        let h = std::thread::spawn(move || {
+            tid_tx.send(gettid()).expect("send tid");
+            if let Ok(Some(f)) = run_rx.recv() {
+                f();
+            }
+        });
+        let tid = tid_rx.recv().expect("tid");
+        if thread_slot(tid) == slot {
+            let f: Box<dyn FnOnce() + Send> = Box::new(f.take().expect("once"));
+            run_tx.send(Some(f)).expect("run");
+            return h;
+        }
+        run_tx.send(None).expect("stop");
+        h.join().expect("join");
+    }
+    panic!(
+        "no thread id with index {slot} in {} spawns",
+        3 * iolens_common::THREAD_SLOTS
+    );
 }
 
 /// Two threads ping-pong a byte over two pipes `rounds` times (each side
@@ -854,7 +926,8 @@ fn main() {
             evict(&format!("{dir}/cached"));
         }
         "exit" | "idle" | "ctxsw" | "syscalls" | "epoll" | "uring" | "uring-async"
-        | "uring-sqpoll" | "fdreuse" | "ctxsw-signals" | "cache-dirty" | "mmsg" | "ia32" => {}
+        | "uring-sqpoll" | "fdreuse" | "ctxsw-signals" | "ctxsw-shared" | "cache-dirty"
+        | "mmsg" | "ia32" => {}
         other => panic!("unknown scenario `{other}`"),
     }
     if scenario.starts_with("cache") {
@@ -880,7 +953,39 @@ fn main() {
     let mut keep = None;
     match scenario {
         "ctxsw" => keep = Some(scenario_ctxsw(2000, 300, 50)),
-        "ctxsw-signals" => keep = Some(scenario_ctxsw_signals(Duration::from_millis(1500))),
+        // ctxsw-signals, with the sleeper at an entry index another live
+        // thread took first: its state lives in task local storage.
+        "ctxsw-shared" => {
+            let holder = spawn_entry_holder();
+            let spawn = |f| spawn_at_slot(thread_slot(holder), f);
+            let (helper_tx, helper_rx) = std::sync::mpsc::channel();
+            let spawned = || {
+                writeln!(stdout, "tids {holder} {}", helper_rx.recv().expect("tid"))
+                    .expect("stdout");
+                writeln!(stdout, "phase shared").expect("stdout");
+                stdout.flush().expect("stdout");
+                line.clear();
+                stdin.lock().read_line(&mut line).expect("stdin");
+            };
+            let spawn = move |f: Box<dyn FnOnce() + Send>| {
+                spawn(Box::new(move || {
+                    helper_tx.send(gettid()).expect("send tid");
+                    f();
+                }))
+            };
+            keep = Some(scenario_ctxsw_signals(
+                Duration::from_millis(1500),
+                spawn,
+                spawned,
+            ));
+        }
+        "ctxsw-signals" => {
+            keep = Some(scenario_ctxsw_signals(
+                Duration::from_millis(1500),
+                std::thread::spawn,
+                || {},
+            ));
+        }
         "syscalls" => {
             for _ in 0..10_000 {
                 // SAFETY: no arguments; the raw syscall bypasses any cache.
