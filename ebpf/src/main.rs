@@ -568,7 +568,7 @@ fn account_syscall(slot: &mut Slot, task: *const u8, syscall: Syscall, words: &[
         }
     };
     if syscall.is_epoll() {
-        record_wait_time(task, slot.tgid);
+        let _ = iolens_record_wait(slot.tgid);
     }
     let bytes = if ret <= 0 {
         0
@@ -693,8 +693,24 @@ fn flush(slot: &mut Slot) {
 /// Records an epoll wait that returned in the histogram of the process's
 /// name: the time the thread slept inside it, which sched_switch gathers
 /// (a wait that found events at once blocked 0 ns).
+///
+/// A global function, which the verifier checks once on its own: inlined
+/// into sys_exit, the ways to the thread's state (its entry, taking one,
+/// task local storage) were walked again along every path that reaches
+/// them, past the verifier's limit. It finds the current task itself (a
+/// global function takes no typed pointers).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn iolens_record_wait(tgid: u32) -> u32 {
+    record_wait_time(tgid);
+    // The verifier supports only global functions that return a number.
+    0
+}
+
 #[inline(always)]
-fn record_wait_time(task: *const u8, tgid: u32) {
+fn record_wait_time(tgid: u32) {
+    // SAFETY: the current task, as a typed pointer.
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
     if rd(&OFFSETS.valid) == 0 {
         return;
     }
