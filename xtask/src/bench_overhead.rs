@@ -328,6 +328,26 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
             kind.name, med[0], med[1], med[2], io, bt, ratio
         );
     }
+    // The host's speed drifts over seconds here (the bare ping-pong alone
+    // moves by ±15% between runs): each round's own ratio compares
+    // contenders measured within seconds of each other, and shows how far
+    // the ratio of medians above can move.
+    println!("\nratio within each round (iolens +ns ÷ bpftrace +ns of that round):");
+    for (ki, kind) in KINDS.iter().enumerate() {
+        let per_round: Vec<f64> = (0..args.rounds)
+            .filter_map(|r| {
+                let [bare, io, bt] = [0, 1, 2].map(|ci| results[ki][ci][r]);
+                (bt > bare).then(|| (io - bare) / (bt - bare))
+            })
+            .collect();
+        let shown: Vec<String> = per_round.iter().map(|r| format!("{r:.2}")).collect();
+        let median = if per_round.is_empty() {
+            "n/a".to_owned()
+        } else {
+            format!("{:.2}", crate::util::median(per_round.clone()))
+        };
+        println!("{:<10} {} (median {median})", kind.name, shown.join(" "));
+    }
     println!();
     for k in &KINDS {
         println!("{:<10} per {}", k.name, k.unit);
