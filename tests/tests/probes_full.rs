@@ -69,6 +69,21 @@ fn get_f(m: &Metrics, name: &str, pid: u32) -> f64 {
         .sum()
 }
 
+/// (voluntary, involuntary) switches of `pid`'s live threads, as the
+/// kernel counts them in /proc/PID/task/*/status.
+fn proc_switches(pid: u32) -> (u64, u64) {
+    (
+        status_sum(pid, "voluntary_ctxt_switches"),
+        status_sum(pid, "nonvoluntary_ctxt_switches"),
+    )
+}
+
+/// (voluntary, involuntary) switches iolens counted for `pid`.
+fn iolens_switches(m: &Metrics, pid: u32) -> (u64, u64) {
+    let kind = |k: &str| get(m, "iolens_context_switches_total", pid, &[("kind", k)]);
+    (kind("voluntary"), kind("involuntary"))
+}
+
 /// Signals landing as a thread goes to sleep: the kernel counts those
 /// switches voluntary though the tracepoint reports the task runnable.
 #[test]
@@ -80,13 +95,11 @@ fn context_switches_with_signals_equal_the_kernels_counts() {
     let pid = run.pid;
     run.child.go();
     wait_all_asleep(pid);
-    let vol = status_sum(pid, "voluntary_ctxt_switches");
-    let invol = status_sum(pid, "nonvoluntary_ctxt_switches");
+    let (vol, invol) = proc_switches(pid);
     let m = run.scrape();
     assert!(vol >= 200, "the scenario did not run as designed: {vol}");
-    let kind = |k: &str| get(&m, "iolens_context_switches_total", pid, &[("kind", k)]);
     assert_eq!(
-        (kind("voluntary"), kind("involuntary")),
+        iolens_switches(&m, pid),
         (vol, invol),
         "(voluntary, involuntary) vs /proc/{pid}/task/*/status"
     );
@@ -122,34 +135,20 @@ fn context_switches_of_a_thread_sharing_an_entry_equal_the_kernels_counts() {
     // The threads spawned on the way to a shared index are gone from
     // /proc: compare what happens from here on, among the live threads.
     wait_all_asleep(pid);
-    let switches = || {
-        (
-            status_sum(pid, "voluntary_ctxt_switches"),
-            status_sum(pid, "nonvoluntary_ctxt_switches"),
-        )
-    };
-    let (vol0, invol0) = switches();
+    let (vol0, invol0) = proc_switches(pid);
     let m0 = run.scrape();
     assert_eq!(run.child.step().end, "done");
     wait_all_asleep(pid);
-    let (vol1, invol1) = switches();
+    let (vol1, invol1) = proc_switches(pid);
     let m1 = run.scrape();
-    let kind = |k: &str| {
-        grew(
-            &m0,
-            &m1,
-            "iolens_context_switches_total",
-            pid,
-            &[("kind", k)],
-        )
-    };
     assert!(
         vol1 - vol0 >= 200,
         "the scenario did not run as designed: {}",
         vol1 - vol0
     );
+    let ((v0, i0), (v1, i1)) = (iolens_switches(&m0, pid), iolens_switches(&m1, pid));
     assert_eq!(
-        (kind("voluntary"), kind("involuntary")),
+        (v1 - v0, i1 - i0),
         (vol1 - vol0, invol1 - invol0),
         "(voluntary, involuntary) vs /proc/{pid}/task/*/status"
     );
@@ -168,32 +167,16 @@ fn context_switches_equal_the_kernels_per_thread_counts() {
     // The child prints its report before it blocks for the next line:
     // wait until both threads sleep, then nothing switches until we write.
     wait_all_asleep(pid);
-    let vol = status_sum(pid, "voluntary_ctxt_switches");
-    let invol = status_sum(pid, "nonvoluntary_ctxt_switches");
+    let (vol, invol) = proc_switches(pid);
     let sched_ns = schedstat_ns(pid);
     let stat_s = stat_cpu_seconds(pid);
     let m = run.scrape();
     // 2000 ping-pong rounds block each thread about 2000 times.
     assert!(vol >= 2000, "the scenario did not run as designed: {vol}");
     assert_eq!(
-        get(
-            &m,
-            "iolens_context_switches_total",
-            pid,
-            &[("kind", "voluntary")]
-        ),
-        vol,
-        "voluntary vs /proc/{pid}/task/*/status"
-    );
-    assert_eq!(
-        get(
-            &m,
-            "iolens_context_switches_total",
-            pid,
-            &[("kind", "involuntary")]
-        ),
-        invol,
-        "involuntary vs /proc/{pid}/task/*/status"
+        iolens_switches(&m, pid),
+        (vol, invol),
+        "(voluntary, involuntary) vs /proc/{pid}/task/*/status"
     );
 
     // On-CPU time. schedstat's sum_exec_runtime is the scheduler's own

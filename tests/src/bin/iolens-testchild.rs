@@ -579,7 +579,11 @@ fn spawn_entry_holder() -> u32 {
 /// `slot`'s, and runs `f` on that one; the others exit at once. Thread ids
 /// are handed out in order, so this takes at most THREAD_SLOTS spawns
 /// (more if other processes take the id first: tries three rounds).
-fn spawn_at_slot(slot: u32, f: impl FnOnce() + Send + 'static) -> std::thread::JoinHandle<()> {
+/// Returns that thread's id and handle.
+fn spawn_at_slot(
+    slot: u32,
+    f: impl FnOnce() + Send + 'static,
+) -> (u32, std::thread::JoinHandle<()>) {
     let mut f = Some(f);
     for _ in 0..3 * iolens_common::THREAD_SLOTS {
         let (tid_tx, tid_rx) = std::sync::mpsc::channel();
@@ -594,7 +598,7 @@ fn spawn_at_slot(slot: u32, f: impl FnOnce() + Send + 'static) -> std::thread::J
         if thread_slot(tid) == slot {
             let f: Box<dyn FnOnce() + Send> = Box::new(f.take().expect("once"));
             run_tx.send(Some(f)).expect("run");
-            return h;
+            return (tid, h);
         }
         run_tx.send(None).expect("stop");
         h.join().expect("join");
@@ -957,21 +961,18 @@ fn main() {
         // thread took first: its state lives in task local storage.
         "ctxsw-shared" => {
             let holder = spawn_entry_holder();
-            let spawn = |f| spawn_at_slot(thread_slot(holder), f);
-            let (helper_tx, helper_rx) = std::sync::mpsc::channel();
+            let sleeper = std::cell::Cell::new(0);
+            let spawn = |f| {
+                let (tid, h) = spawn_at_slot(thread_slot(holder), f);
+                sleeper.set(tid);
+                h
+            };
             let spawned = || {
-                writeln!(stdout, "tids {holder} {}", helper_rx.recv().expect("tid"))
-                    .expect("stdout");
+                writeln!(stdout, "tids {holder} {}", sleeper.get()).expect("stdout");
                 writeln!(stdout, "phase shared").expect("stdout");
                 stdout.flush().expect("stdout");
                 line.clear();
                 stdin.lock().read_line(&mut line).expect("stdin");
-            };
-            let spawn = move |f: Box<dyn FnOnce() + Send>| {
-                spawn(Box::new(move || {
-                    helper_tx.send(gettid()).expect("send tid");
-                    f();
-                }))
             };
             keep = Some(scenario_ctxsw_signals(
                 Duration::from_millis(1500),
