@@ -709,11 +709,11 @@ pub extern "C" fn iolens_record_wait(tgid: u32) -> u32 {
 
 #[inline(always)]
 fn record_wait_time(tgid: u32) {
-    // SAFETY: the current task, as a typed pointer.
-    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
     if rd(&OFFSETS.valid) == 0 {
         return;
     }
+    // SAFETY: the current task, as a typed pointer.
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
     // SAFETY: a typed task pointer at a verifier-known offset.
     let tid: u32 = unsafe { load(task, rd(&OFFSETS.task_pid)) };
     let Some(t) = thread_state(task, tid) else {
