@@ -40,6 +40,10 @@ pub struct Args {
     /// CPU the loop is pinned to (the tracer runs wherever it likes).
     #[arg(long, default_value_t = 1)]
     pub cpu: usize,
+    /// Measure only this loop (read, getppid, pingpong, uring-nop); repeat
+    /// for several. Default: all of them.
+    #[arg(long = "loop", value_name = "NAME", value_parser = ["read", "getppid", "pingpong", "uring-nop"])]
+    pub loops: Vec<String>,
 }
 
 /// Hidden entry: `cargo xtask __syscall-loop <kind> <n> <cpu>` prints ns per
@@ -293,10 +297,14 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
     if args.calls == 0 || args.rounds == 0 {
         bail!("--calls and --rounds must be positive");
     }
+    let kinds: Vec<&Kind> = KINDS
+        .iter()
+        .filter(|k| args.loops.is_empty() || args.loops.iter().any(|l| l == k.name))
+        .collect();
     // results[kind][contender] = ns per event, one per round.
-    let mut results = vec![vec![Vec::new(); Contender::ALL.len()]; KINDS.len()];
+    let mut results = vec![vec![Vec::new(); Contender::ALL.len()]; kinds.len()];
     for round in 0..args.rounds {
-        for (ki, kind) in KINDS.iter().enumerate() {
+        for (ki, kind) in kinds.iter().enumerate() {
             // Fewer events for the slow loops, so each stays near a second.
             let n = match kind.name {
                 "pingpong" | "uring-nop" => args.calls / 10,
@@ -319,7 +327,7 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
         "{:<10} {:>10} {:>10} {:>10} {:>12} {:>12} {:>8}",
         "loop", "bare ns", "iolens ns", "bpftrace", "iolens +ns", "bpftrace +ns", "ratio"
     );
-    for (ki, kind) in KINDS.iter().enumerate() {
+    for (ki, kind) in kinds.iter().enumerate() {
         let med: Vec<f64> = results[ki]
             .iter()
             .map(|v| crate::util::median(v.clone()))
@@ -340,7 +348,7 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
     // contenders measured within seconds of each other, and shows how far
     // the ratio of medians above can move.
     println!("\nratio within each round (iolens +ns ÷ bpftrace +ns of that round):");
-    for (ki, kind) in KINDS.iter().enumerate() {
+    for (ki, kind) in kinds.iter().enumerate() {
         let per_round: Vec<f64> = (0..args.rounds)
             .filter_map(|r| {
                 let [bare, io, bt] = [0, 1, 2].map(|ci| results[ki][ci][r]);
@@ -356,7 +364,7 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
         println!("{:<10} {} (median {median})", kind.name, shown.join(" "));
     }
     println!();
-    for k in &KINDS {
+    for k in &kinds {
         println!("{:<10} per {}", k.name, k.unit);
     }
     println!("ratio = ns iolens adds / ns bpftrace adds (target <= 0.5)\n");

@@ -100,7 +100,8 @@ enum Cmd {
 
 #[derive(Debug, Subcommand)]
 enum Bench {
-    /// ns added per syscall by iolens vs bpftrace on a 1-byte read() loop.
+    /// ns iolens and bpftrace add per event on pinned loops: read(), getppid(),
+    /// a two-thread pipe ping-pong, io_uring NOPs.
     Overhead(bench_overhead::Args),
     /// Reactor/proactor servers vs nginx, filesend modes vs nginx sendfile.
     Workloads(bench_workloads::Args),
