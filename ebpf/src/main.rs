@@ -37,9 +37,9 @@ use aya_ebpf::{
 use iolens_common::{
     Accumulate, COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES, Endpoint, FILTER_ENTRIES,
     KernelOffsets, ProcCounters, ProcInfo, RING_ENTRIES, Shape, StatKey, StatValue, Syscall,
-    THREAD_SLOTS, ThreadState, URING_ENTRIES, URING_OP_UNKNOWN, UringKey, UringValue, WAIT_BUCKETS,
-    WAIT_HIST_ENTRIES, WAIT_SLOT_COUNT, WAIT_SLOT_SUM_NS, WAIT_SLOTS, counter,
-    uring_op_moves_bytes,
+    TASK_EPOCH_LIVE, THREAD_SLOTS, ThreadState, URING_ENTRIES, URING_OP_UNKNOWN, UringKey,
+    UringValue, WAIT_BUCKETS, WAIT_HIST_ENTRIES, WAIT_SLOT_COUNT, WAIT_SLOT_SUM_NS, WAIT_SLOTS,
+    counter, uring_op_moves_bytes,
 };
 
 /// Set by the agent at load time (`EbpfLoader::set_global`); read volatile so
@@ -86,6 +86,7 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     btf_io_kiocb: 0,
     btf_pt_regs: 0,
     task_stack: 0,
+    btf_task: 0,
     compat_valid: 0,
     task_ti_status: 0,
 };
@@ -322,6 +323,12 @@ struct Slot {
     ring: u64,
     ring_owner: u32,
     ring_epoch: u64,
+    /// The last two tasks that made syscalls on this CPU and the addresses
+    /// of their saved registers, most recent first, as of `task_epoch`;
+    /// see `current_task`. Kept across flushes.
+    regs: [u64; 2],
+    tasks: [u64; 2],
+    task_epoch: u64,
 }
 
 const SLOT_URING: usize = 4;
@@ -364,6 +371,23 @@ struct FdEntry {
 /// those.
 #[map]
 static FD_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Bumped at every thread exit, before the thread's kernel stack can be
+/// freed and given to another task: remembered (registers, task) pairs
+/// older than the last bump are not trusted. See `current_task`. Its top
+/// bit, set by the agent once the exit program is attached
+/// (TASK_EPOCH_LIVE), turns the remembering on: without the bumps it
+/// would not be safe.
+#[map]
+static TASK_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
+
+/// The epoch, if exits are being traced.
+#[inline(always)]
+fn task_epoch() -> Option<u64> {
+    // SAFETY: a valid map value; an aligned u64 is read whole.
+    let epoch = unsafe { core::ptr::read_volatile(TASK_EPOCH.get_ptr(0)?) };
+    (epoch & TASK_EPOCH_LIVE != 0).then_some(epoch)
+}
 
 /// Where a task's saved user registers (`task_pt_regs()`) lie, as an
 /// offset from its stack base (`task->stack`): THREAD_SIZE less the
@@ -413,16 +437,26 @@ pub fn iolens_sys_exit(ctx: BtfTracePointContext) -> i32 {
 fn try_sys_exit(ctx: &BtfTracePointContext) {
     let regs: *const u8 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
-    // SAFETY: the current task as a typed pointer: its tgid is one load
-    // (bpf_get_current_pid_tgid would be a second helper call, ~25 ns).
-    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let Some(slot) = SLOT.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: this CPU's slot. The program is not re-entered on a CPU (the
+    // kernel skips recursive runs), and `busy` keeps sched_switch from
+    // flushing it under us should this run ever be preempted.
+    let slot = unsafe { &mut *slot };
+    if regs.is_null() {
+        return;
+    }
+    // The current task as a typed pointer: its tgid is one load
+    // (bpf_get_current_pid_tgid would be a helper call, ~25 ns).
+    let task = current_task(slot, regs);
     let tgid = if rd(&OFFSETS.valid) != 0 {
         // SAFETY: a typed task pointer at a verifier-known offset.
         unsafe { load::<u32>(task, rd(&OFFSETS.task_tgid)) }
     } else {
         current_tgid()
     };
-    if tgid == 0 || regs.is_null() || !passes_filters(tgid) {
+    if tgid == 0 || !passes_filters(tgid) {
         return;
     }
     // An ia32 call (a 32-bit process, or int 0x80) passes its arguments in
@@ -451,13 +485,6 @@ fn try_sys_exit(ctx: &BtfTracePointContext) {
             ]
         }
     };
-    let Some(slot) = SLOT.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: this CPU's slot. The program is not re-entered on a CPU (the
-    // kernel skips recursive runs), and `busy` keeps sched_switch from
-    // flushing it under us should this run ever be preempted.
-    let slot = unsafe { &mut *slot };
     slot.busy = 1;
     if slot.tgid != tgid {
         flush(slot);
@@ -486,6 +513,49 @@ fn try_sys_exit(ctx: &BtfTracePointContext) {
     {
         fd_closed();
     }
+}
+
+/// The current task, whose saved user registers are at `regs`. With
+/// casts, remembered per CPU with that address, which is the task's own
+/// while it lives (the registers sit on its kernel stack): a syscall of
+/// one of the last two tasks that made one on this CPU (a loop, or two
+/// threads taking turns) needs no helper call (~25 ns here, a call and a
+/// return under the SRSO mitigation). A stack, and so the address, can
+/// pass to another task only after its task exited, and every thread exit
+/// bumps TASK_EPOCH first.
+///
+/// Both ways end in the same cast, so that the verifier walks the rest of
+/// sys_exit with one pointer type, not once per way.
+#[inline(always)]
+fn current_task(slot: &mut Slot, regs: *const u8) -> *const u8 {
+    if rd(&OFFSETS.cast_valid) == 0 || rd(&OFFSETS.btf_task) == 0 {
+        // SAFETY: no preconditions; the current task, typed.
+        return unsafe { bpf_get_current_task_btf() } as *const u8;
+    }
+    let addr = match task_epoch() {
+        Some(epoch) => {
+            if slot.task_epoch != epoch {
+                slot.tasks = [0; 2];
+                slot.task_epoch = epoch;
+            }
+            let regs = regs as u64;
+            if slot.tasks[0] != 0 && slot.regs[0] == regs {
+                slot.tasks[0]
+            } else if slot.tasks[1] != 0 && slot.regs[1] == regs {
+                slot.tasks[1]
+            } else {
+                // SAFETY: no preconditions; the current task.
+                let task = unsafe { bpf_get_current_task_btf() } as u64;
+                slot.regs = [regs, slot.regs[0]];
+                slot.tasks = [task, slot.tasks[0]];
+                task
+            }
+        }
+        // SAFETY: no preconditions; the current task.
+        None => (unsafe { bpf_get_current_task_btf() }) as u64,
+    };
+    // SAFETY: cast_valid is set; a task_struct's address, typed as one.
+    unsafe { rdonly_cast(addr, rd(&OFFSETS.btf_task)) }
 }
 
 /// [`Syscall::i386_to_x86_64`] as a global function, which the verifier
@@ -1388,6 +1458,12 @@ pub fn iolens_exit(_ctx: TracePointContext) -> u32 {
     // Before exit_files: the thread's fd table may be freed, and its
     // memory come back as another thread's table.
     fd_closed();
+    if let Some(p) = TASK_EPOCH.get_ptr_mut(0) {
+        // SAFETY: a valid map value. Atomic: exits on two CPUs at once
+        // must both move it (a lost bump could let a reused stack pass
+        // for the task that exited).
+        unsafe { atomic_add(p, 1) };
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, pid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     // SAFETY: the current task; only its address is used.
@@ -1722,6 +1798,32 @@ unsafe fn cas(at: *mut u64, old: u64, new: u64) -> u64 {
         );
     }
     out
+}
+
+/// Atomic `*at += v` (BPF_ATOMIC BPF_ADD), written out for the same reason.
+///
+/// # Safety
+/// `at` must be a map value the program may write.
+#[cfg(target_arch = "bpf")]
+#[inline(always)]
+unsafe fn atomic_add(at: *mut u64, v: u64) {
+    // SAFETY: the caller's contract; the instruction writes only `*at`.
+    unsafe {
+        core::arch::asm!(
+            "lock *(u64 *)({at} + 0) += {v}",
+            at = in(reg) at,
+            v = in(reg) v,
+            options(nostack),
+        );
+    }
+}
+
+/// The host build exists only for clippy; nothing runs it.
+#[cfg(not(target_arch = "bpf"))]
+#[inline(always)]
+unsafe fn atomic_add(at: *mut u64, v: u64) {
+    // SAFETY: the caller's contract.
+    unsafe { *at += v };
 }
 
 /// The host build exists only for clippy; nothing runs it.

@@ -441,3 +441,52 @@ fn every_program_attaches_with_every_filter_on_both_fd_paths() {
         assert!(status.success(), "{log}");
     }
 }
+
+/// sys_exit remembers the current task per CPU by the address of its saved
+/// registers, which sit on its kernel stack; once a thread exits, its stack
+/// goes to the next task forked on that CPU. Short-lived processes forked
+/// one after another on one CPU, each making a different number of calls,
+/// must each get exactly their own: a stale memory would hand a child's
+/// calls to the child before it.
+#[test]
+fn processes_forked_on_one_cpu_after_exits_get_exactly_their_own_calls() {
+    if !can_load_probes("processes_forked_on_one_cpu_after_exits_get_exactly_their_own_calls") {
+        return;
+    }
+    let agent = Agent::start(&[]);
+    // Pin this test's thread: the children are forked, run and exit on
+    // CPU 0, where the kernel keeps the freed stacks for the next fork.
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
+    let children: Vec<(String, u64)> = (0..24u64)
+        .map(|i| {
+            let n = 5 + i;
+            let mut c = std::process::Command::new("dd")
+                .args(["if=/dev/zero", "of=/dev/null", "bs=1", "status=none"])
+                .arg(format!("count={n}"))
+                .spawn()
+                .expect("dd runs");
+            let pid = c.id().to_string();
+            assert!(c.wait().expect("dd is reaped").success());
+            (pid, n)
+        })
+        .collect();
+    let m = agent.scrape();
+    for (pid, n) in &children {
+        for (syscall, path) in [("read", "other_to_user"), ("write", "user_to_other")] {
+            let want = [("pid", pid.as_str()), ("syscall", syscall), ("path", path)];
+            assert_eq!(
+                m.sum("iolens_syscalls_total", &want),
+                *n,
+                "{syscall} {path} of dd pid {pid}, which made {n}"
+            );
+        }
+    }
+}

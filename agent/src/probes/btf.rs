@@ -314,6 +314,7 @@ impl Btf {
             ))
         })()
         .unwrap_or((0, 0, 0));
+        let task_id = self.struct_id("task_struct").unwrap_or(0);
         let regs = (|| -> Result<(u32, u32), BtfError> {
             Ok((
                 self.struct_id("pt_regs")?,
@@ -336,6 +337,7 @@ impl Btf {
             btf_io_kiocb: casts.2,
             btf_pt_regs: regs.0,
             task_stack: regs.1,
+            btf_task: task_id,
             compat_valid: u32::from(ti_status.is_ok()),
             task_ti_status: ti_status.unwrap_or(0),
             task_sum_exec: se + self.member_offset("sched_entity", "sum_exec_runtime")?,
@@ -544,6 +546,7 @@ mod tests {
             ("STRUCT", "kiocb", btf.struct_id("kiocb").ok()),
             ("STRUCT", "io_kiocb", btf.struct_id("io_kiocb").ok()),
             ("STRUCT", "pt_regs", btf.struct_id("pt_regs").ok()),
+            ("STRUCT", "task_struct", btf.struct_id("task_struct").ok()),
             ("FUNC", "bpf_rdonly_cast", btf.func_id("bpf_rdonly_cast")),
         ] {
             let theirs = bpftool_id(&dump, kind, name);

@@ -440,6 +440,12 @@ impl Probes {
             });
         }
 
+        if status
+            .iter()
+            .any(|s| s.attached && s.spec.program == "iolens_exit")
+        {
+            enable_task_memory(&mut ebpf);
+        }
         let stats = take_map(&mut ebpf, maps::STATS)?;
         let procs = take_map(&mut ebpf, maps::PROCS)?;
         let counters = take_map(&mut ebpf, maps::COUNTERS)?;
@@ -569,6 +575,23 @@ impl Probes {
         }
         let _ = self.pstats.remove(&tgid);
         let _ = self.procs.remove(&tgid);
+    }
+}
+
+/// Lets sys_exit remember the current task per CPU (see `current_task` in
+/// the kernel side), which is safe only while thread exits bump the epoch.
+/// A failure costs speed only, so it is logged, not fatal.
+fn enable_task_memory(ebpf: &mut Ebpf) {
+    let result = ebpf
+        .map_mut(maps::TASK_EPOCH)
+        .ok_or_else(|| "no such map".to_owned())
+        .and_then(|m| aya::maps::Array::<_, u64>::try_from(m).map_err(|e| e.to_string()))
+        .and_then(|mut a| {
+            a.set(0, iolens_common::TASK_EPOCH_LIVE, 0)
+                .map_err(|e| e.to_string())
+        });
+    if let Err(e) = result {
+        warn!("cannot enable the per-CPU current-task memory ({e}); sys_exit asks a helper");
     }
 }
 

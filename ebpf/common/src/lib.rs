@@ -53,7 +53,12 @@ pub mod maps {
     pub const WAIT_HIST: &str = "WAIT_HIST";
     pub const URING: &str = "URING";
     pub const RINGS: &str = "RINGS";
+    pub const TASK_EPOCH: &str = "TASK_EPOCH";
 }
+
+/// Set in TASK_EPOCH by the agent once thread exits are traced (each bumps
+/// the epoch): from then on sys_exit may remember the current task per CPU.
+pub const TASK_EPOCH_LIVE: u64 = 1 << 63;
 
 /// Names of the global configuration variables the agent sets at load time.
 pub mod globals {
@@ -679,6 +684,9 @@ pub struct KernelOffsets {
     /// through a cast instead of that helper. 0: the helper.
     pub btf_pt_regs: u32,
     pub task_stack: u32,
+    /// `struct task_struct`: sys_exit casts the current task it remembers
+    /// per CPU back to its type instead of asking a helper. 0: the helper.
+    pub btf_task: u32,
     /// `task->thread_info.status`, whose TS_COMPAT bit is set from the
     /// entry of an ia32 syscall until the return to user space: such a
     /// call has ia32 numbers and arguments. 0 with `compat_valid == 0`
