@@ -35,11 +35,11 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use iolens_common::{
-    Accumulate, COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES, Endpoint, FILTER_ENTRIES,
-    KernelOffsets, ProcCounters, ProcInfo, RING_ENTRIES, Shape, StatKey, StatValue, Syscall,
-    TASK_EPOCH_LIVE, THREAD_SLOTS, ThreadState, URING_ENTRIES, URING_OP_UNKNOWN, UringKey,
-    UringValue, WAIT_BUCKETS, WAIT_HIST_ENTRIES, WAIT_SLOT_COUNT, WAIT_SLOT_SUM_NS, WAIT_SLOTS,
-    counter, uring_op_moves_bytes,
+    Accumulate, COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES, EPOCH_LIVE, Endpoint,
+    FILTER_ENTRIES, KernelOffsets, ProcCounters, ProcInfo, RING_ENTRIES, Shape, StatKey, StatValue,
+    Syscall, THREAD_SLOTS, ThreadState, URING_ENTRIES, URING_OP_UNKNOWN, UringKey, UringValue,
+    WAIT_BUCKETS, WAIT_HIST_ENTRIES, WAIT_SLOT_COUNT, WAIT_SLOT_SUM_NS, WAIT_SLOTS, counter,
+    uring_op_moves_bytes,
 };
 
 /// Set by the agent at load time (`EbpfLoader::set_global`); read volatile so
@@ -353,7 +353,7 @@ struct FdCache {
 struct FdEntry {
     /// The fd table (`task->files`): threads may have their own.
     files: u64,
-    /// FD_EPOCH when it was classified: read before the fd table, so a
+    /// EPOCH when it was classified: read before the fd table, so a
     /// close that races the classification leaves an entry already old.
     epoch: u64,
     fd: i32,
@@ -361,33 +361,25 @@ struct FdEntry {
     _pad: [u8; 3],
 }
 
-/// Bumped at every ring creation (a new ring may sit at a freed one's
-/// address: remembered ring owners older than the last bump are not
-/// trusted) and, where fd classes are remembered (no cast: see
-/// `fd_closed`), after everything that closes or replaces fds (the
-/// syscalls in CLOSES_FDS, the ioctls in REPLACES_FDS, io_uring closes)
-/// and at every thread exit (its fd table's memory may come back as
-/// another's). An fd can only come to hold another file through one of
-/// those.
+/// Bumped whenever a kernel address the programs remember may come to name
+/// something else; what was remembered before the last bump is not
+/// trusted:
+/// - every ring creation: a new ring may sit at a freed one's address
+///   (ring owners in the slots);
+/// - every thread exit: its fd table's memory may come back as another's,
+///   and its kernel stack, where its saved registers sit, may go to
+///   another task (remembered fd classes; the slots' current tasks, see
+///   `current_task`);
+/// - where fd classes are remembered (no cast: see `fd_closed`), after
+///   everything that closes or replaces fds (the syscalls in CLOSES_FDS,
+///   the ioctls in REPLACES_FDS, io_uring closes). An fd can only come to
+///   hold another file through one of those or an exit.
+///
+/// Its top bit (EPOCH_LIVE), which the agent sets once the exit program is
+/// attached, lets sys_exit remember current tasks: without the exit bumps
+/// that would not be safe.
 #[map]
-static FD_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
-
-/// Bumped at every thread exit, before the thread's kernel stack can be
-/// freed and given to another task: remembered (registers, task) pairs
-/// older than the last bump are not trusted. See `current_task`. Its top
-/// bit, set by the agent once the exit program is attached
-/// (TASK_EPOCH_LIVE), turns the remembering on: without the bumps it
-/// would not be safe.
-#[map]
-static TASK_EPOCH: Array<u64> = Array::with_max_entries(1, 0);
-
-/// The epoch, if exits are being traced.
-#[inline(always)]
-fn task_epoch() -> Option<u64> {
-    // SAFETY: a valid map value; an aligned u64 is read whole.
-    let epoch = unsafe { core::ptr::read_volatile(TASK_EPOCH.get_ptr(0)?) };
-    (epoch & TASK_EPOCH_LIVE != 0).then_some(epoch)
-}
+static EPOCH: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Where a task's saved user registers (`task_pt_regs()`) lie, as an
 /// offset from its stack base (`task->stack`): THREAD_SIZE less the
@@ -522,7 +514,7 @@ fn try_sys_exit(ctx: &BtfTracePointContext) {
 /// threads taking turns) needs no helper call (~25 ns here, a call and a
 /// return under the SRSO mitigation). A stack, and so the address, can
 /// pass to another task only after its task exited, and every thread exit
-/// bumps TASK_EPOCH first.
+/// bumps EPOCH first.
 ///
 /// Both ways end in the same cast, so that the verifier walks the rest of
 /// sys_exit with one pointer type, not once per way.
@@ -532,27 +524,22 @@ fn current_task(slot: &mut Slot, regs: *const u8) -> *const u8 {
         // SAFETY: no preconditions; the current task, typed.
         return unsafe { bpf_get_current_task_btf() } as *const u8;
     }
-    let addr = match task_epoch() {
-        Some(epoch) => {
-            if slot.task_epoch != epoch {
-                slot.tasks = [0; 2];
-                slot.task_epoch = epoch;
-            }
-            let regs = regs as u64;
-            if slot.tasks[0] != 0 && slot.regs[0] == regs {
-                slot.tasks[0]
-            } else if slot.tasks[1] != 0 && slot.regs[1] == regs {
-                slot.tasks[1]
-            } else {
-                // SAFETY: no preconditions; the current task.
-                let task = unsafe { bpf_get_current_task_btf() } as u64;
-                slot.regs = [regs, slot.regs[0]];
-                slot.tasks = [task, slot.tasks[0]];
-                task
-            }
-        }
+    let epoch = epoch();
+    if slot.task_epoch != epoch {
+        slot.tasks = [0; 2];
+        slot.task_epoch = epoch;
+    }
+    let regs = regs as u64;
+    let addr = if epoch & EPOCH_LIVE != 0 && slot.tasks[0] != 0 && slot.regs[0] == regs {
+        slot.tasks[0]
+    } else if epoch & EPOCH_LIVE != 0 && slot.tasks[1] != 0 && slot.regs[1] == regs {
+        slot.tasks[1]
+    } else {
         // SAFETY: no preconditions; the current task.
-        None => (unsafe { bpf_get_current_task_btf() }) as u64,
+        let task = unsafe { bpf_get_current_task_btf() } as u64;
+        slot.regs = [regs, slot.regs[0]];
+        slot.tasks = [task, slot.tasks[0]];
+        task
     };
     // SAFETY: cast_valid is set; a task_struct's address, typed as one.
     unsafe { rdonly_cast(addr, rd(&OFFSETS.btf_task)) }
@@ -1199,7 +1186,7 @@ pub fn iolens_uring_create(ctx: TracePointContext) -> u32 {
     let _ = RINGS.insert(ring, tgid, 0);
     // Rings remembered in slots by address are no longer trusted: this one
     // may sit where a freed one was.
-    bump_fd_epoch();
+    bump_epoch();
     if passes_filters(tgid) {
         with_proc(tgid, true, |p| p.rings_created += 1);
     }
@@ -1336,7 +1323,7 @@ fn uring_event(ring: u64, opcode: u8, delta: &UringValue) {
     };
     // The owner of the last ring seen, unless a ring was created since
     // (a new ring may sit at a freed one's address).
-    let epoch = fd_epoch();
+    let epoch = epoch();
     let owner = if slot.ring == ring && slot.ring_epoch == epoch && ring != 0 {
         slot.ring_owner
     } else {
@@ -1455,15 +1442,9 @@ pub fn iolens_exec(ctx: TracePointContext) -> u32 {
 /// period and then drop them.
 #[tracepoint(category = "sched", name = "sched_process_exit")]
 pub fn iolens_exit(_ctx: TracePointContext) -> u32 {
-    // Before exit_files: the thread's fd table may be freed, and its
-    // memory come back as another thread's table.
-    fd_closed();
-    if let Some(p) = TASK_EPOCH.get_ptr_mut(0) {
-        // SAFETY: a valid map value. Atomic: exits on two CPUs at once
-        // must both move it (a lost bump could let a reused stack pass
-        // for the task that exited).
-        unsafe { atomic_add(p, 1) };
-    }
+    // Before exit_files and before the stack is freed: the thread's fd
+    // table and stack may come back as another thread's.
+    bump_epoch();
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, pid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     // SAFETY: the current task; only its address is used.
@@ -1619,12 +1600,12 @@ fn fd_class_reads(task: *const u8, fd: i32) -> Option<Endpoint> {
     }
     // A grown table is an untyped pointer array: probe reads, ~45 ns each.
     // FD_CACHE remembers a few fds' classes, trusted until the next
-    // FD_EPOCH bump: until then no fd anywhere has come to hold another
+    // EPOCH bump: until then no fd anywhere has come to hold another
     // file.
     // SAFETY: this CPU's cache; only this function, which is not re-entered
     // on a CPU (sys_exit runs are not), touches it.
     let cache = unsafe { &mut *FD_CACHE.get_ptr_mut(0)? };
-    let epoch = fd_epoch();
+    let epoch = epoch();
     for e in &cache.entries {
         if e.fd == fd && e.files == files as u64 && e.epoch == epoch {
             return Some(Endpoint::from_u8(e.endpoint));
@@ -1675,14 +1656,14 @@ unsafe fn file_endpoint(file: *const u8) -> Option<Endpoint> {
 #[inline(always)]
 fn fd_closed() {
     if rd(&OFFSETS.cast_valid) == 0 {
-        bump_fd_epoch();
+        bump_epoch();
     }
 }
 
-/// The machine-wide epoch of remembered fds and rings (see FD_EPOCH).
+/// The machine-wide epoch of remembered kernel addresses (see EPOCH).
 #[inline(always)]
-fn fd_epoch() -> u64 {
-    match FD_EPOCH.get_ptr(0) {
+fn epoch() -> u64 {
+    match EPOCH.get_ptr(0) {
         // SAFETY: a valid map value; a torn read is impossible for an
         // aligned u64, and a stale one only costs a cache miss.
         Some(p) => unsafe { core::ptr::read_volatile(p) },
@@ -1690,18 +1671,15 @@ fn fd_epoch() -> u64 {
     }
 }
 
-/// Retires every remembered fd class: called after an fd was closed or
-/// replaced, before the process can open anything in its place.
-///
-/// A plain read-modify-write, not atomic: two CPUs racing may add one
-/// between them, but each still leaves a value above any epoch recorded
-/// before its close completed, and that is all the check needs. An entry
-/// recorded later cannot name the closed file: it was out of the table.
+/// Retires everything remembered (see EPOCH). Atomic: with a plain
+/// read-modify-write, a CPU held up between its read and its write (a
+/// preempted vCPU) could put back a value older than later bumps, and so
+/// revive what those retired.
 #[inline(always)]
-fn bump_fd_epoch() {
-    if let Some(p) = FD_EPOCH.get_ptr_mut(0) {
+fn bump_epoch() {
+    if let Some(p) = EPOCH.get_ptr_mut(0) {
         // SAFETY: a valid map value.
-        unsafe { core::ptr::write_volatile(p, core::ptr::read_volatile(p).wrapping_add(1)) };
+        unsafe { atomic_add(p, 1) };
     }
 }
 

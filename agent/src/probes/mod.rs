@@ -583,11 +583,11 @@ impl Probes {
 /// A failure costs speed only, so it is logged, not fatal.
 fn enable_task_memory(ebpf: &mut Ebpf) {
     let result = ebpf
-        .map_mut(maps::TASK_EPOCH)
+        .map_mut(maps::EPOCH)
         .ok_or_else(|| "no such map".to_owned())
         .and_then(|m| aya::maps::Array::<_, u64>::try_from(m).map_err(|e| e.to_string()))
         .and_then(|mut a| {
-            a.set(0, iolens_common::TASK_EPOCH_LIVE, 0)
+            a.set(0, iolens_common::EPOCH_LIVE, 0)
                 .map_err(|e| e.to_string())
         });
     if let Err(e) = result {

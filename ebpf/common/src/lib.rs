@@ -53,12 +53,12 @@ pub mod maps {
     pub const WAIT_HIST: &str = "WAIT_HIST";
     pub const URING: &str = "URING";
     pub const RINGS: &str = "RINGS";
-    pub const TASK_EPOCH: &str = "TASK_EPOCH";
+    pub const EPOCH: &str = "EPOCH";
 }
 
-/// Set in TASK_EPOCH by the agent once thread exits are traced (each bumps
-/// the epoch): from then on sys_exit may remember the current task per CPU.
-pub const TASK_EPOCH_LIVE: u64 = 1 << 63;
+/// Set in EPOCH by the agent once thread exits are traced (each bumps the
+/// epoch): from then on sys_exit may remember the current task per CPU.
+pub const EPOCH_LIVE: u64 = 1 << 63;
 
 /// Names of the global configuration variables the agent sets at load time.
 pub mod globals {
