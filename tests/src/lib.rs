@@ -593,3 +593,18 @@ pub fn tempdir(test: &str) -> String {
     std::fs::create_dir_all(&dir).expect("tempdir");
     dir.to_str().expect("utf-8 tempdir").to_owned()
 }
+
+/// Pins the calling thread (and what it forks from now on) to `cpu`.
+pub fn pin_thread(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

@@ -7,7 +7,8 @@ use std::{
 };
 
 use iolens_tests::{
-    Agent, TestChild, agent_bin, can_load_probes, http_get, in_ci, is_root, tempdir, wait_until,
+    Agent, TestChild, agent_bin, can_load_probes, http_get, in_ci, is_root, pin_thread, tempdir,
+    wait_until,
 };
 
 const CHILD: &str = env!("CARGO_BIN_EXE_iolens-testchild");
@@ -456,15 +457,7 @@ fn processes_forked_on_one_cpu_after_exits_get_exactly_their_own_calls() {
     let agent = Agent::start(&[]);
     // Pin this test's thread: the children are forked, run and exit on
     // CPU 0, where the kernel keeps the freed stacks for the next fork.
-    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET writes inside it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
-            0
-        );
-    }
+    pin_thread(0).expect("pinning the test thread to CPU 0");
     let children: Vec<(String, u64)> = (0..24u64)
         .map(|i| {
             let n = 5 + i;
