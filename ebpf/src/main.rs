@@ -27,7 +27,7 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns,
+        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns,
         bpf_probe_read_kernel, bpf_probe_read_user,
     },
     macros::{btf_map, btf_tracepoint, map, tracepoint},
@@ -526,7 +526,12 @@ fn current_task(slot: &mut Slot, regs: *const u8) -> *const u8 {
     }
     let epoch = epoch();
     if slot.task_epoch != epoch {
-        slot.tasks = [0; 2];
+        // Volatile: a plain `[0; 2]` became a call to the byte-wise memset
+        // (see `clear`).
+        for t in &mut slot.tasks {
+            // SAFETY: a plain integer inside the slot.
+            unsafe { core::ptr::write_volatile(t, 0) };
+        }
         slot.task_epoch = epoch;
     }
     let regs = regs as u64;
@@ -851,7 +856,7 @@ fn process_comm(tgid: u32) -> [u8; COMM_LEN] {
     match PROCS.get_ptr(tgid) {
         // SAFETY: a valid map value pointer.
         Some(p) => unsafe { (*p).comm },
-        None => bpf_get_current_comm().unwrap_or([0; COMM_LEN]),
+        None => current_comm(),
     }
 }
 
@@ -1350,6 +1355,31 @@ fn uring_event(ring: u64, opcode: u8, delta: &UringValue) {
     uring_account(owner, opcode, delta, owner == current_tgid());
 }
 
+/// The current task's name; zeros if the helper fails (it fails only for
+/// a bad buffer). aya's
+/// bpf_get_current_comm zeroes its buffer first, which compiled to a call
+/// to the BPF target's byte-wise memset before every call (every event,
+/// with a comm filter); the helper writes all 16 bytes itself, so the
+/// buffer starts uninitialised here, as u64s so it is copied in two loads.
+#[inline(always)]
+fn current_comm() -> [u8; COMM_LEN] {
+    let mut buf = core::mem::MaybeUninit::<[u64; COMM_LEN / 8]>::uninit();
+    // SAFETY: the helper writes COMM_LEN bytes (NUL-padded) into `buf`,
+    // whose size that is, or returns an error.
+    let rc = unsafe {
+        aya_ebpf::helpers::generated::bpf_get_current_comm(buf.as_mut_ptr().cast(), COMM_LEN as u32)
+    };
+    // SAFETY: `buf` was written in full when the helper returned 0; the
+    // transmutes turn 16 bytes into 16 bytes.
+    unsafe {
+        if rc == 0 {
+            core::mem::transmute::<[u64; COMM_LEN / 8], [u8; COMM_LEN]>(buf.assume_init())
+        } else {
+            core::mem::transmute::<[u64; COMM_LEN / 8], [u8; COMM_LEN]>([0; COMM_LEN / 8])
+        }
+    }
+}
+
 #[inline(always)]
 fn current_tgid() -> u32 {
     (bpf_get_current_pid_tgid() >> 32) as u32
@@ -1387,7 +1417,7 @@ fn remember_process(tgid: u32) {
         return;
     }
     let info = ProcInfo {
-        comm: leader_comm().unwrap_or_else(|| bpf_get_current_comm().unwrap_or([0; COMM_LEN])),
+        comm: leader_comm().unwrap_or_else(current_comm),
         exit_ns: 0,
     };
     if PROCS.insert(tgid, info, BPF_NOEXIST).is_ok() {
@@ -1427,12 +1457,10 @@ pub fn iolens_exec(ctx: TracePointContext) -> u32 {
         move_thread_entry(task, old_pid, pid);
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if let Some(p) = PROCS.get_ptr_mut(tgid)
-        && let Ok(comm) = bpf_get_current_comm()
-    {
+    if let Some(p) = PROCS.get_ptr_mut(tgid) {
         // SAFETY: a valid map value pointer; a concurrent reader sees either
         // name, both of which were true.
-        unsafe { (*p).comm = comm };
+        unsafe { (*p).comm = current_comm() };
     }
     0
 }
@@ -1482,7 +1510,7 @@ fn passes_filters(tgid: u32) -> bool {
         return false;
     }
     if by_comm != 0 {
-        let comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+        let comm = current_comm();
         if COMM_FILTER.get_ptr(comm).is_none() {
             return false;
         }
