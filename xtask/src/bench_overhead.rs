@@ -40,9 +40,9 @@ pub struct Args {
     /// CPU the loop is pinned to (the tracer runs wherever it likes).
     #[arg(long, default_value_t = 1)]
     pub cpu: usize,
-    /// Measure only this loop (read, getppid, pingpong, uring-nop); repeat
-    /// for several. Default: all of them.
-    #[arg(long = "loop", value_name = "NAME", value_parser = ["read", "getppid", "pingpong", "uring-nop"])]
+    /// Measure only this loop; repeat for several. Default: all of them.
+    #[arg(long = "loop", value_name = "NAME",
+          value_parser = clap::builder::PossibleValuesParser::new(KINDS.map(|k| k.name)))]
     pub loops: Vec<String>,
 }
 
