@@ -36,10 +36,10 @@ use aya_ebpf::{
 };
 use iolens_common::{
     Accumulate, COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES, EPOCH_LIVE, Endpoint,
-    FILTER_ENTRIES, KernelOffsets, ProcCounters, ProcInfo, RING_ENTRIES, Shape, StatKey, StatValue,
-    Syscall, THREAD_SLOTS, ThreadState, URING_ENTRIES, URING_OP_UNKNOWN, UringKey, UringValue,
-    WAIT_BUCKETS, WAIT_HIST_ENTRIES, WAIT_SLOT_COUNT, WAIT_SLOT_SUM_NS, WAIT_SLOTS, counter,
-    uring_op_moves_bytes,
+    FILTER_ENTRIES, KernelOffsets, ProcCounters, ProcInfo, RING_ENTRIES, SYSCALL_INFO, Shape,
+    StatKey, StatValue, Syscall, SyscallInfo, THREAD_SLOTS, ThreadState, URING_ENTRIES,
+    URING_OP_UNKNOWN, UringKey, UringValue, WAIT_BUCKETS, WAIT_HIST_ENTRIES, WAIT_SLOT_COUNT,
+    WAIT_SLOT_SUM_NS, WAIT_SLOTS, X86_64_NRS, counter, uring_op_moves_bytes,
 };
 
 /// Set by the agent at load time (`EbpfLoader::set_global`); read volatile so
@@ -485,11 +485,11 @@ fn try_sys_exit(ctx: &BtfTracePointContext) {
         // another task's (sched_switch) and must not name it after that.
         remember_process(tgid);
     }
-    match Syscall::from_x86_64_nr(words[ORIG_AX]) {
+    match syscall_info(words[ORIG_AX]) {
         // Every syscall is a user->kernel->user round trip. Accounted ones
         // are counted in STATS; user space adds the two.
         None => slot.proc.syscalls += 1,
-        Some(syscall) => account_syscall(slot, task, syscall, &words, ret),
+        Some(info) => account_syscall(slot, task, info, &words, ret),
     }
     slot.events += 1;
     if slot.events >= SLOT_FLUSH_EVENTS {
@@ -599,8 +599,25 @@ fn learn_regs_at(regs: *const u8, task: *const u8) {
     }
 }
 
+/// [`iolens_common::SYSCALL_INFO`], in this object's read-only data: one
+/// bounded load decodes a syscall number.
+static SYSCALL_TABLE: [SyscallInfo; X86_64_NRS] = SYSCALL_INFO;
+
+/// What sys_exit accounts of x86_64 syscall `nr`; None if it only counts it.
 #[inline(always)]
-fn account_syscall(slot: &mut Slot, task: *const u8, syscall: Syscall, words: &[u64; 4], ret: i64) {
+fn syscall_info(nr: u64) -> Option<SyscallInfo> {
+    let info = *SYSCALL_TABLE.get(usize::try_from(nr).ok()?)?;
+    (info != SyscallInfo::NONE).then_some(info)
+}
+
+#[inline(always)]
+fn account_syscall(
+    slot: &mut Slot,
+    task: *const u8,
+    info: SyscallInfo,
+    words: &[u64; 4],
+    ret: i64,
+) {
     let mut scanned = 0;
     let (src, dst) = if ret < 0 {
         // A failed call moved nothing; leave the path unknown rather than
@@ -612,7 +629,7 @@ fn account_syscall(slot: &mut Slot, task: *const u8, syscall: Syscall, words: &[
         // return costs ~30 ns on a kernel with the SRSO "safe RET"
         // mitigation.
         let [dx, si, di, _] = words.map(|w| w as i32);
-        match syscall.shape() {
+        match info.shape() {
             Shape::FdToUser => (fd_endpoint(task, di), Endpoint::User),
             Shape::UserToFd => (Endpoint::User, fd_endpoint(task, di)),
             Shape::Arg1ToArg0 => (fd_endpoint(task, si), fd_endpoint(task, di)),
@@ -629,12 +646,12 @@ fn account_syscall(slot: &mut Slot, task: *const u8, syscall: Syscall, words: &[
             Shape::Events => (Endpoint::Other, Endpoint::Other),
         }
     };
-    if syscall.is_epoll() {
+    if info.is_epoll() {
         let _ = iolens_record_wait(slot.tgid);
     }
     let bytes = if ret <= 0 {
         0
-    } else if syscall.counts_messages() {
+    } else if info.counts_messages() {
         iolens_mmsg_bytes(words[SI], ret as u64)
     } else {
         ret as u64
@@ -649,7 +666,7 @@ fn account_syscall(slot: &mut Slot, task: *const u8, syscall: Syscall, words: &[
     // The slot keeps a few (syscall, src, dst) tallies of the process in
     // hand: a loop repeats the same few calls, and a hash update per call
     // was the largest cost left.
-    let tag = slot_tag(syscall, src, dst);
+    let tag = slot_tag(info.syscall(), src, dst);
     for i in 0..SLOT_KEYS {
         if slot.tags[i] == tag {
             slot.stats[i].accumulate(&delta);
@@ -663,7 +680,7 @@ fn account_syscall(slot: &mut Slot, task: *const u8, syscall: Syscall, words: &[
     }
     let key = StatKey {
         tgid: slot.tgid,
-        syscall: syscall as u8,
+        syscall: info.syscall(),
         src: src as u8,
         dst: dst as u8,
         _pad: 0,
@@ -716,7 +733,7 @@ pub extern "C" fn iolens_mmsg_bytes(vec: u64, n: u64) -> u64 {
 
 /// A slot tally's tag: never 0, which marks a free tally.
 #[inline(always)]
-fn slot_tag(syscall: Syscall, src: Endpoint, dst: Endpoint) -> u32 {
+fn slot_tag(syscall: u8, src: Endpoint, dst: Endpoint) -> u32 {
     1 << 24 | (syscall as u32) << 16 | (src as u32) << 8 | dst as u32
 }
 
@@ -1068,7 +1085,7 @@ fn in_epoll_wait(task: *const u8) -> bool {
     } else {
         nr
     };
-    Syscall::from_x86_64_nr(nr).is_some_and(Syscall::is_epoll)
+    syscall_info(nr).is_some_and(SyscallInfo::is_epoll)
 }
 
 /// ns now on the run queue's clock, which __schedule updated just before

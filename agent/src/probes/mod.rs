@@ -717,6 +717,34 @@ mod tests {
         }
     }
 
+    /// The table sys_exit decodes numbers with says what the `Syscall`
+    /// methods say, for every accounted call and nothing else: the kernel
+    /// side sees only the packed bits.
+    #[test]
+    fn the_syscall_table_agrees_with_the_syscall_methods() {
+        use iolens_common::{SYSCALL_INFO, Syscall, SyscallInfo};
+        let mut accounted = 0;
+        for (nr, info) in SYSCALL_INFO.iter().enumerate() {
+            let Some(sc) = Syscall::from_x86_64_nr(nr as u64) else {
+                assert_eq!(*info, SyscallInfo::NONE, "x86_64 {nr}");
+                continue;
+            };
+            accounted += 1;
+            assert_eq!(Syscall::from_u8(info.syscall()), Some(sc), "x86_64 {nr}");
+            assert_eq!(info.shape(), sc.shape(), "{}", sc.name());
+            assert_eq!(info.is_epoll(), sc.is_epoll(), "{}", sc.name());
+            assert_eq!(
+                info.counts_messages(),
+                sc.counts_messages(),
+                "{}",
+                sc.name()
+            );
+        }
+        assert_eq!(accounted, Syscall::ALL.len());
+        // Numbers past the table are not accounted (the highest is 441).
+        assert!((SYSCALL_INFO.len() as u64..1024).all(|nr| Syscall::from_x86_64_nr(nr).is_none()));
+    }
+
     #[test]
     fn each_program_attaches_once() {
         let mut names = program_names();

@@ -338,7 +338,73 @@ impl Syscall {
     }
 }
 
+/// One past the highest x86_64 number [`Syscall::from_x86_64_nr`] knows.
+pub const X86_64_NRS: usize = 448;
+
+/// What the eBPF side needs to know of an x86_64 syscall number, packed in
+/// a `u16` so that it is one load from [`SYSCALL_INFO`]: the syscall in the
+/// low byte, then its [`Shape`], then whether it is an epoll wait and
+/// whether it counts messages. Decoding with `match` compiled to a tree of
+/// some ten branches, then another for the shape, on every syscall.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyscallInfo(pub u16);
+
+impl SyscallInfo {
+    const SHAPE_SHIFT: u16 = 8;
+    const EPOLL: u16 = 1 << 12;
+    const MESSAGES: u16 = 1 << 13;
+    /// An entry for a number that is not accounted.
+    pub const NONE: SyscallInfo = SyscallInfo(u16::MAX);
+
+    pub const fn of(s: Syscall) -> SyscallInfo {
+        let mut v = s as u16 | (s.shape() as u16) << Self::SHAPE_SHIFT;
+        if s.is_epoll() {
+            v |= Self::EPOLL;
+        }
+        if s.counts_messages() {
+            v |= Self::MESSAGES;
+        }
+        SyscallInfo(v)
+    }
+
+    /// The syscall's number in [`Syscall`] (`Syscall as u8`).
+    #[inline(always)]
+    pub const fn syscall(self) -> u8 {
+        self.0 as u8
+    }
+
+    #[inline(always)]
+    pub const fn shape(self) -> Shape {
+        Shape::from_bits(self.0 >> Self::SHAPE_SHIFT)
+    }
+
+    #[inline(always)]
+    pub const fn is_epoll(self) -> bool {
+        self.0 & Self::EPOLL != 0
+    }
+
+    #[inline(always)]
+    pub const fn counts_messages(self) -> bool {
+        self.0 & Self::MESSAGES != 0
+    }
+}
+
+/// [`SyscallInfo`] by x86_64 syscall number, [`SyscallInfo::NONE`] for
+/// numbers not accounted.
+pub const SYSCALL_INFO: [SyscallInfo; X86_64_NRS] = {
+    let mut t = [SyscallInfo::NONE; X86_64_NRS];
+    let mut nr = 0;
+    while nr < X86_64_NRS {
+        if let Some(s) = Syscall::from_x86_64_nr(nr as u64) {
+            t[nr] = SyscallInfo::of(s);
+        }
+        nr += 1;
+    }
+    t
+};
+
 /// Where a syscall's source and destination come from in its arguments.
+#[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Shape {
     FdToUser,
@@ -353,6 +419,24 @@ pub enum Shape {
     ScanArg1,
     /// No transfer; the return value counts events.
     Events,
+}
+
+impl Shape {
+    /// The shape numbered `bits & 7`: every value names one (the compiler
+    /// folds this into the value itself).
+    #[inline(always)]
+    const fn from_bits(bits: u16) -> Shape {
+        match bits & 7 {
+            0 => Shape::FdToUser,
+            1 => Shape::UserToFd,
+            2 => Shape::Arg1ToArg0,
+            3 => Shape::Arg0ToArg2,
+            4 => Shape::Arg0ToArg1,
+            5 => Shape::ScanArg0,
+            6 => Shape::ScanArg1,
+            _ => Shape::Events,
+        }
+    }
 }
 
 /// One end of a transfer, from the fd's inode type (or user memory).
