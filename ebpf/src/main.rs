@@ -939,7 +939,7 @@ pub fn iolens_sched_switch(ctx: BtfTracePointContext) -> i32 {
     if prev_tid != 0 && passes_filters(prev_tgid) {
         let voluntary_guess = preempt & 1 == 0 && prev_state as u32 != 0;
         let d = switch_out(prev, prev_tid, valid, voluntary_guess);
-        let add = |p: &mut ProcCounters| p.accumulate(&d);
+        let add = |p: &mut ProcCounters| d.add_to(p);
         match slot.as_deref_mut() {
             Some(s) if s.tgid == prev_tgid => add(&mut s.proc),
             _ => with_proc(prev_tgid, true, add),
@@ -962,13 +962,34 @@ pub fn iolens_sched_switch(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+/// What one switch adds to the switching-out process's counters.
+#[derive(Default)]
+struct SwitchDelta {
+    vcsw: u64,
+    ivcsw: u64,
+    oncpu_ns: u64,
+    sleep_ns: u64,
+}
+
+impl SwitchDelta {
+    /// Adds these four, not all of ProcCounters (whose other seven would
+    /// each be a load, an add of 0 and a store, at every switch).
+    #[inline(always)]
+    fn add_to(&self, p: &mut ProcCounters) {
+        p.vcsw += self.vcsw;
+        p.ivcsw += self.ivcsw;
+        p.oncpu_ns += self.oncpu_ns;
+        p.sleep_ns += self.sleep_ns;
+    }
+}
+
 /// prev's side of a switch, as counter deltas: the switch (voluntary or
 /// not), the CPU time since its last switch-out, and the sleep that ended
 /// when this run began. `guess`: voluntary by the tracepoint's arguments,
 /// for when the kernel's own count cannot be compared.
 #[inline(always)]
-fn switch_out(prev: *const u8, tid: u32, valid: bool, guess: bool) -> ProcCounters {
-    let mut d = ProcCounters::default();
+fn switch_out(prev: *const u8, tid: u32, valid: bool, guess: bool) -> SwitchDelta {
+    let mut d = SwitchDelta::default();
     let Some(t) = thread_state(prev, tid) else {
         bump(counter::OTHER_DROPS);
         if guess {
