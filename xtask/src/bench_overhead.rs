@@ -1,7 +1,9 @@
 //! `cargo xtask bench overhead`: what the probes cost the traced process.
 //!
-//! Each loop runs pinned to one CPU in several contenders, alternated round
-//! by round so drift hits all of them alike:
+//! Each loop runs pinned to one CPU under three contenders. Every traced
+//! run sits between two bare runs and is compared with their mean, and the
+//! two tracers swap places each round, so that the host's drift over
+//! seconds lands on neither; every run is the median of three shorter ones:
 //! - bare: no tracing;
 //! - iolens: `iolens run` (all its probes);
 //! - bpftrace counting the same events by pid on classic tracepoints
@@ -138,7 +140,17 @@ fn uring_nops(n: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// ns per event of `calls` events: the median of three runs of a third
+/// each, so that one burst of host noise does not make the figure.
 fn measure(kind: &str, calls: u64, cpu: usize) -> anyhow::Result<f64> {
+    let part = (calls / 3).max(1);
+    let runs = (0..3)
+        .map(|_| measure_once(kind, part, cpu))
+        .collect::<anyhow::Result<Vec<f64>>>()?;
+    Ok(crate::util::median(runs))
+}
+
+fn measure_once(kind: &str, calls: u64, cpu: usize) -> anyhow::Result<f64> {
     let me = std::env::current_exe().context("locating xtask")?;
     let out = Command::new(me)
         .args(["__syscall-loop", kind, &calls.to_string(), &cpu.to_string()])
@@ -215,11 +227,12 @@ fn start_tracer(mut cmd: Command, ready: &str, on_stderr: bool) -> anyhow::Resul
 /// How long a tracer runs, once ready, before a loop is measured.
 const SETTLE: Duration = Duration::from_secs(2);
 
+/// The discriminants index the result tables.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Contender {
-    Bare,
-    Iolens,
-    Bpftrace,
+    Bare = 0,
+    Iolens = 1,
+    Bpftrace = 2,
 }
 
 impl Contender {
@@ -301,8 +314,10 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
         .iter()
         .filter(|k| args.loops.is_empty() || args.loops.iter().any(|l| l == k.name))
         .collect();
-    // results[kind][contender] = ns per event, one per round.
-    let mut results = vec![vec![Vec::new(); Contender::ALL.len()]; kinds.len()];
+    // Per kind and contender, one figure per round: ns per event, and for
+    // the tracers the ns added over the bare runs on either side.
+    let mut raw = vec![vec![Vec::new(); Contender::ALL.len()]; kinds.len()];
+    let mut added = vec![vec![Vec::new(); Contender::ALL.len()]; kinds.len()];
     for round in 0..args.rounds {
         for (ki, kind) in kinds.iter().enumerate() {
             // Fewer events for the slow loops, so each stays near a second.
@@ -311,28 +326,50 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
                 _ => args.calls,
             }
             .max(1);
-            for (ci, c) in Contender::ALL.iter().enumerate() {
+            // bare, tracer, bare, tracer, bare: each tracer is compared
+            // with the mean of the bare runs just before and after it, and
+            // the tracers swap places every round, so that the host's
+            // drift over seconds neither favours one nor lands on one.
+            let tracers = if round % 2 == 0 {
+                [Contender::Iolens, Contender::Bpftrace]
+            } else {
+                [Contender::Bpftrace, Contender::Iolens]
+            };
+            let mut before = measure(kind.name, n, args.cpu)?;
+            raw[ki][0].push(before);
+            for c in tracers {
                 let tracer = c.start(kind)?;
-                results[ki][ci].push(measure(kind.name, n, args.cpu)?);
+                let traced = measure(kind.name, n, args.cpu)?;
                 drop(tracer);
+                // The bare ping-pong ran 0.5-0.9 µs slower in the first
+                // 200 ms after iolens exited than 2 s later (the kernel
+                // freeing what it had loaded).
+                std::thread::sleep(SETTLE);
+                let after = measure(kind.name, n, args.cpu)?;
+                let ci = c as usize;
+                raw[ki][ci].push(traced);
+                added[ki][ci].push(traced - (before + after) / 2.0);
+                raw[ki][0].push(after);
+                before = after;
             }
         }
         eprintln!("round {}/{} done", round + 1, args.rounds);
     }
     println!(
-        "\nmedians over {} rounds (contenders alternated within each round), loop pinned to CPU {}\n",
+        "\nmedians over {} rounds (each tracer between two bare runs; tracers alternated), \
+         loop pinned to CPU {}\n",
         args.rounds, args.cpu
     );
     println!(
         "{:<10} {:>10} {:>10} {:>10} {:>12} {:>12} {:>8}",
         "loop", "bare ns", "iolens ns", "bpftrace", "iolens +ns", "bpftrace +ns", "ratio"
     );
+    let med = |v: &Vec<f64>| crate::util::median(v.clone());
     for (ki, kind) in kinds.iter().enumerate() {
-        let med: Vec<f64> = results[ki]
-            .iter()
-            .map(|v| crate::util::median(v.clone()))
-            .collect();
-        let (io, bt) = (med[1] - med[0], med[2] - med[0]);
+        let (io, bt) = (
+            med(&added[ki][Contender::Iolens as usize]),
+            med(&added[ki][Contender::Bpftrace as usize]),
+        );
         let ratio = if bt > 0.0 {
             format!("{:.2}", io / bt)
         } else {
@@ -340,7 +377,13 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
         };
         println!(
             "{:<10} {:>10.1} {:>10.1} {:>10.1} {:>12.1} {:>12.1} {:>8}",
-            kind.name, med[0], med[1], med[2], io, bt, ratio
+            kind.name,
+            med(&raw[ki][0]),
+            med(&raw[ki][1]),
+            med(&raw[ki][2]),
+            io,
+            bt,
+            ratio
         );
     }
     // The host's speed drifts over seconds here (the bare ping-pong alone
@@ -351,8 +394,9 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
     for (ki, kind) in kinds.iter().enumerate() {
         let per_round: Vec<f64> = (0..args.rounds)
             .filter_map(|r| {
-                let [bare, io, bt] = [0, 1, 2].map(|ci| results[ki][ci][r]);
-                (bt > bare).then(|| (io - bare) / (bt - bare))
+                let io = added[ki][Contender::Iolens as usize][r];
+                let bt = added[ki][Contender::Bpftrace as usize][r];
+                (bt > 0.0).then(|| io / bt)
             })
             .collect();
         let shown: Vec<String> = per_round.iter().map(|r| format!("{r:.2}")).collect();
