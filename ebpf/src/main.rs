@@ -39,7 +39,7 @@ use iolens_common::{
     FILTER_ENTRIES, KernelOffsets, ProcCounters, ProcInfo, RING_ENTRIES, SYSCALL_INFO, Shape,
     StatKey, StatValue, Syscall, SyscallInfo, THREAD_SLOTS, ThreadState, URING_ENTRIES,
     URING_OP_UNKNOWN, UringKey, UringValue, WAIT_BUCKETS, WAIT_HIST_ENTRIES, WAIT_SLOT_COUNT,
-    WAIT_SLOT_SUM_NS, WAIT_SLOTS, X86_64_NRS, counter, uring_op_moves_bytes,
+    WAIT_SLOT_SUM_NS, WAIT_SLOTS, counter, uring_op_moves_bytes,
 };
 
 /// Set by the agent at load time (`EbpfLoader::set_global`); read volatile so
@@ -599,14 +599,10 @@ fn learn_regs_at(regs: *const u8, task: *const u8) {
     }
 }
 
-/// [`iolens_common::SYSCALL_INFO`], in this object's read-only data: one
-/// bounded load decodes a syscall number.
-static SYSCALL_TABLE: [SyscallInfo; X86_64_NRS] = SYSCALL_INFO;
-
 /// What sys_exit accounts of x86_64 syscall `nr`; None if it only counts it.
 #[inline(always)]
 fn syscall_info(nr: u64) -> Option<SyscallInfo> {
-    let info = *SYSCALL_TABLE.get(usize::try_from(nr).ok()?)?;
+    let info = *SYSCALL_INFO.get(usize::try_from(nr).ok()?)?;
     (info != SyscallInfo::NONE).then_some(info)
 }
 

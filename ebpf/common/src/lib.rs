@@ -338,7 +338,8 @@ impl Syscall {
     }
 }
 
-/// One past the highest x86_64 number [`Syscall::from_x86_64_nr`] knows.
+/// The x86_64 numbers [`SYSCALL_INFO`] covers: every number
+/// [`Syscall::from_x86_64_nr`] knows is below it (the highest is 441).
 pub const X86_64_NRS: usize = 448;
 
 /// What the eBPF side needs to know of an x86_64 syscall number, packed in
@@ -347,7 +348,7 @@ pub const X86_64_NRS: usize = 448;
 /// whether it counts messages. Decoding with `match` compiled to a tree of
 /// some ten branches, then another for the shape, on every syscall.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SyscallInfo(pub u16);
+pub struct SyscallInfo(u16);
 
 impl SyscallInfo {
     const SHAPE_SHIFT: u16 = 8;
@@ -390,8 +391,9 @@ impl SyscallInfo {
 }
 
 /// [`SyscallInfo`] by x86_64 syscall number, [`SyscallInfo::NONE`] for
-/// numbers not accounted.
-pub const SYSCALL_INFO: [SyscallInfo; X86_64_NRS] = {
+/// numbers not accounted. A static, so that the eBPF object holds it once,
+/// in its read-only data, where sys_exit reads it with one bounded load.
+pub static SYSCALL_INFO: [SyscallInfo; X86_64_NRS] = {
     let mut t = [SyscallInfo::NONE; X86_64_NRS];
     let mut nr = 0;
     while nr < X86_64_NRS {
