@@ -227,33 +227,32 @@ fn start_tracer(mut cmd: Command, ready: &str, on_stderr: bool) -> anyhow::Resul
 /// How long a tracer runs, once ready, before a loop is measured.
 const SETTLE: Duration = Duration::from_secs(2);
 
-/// The discriminants index the result tables.
+/// The tracers measured against bare runs; the discriminants index the
+/// result tables.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Contender {
-    Bare = 0,
-    Iolens = 1,
-    Bpftrace = 2,
+    Iolens = 0,
+    Bpftrace = 1,
 }
 
 impl Contender {
-    const ALL: [Contender; 3] = [Contender::Bare, Contender::Iolens, Contender::Bpftrace];
+    const COUNT: usize = 2;
 
-    fn start(self, kind: &Kind) -> anyhow::Result<Option<Tracer>> {
-        Ok(match self {
-            Contender::Bare => None,
+    fn start(self, kind: &Kind) -> anyhow::Result<Tracer> {
+        match self {
             Contender::Iolens => {
                 let mut c = Command::new(repo_root().join("target/release/iolens"));
                 c.args(["run", "--listen", "127.0.0.1:0"])
                     .env("NO_COLOR", "1")
                     .env("RUST_LOG", "info");
-                Some(start_tracer(c, "iolens running", true)?)
+                start_tracer(c, "iolens running", true)
             }
             Contender::Bpftrace => {
                 let mut c = Command::new("bpftrace");
                 c.args(["-e", kind.bpftrace]);
-                Some(start_tracer(c, "Attaching", false)?)
+                start_tracer(c, "Attaching", false)
             }
-        })
+        }
     }
 }
 
@@ -314,10 +313,12 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
         .iter()
         .filter(|k| args.loops.is_empty() || args.loops.iter().any(|l| l == k.name))
         .collect();
-    // Per kind and contender, one figure per round: ns per event, and for
-    // the tracers the ns added over the bare runs on either side.
-    let mut raw = vec![vec![Vec::new(); Contender::ALL.len()]; kinds.len()];
-    let mut added = vec![vec![Vec::new(); Contender::ALL.len()]; kinds.len()];
+    // Per kind: ns per event of every bare run; per kind and tracer, one
+    // figure per round: ns per event, and ns added over the bare runs on
+    // either side.
+    let mut bare = vec![Vec::new(); kinds.len()];
+    let mut traced_ns = vec![vec![Vec::new(); Contender::COUNT]; kinds.len()];
+    let mut added = vec![vec![Vec::new(); Contender::COUNT]; kinds.len()];
     for round in 0..args.rounds {
         for (ki, kind) in kinds.iter().enumerate() {
             // Fewer events for the slow loops, so each stays near a second.
@@ -336,7 +337,7 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
                 [Contender::Bpftrace, Contender::Iolens]
             };
             let mut before = measure(kind.name, n, args.cpu)?;
-            raw[ki][0].push(before);
+            bare[ki].push(before);
             for c in tracers {
                 let tracer = c.start(kind)?;
                 let traced = measure(kind.name, n, args.cpu)?;
@@ -347,9 +348,9 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
                 std::thread::sleep(SETTLE);
                 let after = measure(kind.name, n, args.cpu)?;
                 let ci = c as usize;
-                raw[ki][ci].push(traced);
+                traced_ns[ki][ci].push(traced);
                 added[ki][ci].push(traced - (before + after) / 2.0);
-                raw[ki][0].push(after);
+                bare[ki].push(after);
                 before = after;
             }
         }
@@ -378,9 +379,9 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
         println!(
             "{:<10} {:>10.1} {:>10.1} {:>10.1} {:>12.1} {:>12.1} {:>8}",
             kind.name,
-            med(&raw[ki][0]),
-            med(&raw[ki][1]),
-            med(&raw[ki][2]),
+            med(&bare[ki]),
+            med(&traced_ns[ki][Contender::Iolens as usize]),
+            med(&traced_ns[ki][Contender::Bpftrace as usize]),
             io,
             bt,
             ratio
