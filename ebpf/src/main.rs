@@ -500,7 +500,11 @@ fn try_sys_exit(ctx: &BtfTracePointContext) {
     }
     slot.busy = 0;
     let nr = words[ORIG_AX];
-    if ret >= 0
+    // remembers_fd_classes first: with casts it is a constant false the
+    // verifier knows, and it drops the compares with the branch, which
+    // every successful syscall paid before.
+    if remembers_fd_classes()
+        && ret >= 0
         && (CLOSES_FDS.contains(&nr) || nr == IOCTL && REPLACES_FDS.contains(&(words[SI] as u32)))
     {
         fd_closed();
@@ -1335,7 +1339,7 @@ pub fn iolens_uring_complete(ctx: BtfTracePointContext) -> i32 {
             0
         },
     };
-    if opcode == IORING_OP_CLOSE && res >= 0 {
+    if remembers_fd_classes() && opcode == IORING_OP_CLOSE && res >= 0 {
         // The fd is gone before the process can see the completion and
         // open something in its place.
         fd_closed();
@@ -1713,13 +1717,18 @@ unsafe fn file_endpoint(file: *const u8) -> Option<Endpoint> {
     }
 }
 
-/// An fd was closed or replaced: retires the remembered fd classes, which
-/// exist only where grown tables are walked with probe reads (no cast).
+/// Whether fd classes are remembered (FD_CACHE): only where grown tables
+/// are walked with probe reads (no cast). A constant to the verifier.
+#[inline(always)]
+fn remembers_fd_classes() -> bool {
+    rd(&OFFSETS.cast_valid) == 0
+}
+
+/// An fd was closed or replaced: retires the remembered fd classes. Called
+/// only where `remembers_fd_classes`.
 #[inline(always)]
 fn fd_closed() {
-    if rd(&OFFSETS.cast_valid) == 0 {
-        bump_epoch();
-    }
+    bump_epoch();
 }
 
 /// The machine-wide epoch of remembered kernel addresses (see EPOCH).
