@@ -370,7 +370,7 @@ struct FdEntry {
 ///   and its kernel stack, where its saved registers sit, may go to
 ///   another task (remembered fd classes; the slots' current tasks, see
 ///   `current_task`);
-/// - where fd classes are remembered (no cast: see `fd_closed`), after
+/// - where fd classes are remembered (see `remembers_fd_classes`), after
 ///   everything that closes or replaces fds (the syscalls in CLOSES_FDS,
 ///   the ioctls in REPLACES_FDS, io_uring closes). An fd can only come to
 ///   hold another file through one of those or an exit.
@@ -507,7 +507,8 @@ fn try_sys_exit(ctx: &BtfTracePointContext) {
         && ret >= 0
         && (CLOSES_FDS.contains(&nr) || nr == IOCTL && REPLACES_FDS.contains(&(words[SI] as u32)))
     {
-        fd_closed();
+        // An fd was closed or replaced: its remembered class is retired.
+        bump_epoch();
     }
 }
 
@@ -1342,7 +1343,7 @@ pub fn iolens_uring_complete(ctx: BtfTracePointContext) -> i32 {
     if remembers_fd_classes() && opcode == IORING_OP_CLOSE && res >= 0 {
         // The fd is gone before the process can see the completion and
         // open something in its place.
-        fd_closed();
+        bump_epoch();
     }
     uring_event(ring, opcode, &delta);
     0
@@ -1718,17 +1719,11 @@ unsafe fn file_endpoint(file: *const u8) -> Option<Endpoint> {
 }
 
 /// Whether fd classes are remembered (FD_CACHE): only where grown tables
-/// are walked with probe reads (no cast). A constant to the verifier.
+/// are walked with probe reads (no cast). A constant to the verifier, so
+/// asked before anything else on the way to a close's epoch bump.
 #[inline(always)]
 fn remembers_fd_classes() -> bool {
     rd(&OFFSETS.cast_valid) == 0
-}
-
-/// An fd was closed or replaced: retires the remembered fd classes. Called
-/// only where `remembers_fd_classes`.
-#[inline(always)]
-fn fd_closed() {
-    bump_epoch();
 }
 
 /// The machine-wide epoch of remembered kernel addresses (see EPOCH).
