@@ -531,18 +531,14 @@ fn current_task(slot: &mut Slot, regs: *const u8) -> *const u8 {
     }
     let epoch = epoch();
     if slot.task_epoch != epoch {
-        // Volatile: a plain `[0; 2]` became a call to the byte-wise memset
-        // (see `clear`).
-        for t in &mut slot.tasks {
-            // SAFETY: a plain integer inside the slot.
-            unsafe { core::ptr::write_volatile(t, 0) };
-        }
+        zero(&mut slot.tasks);
         slot.task_epoch = epoch;
     }
+    let live = epoch & EPOCH_LIVE != 0;
     let regs = regs as u64;
-    let addr = if epoch & EPOCH_LIVE != 0 && slot.tasks[0] != 0 && slot.regs[0] == regs {
+    let addr = if live && slot.tasks[0] != 0 && slot.regs[0] == regs {
         slot.tasks[0]
-    } else if epoch & EPOCH_LIVE != 0 && slot.tasks[1] != 0 && slot.regs[1] == regs {
+    } else if live && slot.tasks[1] != 0 && slot.regs[1] == regs {
         slot.tasks[1]
     } else {
         // SAFETY: no preconditions; the current task.
@@ -773,28 +769,34 @@ fn flush(slot: &mut Slot) {
 }
 
 /// Empties the slot but for `busy`. The tallies' values are left: a tally
-/// is overwritten when its tag is taken. Volatile stores, field by field:
-/// any plain zeroing (`*slot = Slot::default()`, even a 16-byte array)
-/// became a call to the byte-at-a-time `memset` of the BPF target, some
-/// 2,100 instructions for the slot, run at every process change on a CPU.
+/// is overwritten when its tag is taken. Volatile stores, field by field
+/// (see `zero`): `*slot = Slot::default()` was some 2,100 instructions of
+/// `memset`, run at every process change on a CPU.
 #[inline(always)]
 fn clear(slot: &mut Slot) {
+    zero(&mut slot.tags);
+    zero(&mut slot.uring_tags);
     // SAFETY: writes of plain integers inside `slot`; the word count is
     // the size of ProcCounters, which holds u64s only.
     unsafe {
         core::ptr::write_volatile(&raw mut slot.tgid, 0);
         core::ptr::write_volatile(&raw mut slot.events, 0);
-        for i in 0..SLOT_KEYS {
-            core::ptr::write_volatile(&raw mut slot.tags[i], 0);
-        }
-        for i in 0..SLOT_URING {
-            core::ptr::write_volatile(&raw mut slot.uring_tags[i], 0);
-        }
         let proc = (&raw mut slot.proc).cast::<u64>();
         for i in 0..size_of::<ProcCounters>() / 8 {
             core::ptr::write_volatile(proc.add(i), 0);
         }
         core::ptr::write_volatile(&raw mut slot.ring, 0);
+    }
+}
+
+/// Zeroes `a` with volatile stores, one per element. Any plain zeroing of
+/// an array or struct, even of 16 bytes, compiled to a call to the BPF
+/// target's byte-at-a-time `memset`.
+#[inline(always)]
+fn zero<T: Copy + Default, const N: usize>(a: &mut [T; N]) {
+    for x in a {
+        // SAFETY: a valid, aligned element of a live array.
+        unsafe { core::ptr::write_volatile(x, T::default()) };
     }
 }
 
@@ -1408,15 +1410,14 @@ fn current_comm() -> [u8; COMM_LEN] {
     let rc = unsafe {
         aya_ebpf::helpers::generated::bpf_get_current_comm(buf.as_mut_ptr().cast(), COMM_LEN as u32)
     };
-    // SAFETY: `buf` was written in full when the helper returned 0; the
-    // transmutes turn 16 bytes into 16 bytes.
-    unsafe {
-        if rc == 0 {
-            core::mem::transmute::<[u64; COMM_LEN / 8], [u8; COMM_LEN]>(buf.assume_init())
-        } else {
-            core::mem::transmute::<[u64; COMM_LEN / 8], [u8; COMM_LEN]>([0; COMM_LEN / 8])
-        }
-    }
+    // SAFETY: `buf` was written in full when the helper returned 0.
+    let words = if rc == 0 {
+        unsafe { buf.assume_init() }
+    } else {
+        [0; COMM_LEN / 8]
+    };
+    // SAFETY: 16 bytes as 16 bytes.
+    unsafe { core::mem::transmute::<[u64; COMM_LEN / 8], [u8; COMM_LEN]>(words) }
 }
 
 #[inline(always)]
