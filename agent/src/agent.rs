@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use crate::{
     metrics::{self, SelfInfo, Tracker, http::Render},
-    probes::{ProbeConfig, Probes, Snapshot, program_names},
+    probes::{ProbeConfig, ProbeStatus, Probes, Snapshot, program_names, verifier},
 };
 
 /// An error the user can fix by changing how iolens is started: the process
@@ -441,11 +441,16 @@ pub fn check(strict: bool) -> anyhow::Result<()> {
     let mut ok = true;
     for s in probes.status() {
         match &s.error {
-            None => println!("ok        {:<32} {}", s.spec.tracepoint, s.spec.program),
+            None => println!(
+                "ok        {:<38} {:<22} {}",
+                s.spec.tracepoint,
+                s.spec.program,
+                verifier_figures(s)
+            ),
             Some(e) => {
                 ok = false;
                 println!(
-                    "FAILED    {:<32} {}: {e}",
+                    "FAILED    {:<38} {:<22} {e}",
                     s.spec.tracepoint, s.spec.program
                 );
             }
@@ -455,6 +460,26 @@ pub fn check(strict: bool) -> anyhow::Result<()> {
         anyhow::bail!("some probes could not attach (see above)");
     }
     Ok(())
+}
+
+/// A program's verifier figures against the limits, for `iolens check`:
+/// how close each program is to being refused on a kernel.
+fn verifier_figures(s: &ProbeStatus) -> String {
+    let insns = match s.verified_insns {
+        Some(n) => format!("{n} of {} insns", verifier::MAX_PROCESSED_INSNS),
+        None => "insns unknown (Linux < 5.16)".to_owned(),
+    };
+    let stack = match &s.stack {
+        Some(st) => format!(
+            "stack {} B own, {} of {} B combined ({})",
+            st.own,
+            st.combined,
+            verifier::MAX_COMBINED_STACK,
+            st.chain.join(" > ")
+        ),
+        None => "stack unknown".to_owned(),
+    };
+    format!("{insns}; {stack}")
 }
 
 #[cfg(test)]

@@ -59,10 +59,10 @@ impl Accum for UringValue {
 /// The LRU maps whose fill and evictions are exported, with the kernel
 /// counter of their inserts. Indices of Tracker's per-map arrays.
 const MAPS: [(&str, u32); 4] = [
-    ("STATS", counter::STATS_INSERTS),
-    ("PROCS", counter::PROC_INSERTS),
-    ("PSTATS", counter::PSTATS_INSERTS),
-    ("URING", counter::URING_INSERTS),
+    ("SYSCALL_STATS", counter::SYSCALL_STATS_INSERTS),
+    ("PROC_INFO", counter::PROC_INFO_INSERTS),
+    ("PROC_COUNTERS", counter::PROC_COUNTERS_INSERTS),
+    ("URING_STATS", counter::URING_STATS_INSERTS),
 ];
 
 /// Totals for one kernel key.
@@ -633,6 +633,29 @@ impl Tracker {
                 if s.attached { 1.0 } else { 0.0 },
             ));
         }
+        let mut verified = family(
+            "iolens_probe_verified_instructions",
+            "Instructions the kernel's verifier processed to accept the eBPF program (verified_insns; its limit is 1,000,000). Absent before Linux 5.16.",
+            MetricType::GAUGE,
+        );
+        let mut stack = family(
+            "iolens_probe_stack_bytes",
+            "Stack of the eBPF program's deepest call chain as the verifier counts it (frames rounded to 32 bytes), read from the object; kernels without private BPF stacks refuse more than 512.",
+            MetricType::GAUGE,
+        );
+        for s in me.probes {
+            let program = || vec![label("program", s.spec.program)];
+            if let Some(n) = s.verified_insns {
+                verified
+                    .mut_metric()
+                    .push(gauge_metric(program(), f64::from(n)));
+            }
+            if let Some(st) = &s.stack {
+                stack
+                    .mut_metric()
+                    .push(gauge_metric(program(), f64::from(st.combined)));
+            }
+        }
         let mut run_time = family(
             "iolens_probe_run_seconds_total",
             "Time the kernel spent running the eBPF program since iolens started it (BPF_ENABLE_STATS).",
@@ -660,7 +683,7 @@ impl Tracker {
         );
         let mut capacity = family(
             "iolens_map_capacity",
-            "Maximum entries of a kernel map (--max-stats-entries; --max-proc-entries for PROCS and PSTATS; URING is fixed).",
+            "Maximum entries of a kernel map (--max-stats-entries; --max-proc-entries for PROC_INFO and PROC_COUNTERS; URING_STATS is fixed).",
             MetricType::GAUGE,
         );
         let caps = [
@@ -696,7 +719,7 @@ impl Tracker {
         );
         drops.mut_metric().push(counter_metric(
             vec![],
-            self.counters[counter::STATS_DROPS as usize] as f64,
+            self.counters[counter::SYSCALL_STATS_DROPS as usize] as f64,
         ));
         let mut fd_failures = family(
             "iolens_fd_lookup_failures_total",
@@ -736,6 +759,8 @@ impl Tracker {
         all.extend(per_proc);
         all.extend([
             attached,
+            verified,
+            stack,
             run_time,
             run_count,
             entries,
@@ -831,8 +856,8 @@ impl Tracker {
             "Scheduler context switches away from the process's threads: voluntary (blocked, nvcsw) or involuntary (preempted or yielded while runnable, nivcsw).",
             MetricType::COUNTER,
         );
-        // Syscalls iolens accounts per syscall live in STATS; the rest in
-        // PSTATS. A process may have only one of the two.
+        // Syscalls iolens accounts per syscall live in SYSCALL_STATS; the rest in
+        // PROC_COUNTERS. A process may have only one of the two.
         let mut accounted: BTreeMap<u32, u64> = BTreeMap::new();
         for (key, series) in &self.series {
             *accounted.entry(key.tgid).or_default() += series.total().calls;
@@ -1054,7 +1079,7 @@ mod tests {
             stats: stats.to_vec(),
             ..Default::default()
         };
-        s.counters[counter::STATS_INSERTS as usize] = inserts;
+        s.counters[counter::SYSCALL_STATS_INSERTS as usize] = inserts;
         s
     }
 

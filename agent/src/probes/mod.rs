@@ -6,6 +6,7 @@
 //! caller asked for strict mode.
 
 pub mod btf;
+pub mod verifier;
 
 use std::{borrow::Cow, os::fd::OwnedFd, path::Path};
 
@@ -185,6 +186,12 @@ pub struct ProbeStatus {
     pub spec: ProbeSpec,
     pub attached: bool,
     pub error: Option<String>,
+    /// Instructions the verifier processed to accept the program (the
+    /// kernel's `verified_insns`, Linux 5.16; None before, or if it was
+    /// not loaded). The limit is [`verifier::MAX_PROCESSED_INSNS`].
+    pub verified_insns: Option<u32>,
+    /// The program's stack as the verifier counts it, from the object.
+    pub stack: Option<verifier::StackFigures>,
 }
 
 /// Run statistics of one program (needs BPF_ENABLE_STATS).
@@ -322,10 +329,10 @@ impl Probes {
             .override_global(globals::FILTER_PIDS, &filter_pids, true)
             .override_global(globals::FILTER_COMMS, &filter_comms, true)
             .override_global(globals::FILTER_CGROUPS, &filter_cgroups, true)
-            .map_max_entries(maps::STATS, config.stats_entries)
-            .map_max_entries(maps::PROCS, config.proc_entries)
-            .map_max_entries(maps::PSTATS, config.proc_entries)
-            // THREAD is task local storage, which aya creates but has no
+            .map_max_entries(maps::SYSCALL_STATS, config.stats_entries)
+            .map_max_entries(maps::PROC_INFO, config.proc_entries)
+            .map_max_entries(maps::PROC_COUNTERS, config.proc_entries)
+            // THREAD_STORAGE is task local storage, which aya creates but has no
             // user-space type for; only the kernel side touches it.
             .allow_unsupported_maps()
             .load(&object)
@@ -410,9 +417,17 @@ impl Probes {
         // Parsed once for every BTF-typed program (several MB of BTF).
         let kernel_btf =
             aya::Btf::from_sys_fs().map_err(|e| format!("reading kernel BTF: {}", chain(&e)));
+        let stacks = verifier::stack_figures(&object).unwrap_or_else(|e| {
+            warn!("cannot compute the programs' stack depths from the object: {e}");
+            Default::default()
+        });
         let mut status = Vec::with_capacity(PROBES.len());
         for spec in PROBES {
             let result = attach(&mut ebpf, spec, kernel_btf.as_ref());
+            let verified_insns = ebpf
+                .program(spec.program)
+                .and_then(|p| p.info().ok())
+                .and_then(|i| i.verified_instruction_count());
             match &result {
                 Ok(()) => info!(
                     program = spec.program,
@@ -437,6 +452,8 @@ impl Probes {
                 spec: *spec,
                 attached: result.is_ok(),
                 error: result.err(),
+                verified_insns,
+                stack: stacks.get(spec.program).cloned(),
             });
         }
 
@@ -446,12 +463,12 @@ impl Probes {
         {
             enable_task_memory(&mut ebpf);
         }
-        let stats = take_map(&mut ebpf, maps::STATS)?;
-        let procs = take_map(&mut ebpf, maps::PROCS)?;
-        let counters = take_map(&mut ebpf, maps::COUNTERS)?;
-        let pstats = take_map(&mut ebpf, maps::PSTATS)?;
-        let uring = take_map(&mut ebpf, maps::URING)?;
-        let wait_hist = take_map(&mut ebpf, maps::WAIT_HIST)?;
+        let stats = take_map(&mut ebpf, maps::SYSCALL_STATS)?;
+        let procs = take_map(&mut ebpf, maps::PROC_INFO)?;
+        let counters = take_map(&mut ebpf, maps::HEALTH)?;
+        let pstats = take_map(&mut ebpf, maps::PROC_COUNTERS)?;
+        let uring = take_map(&mut ebpf, maps::URING_STATS)?;
+        let wait_hist = take_map(&mut ebpf, maps::EPOLL_WAIT_HIST)?;
         Ok(Probes {
             ebpf,
             stats,
@@ -498,7 +515,7 @@ impl Probes {
                 .counters
                 .get(&(i as u32), 0)
                 .map_err(|source| ProbeError::Map {
-                    name: maps::COUNTERS,
+                    name: maps::HEALTH,
                     source,
                 })?;
             *slot = per_cpu.iter().sum();
@@ -506,7 +523,7 @@ impl Probes {
         snap.stats.clear();
         for item in self.stats.iter() {
             let (key, per_cpu) = item.map_err(|source| ProbeError::Map {
-                name: maps::STATS,
+                name: maps::SYSCALL_STATS,
                 source,
             })?;
             let mut total = StatValue::default();
@@ -518,7 +535,7 @@ impl Probes {
         snap.pstats.clear();
         for item in self.pstats.iter() {
             let (tgid, per_cpu) = item.map_err(|source| ProbeError::Map {
-                name: maps::PSTATS,
+                name: maps::PROC_COUNTERS,
                 source,
             })?;
             let mut t = ProcCounters::default();
@@ -530,7 +547,7 @@ impl Probes {
         snap.uring.clear();
         for item in self.uring.iter() {
             let (key, per_cpu) = item.map_err(|source| ProbeError::Map {
-                name: maps::URING,
+                name: maps::URING_STATS,
                 source,
             })?;
             let mut t = UringValue::default();
@@ -542,7 +559,7 @@ impl Probes {
         snap.wait_hist.clear();
         for item in self.wait_hist.iter() {
             let (comm, per_cpu) = item.map_err(|source| ProbeError::Map {
-                name: maps::WAIT_HIST,
+                name: maps::EPOLL_WAIT_HIST,
                 source,
             })?;
             let mut t = [0u64; WAIT_SLOTS];
@@ -556,7 +573,7 @@ impl Probes {
         snap.procs.clear();
         for item in self.procs.iter() {
             let (tgid, info) = item.map_err(|source| ProbeError::Map {
-                name: maps::PROCS,
+                name: maps::PROC_INFO,
                 source,
             })?;
             snap.procs.push((tgid, info));

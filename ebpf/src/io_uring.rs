@@ -1,0 +1,206 @@
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
+    macros::{btf_tracepoint, map, tracepoint},
+    maps::{LruHashMap, LruPerCpuHashMap},
+    programs::{BtfTracePointContext, TracePointContext},
+};
+use iolens_common::{
+    Accumulate, RING_ENTRIES, URING_ENTRIES, URING_OP_UNKNOWN, UringKey, UringValue, counter,
+    uring_op_moves_bytes,
+};
+
+use crate::{
+    epoch::{bump_epoch, epoch},
+    filter::{passes_filters, passes_pid_filter},
+    health::bump,
+    kernel::{BPF_NOEXIST, OFFSETS, current_tgid, load, rd, rdonly_cast, read_at},
+    process::{remember_process, with_proc},
+    slot::{CPU_SLOT, SLOT_URING},
+    syscalls::fd_class::remembers_fd_classes,
+};
+
+#[map]
+pub(crate) static URING_STATS: LruPerCpuHashMap<UringKey, UringValue> =
+    LruPerCpuHashMap::with_max_entries(URING_ENTRIES, 0);
+
+/// io_uring ring (`struct io_ring_ctx *`) -> owning tgid.
+#[map]
+pub(crate) static RING_OWNERS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(RING_ENTRIES, 0);
+
+/// `io_uring:io_uring_create`: remember who owns the ring, so work done for
+/// it by io-wq or SQPOLL threads, or completed from another context, is
+/// attributed to the owner.
+#[tracepoint]
+pub fn iolens_uring_create(ctx: TracePointContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: ctx at offset 16 in this tracepoint's format.
+    let ring = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0);
+    let _ = RING_OWNERS.insert(ring, tgid, 0);
+    // Rings remembered in slots by address are no longer trusted: this one
+    // may sit where a freed one was.
+    bump_epoch();
+    if passes_filters(tgid) {
+        with_proc(tgid, true, |p| p.rings_created += 1);
+    }
+    0
+}
+
+#[inline(always)]
+pub(crate) fn ring_owner(ring: u64) -> u32 {
+    match RING_OWNERS.get_ptr(ring) {
+        // SAFETY: a valid map value pointer.
+        Some(t) => unsafe { *t },
+        // A ring created before iolens started: io-wq and SQPOLL threads
+        // share their owner's tgid, so the current task is right unless the
+        // completion ran in another context.
+        None => (bpf_get_current_pid_tgid() >> 32) as u32,
+    }
+}
+
+#[inline(always)]
+/// `name`: the current task belongs to `tgid`; see `with_proc`.
+pub(crate) fn uring_account(tgid: u32, opcode: u8, delta: &UringValue, name: bool) {
+    if tgid == 0 || !passes_pid_filter(tgid) {
+        return;
+    }
+    let key = UringKey {
+        tgid,
+        opcode,
+        _pad: [0; 3],
+    };
+    // SAFETY: a per-CPU value only this CPU writes.
+    let add = |v: *mut UringValue| unsafe { &mut *v }.accumulate(delta);
+    if let Some(v) = URING_STATS.get_ptr_mut(key) {
+        add(v);
+        return;
+    }
+    match URING_STATS.insert(key, *delta, BPF_NOEXIST) {
+        Ok(()) => {
+            bump(counter::URING_STATS_INSERTS);
+            if name {
+                remember_process(tgid);
+            }
+        }
+        Err(_) => match URING_STATS.get_ptr_mut(key) {
+            Some(v) => add(v),
+            None => bump(counter::OTHER_DROPS),
+        },
+    }
+}
+
+/// `io_uring_submit_req(req)`: one SQE handed to the kernel. BTF-typed, so
+/// the ring and opcode are loaded from the request directly.
+#[btf_tracepoint(function = "io_uring_submit_req")]
+pub fn iolens_uring_submit(ctx: BtfTracePointContext) -> i32 {
+    let req: *const u8 = ctx.arg(0);
+    if req.is_null() || rd(&OFFSETS.uring_valid) == 0 {
+        return 0;
+    }
+    // SAFETY: a typed `struct io_kiocb *` and verifier-known offsets.
+    let (ring, opcode): (u64, u8) = unsafe {
+        (
+            load(req, rd(&OFFSETS.kiocb_ctx)),
+            load(req, rd(&OFFSETS.kiocb_opcode)),
+        )
+    };
+    let delta = UringValue {
+        submitted: 1,
+        ..UringValue::default()
+    };
+    uring_event(ring, opcode, &delta);
+    0
+}
+
+/// `io_uring_complete(ctx, req, cqe)`: one CQE posted.
+#[btf_tracepoint(function = "io_uring_complete")]
+pub fn iolens_uring_complete(ctx: BtfTracePointContext) -> i32 {
+    let ring: u64 = ctx.arg(0);
+    let req: *const u8 = ctx.arg(1);
+    let cqe: *const u8 = ctx.arg(2);
+    if cqe.is_null() {
+        return 0;
+    }
+    // SAFETY: a typed `struct io_uring_cqe *`; `res` follows the u64
+    // user_data (uapi).
+    let res: i32 = unsafe { load(cqe, 8) };
+    // `req` is a `void *` here: cast to its type, else one probe read.
+    let opcode = if rd(&OFFSETS.uring_valid) == 0 || req.is_null() {
+        URING_OP_UNKNOWN
+    } else if rd(&OFFSETS.cast_valid) != 0 {
+        // SAFETY: a fault-safe load through a pointer typed by the cast,
+        // at a verifier-known offset inside `struct io_kiocb`.
+        unsafe {
+            load::<u8>(
+                rdonly_cast(req as u64, rd(&OFFSETS.btf_io_kiocb)),
+                rd(&OFFSETS.kiocb_opcode),
+            )
+        }
+    } else {
+        read_at::<u8>(req, rd(&OFFSETS.kiocb_opcode)).unwrap_or(URING_OP_UNKNOWN)
+    };
+    let delta = UringValue {
+        submitted: 0,
+        completed: 1,
+        failed: u64::from(res < 0),
+        bytes: if res > 0 && uring_op_moves_bytes(opcode) {
+            res as u64
+        } else {
+            0
+        },
+    };
+    if remembers_fd_classes() && opcode == IORING_OP_CLOSE && res >= 0 {
+        // The fd is gone before the process can see the completion and
+        // open something in its place.
+        bump_epoch();
+    }
+    uring_event(ring, opcode, &delta);
+    0
+}
+
+/// Accounts an io_uring event to the ring's owner: in this CPU's slot when
+/// the owner holds it (the common case: the owner's own io_uring_enter),
+/// else in the map.
+#[inline(always)]
+pub(crate) fn uring_event(ring: u64, opcode: u8, delta: &UringValue) {
+    let slot = match CPU_SLOT.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; these programs are not preempted, and a
+        // sys_exit run they interrupted has `busy` set.
+        Some(s) if unsafe { (*s).busy } == 0 => Some(unsafe { &mut *s }),
+        _ => None,
+    };
+    let Some(slot) = slot else {
+        let owner = ring_owner(ring);
+        uring_account(owner, opcode, delta, owner == current_tgid());
+        return;
+    };
+    // The owner of the last ring seen, unless a ring was created since
+    // (a new ring may sit at a freed one's address).
+    let epoch = epoch();
+    let owner = if slot.ring == ring && slot.ring_epoch == epoch && ring != 0 {
+        slot.ring_owner
+    } else {
+        let owner = ring_owner(ring);
+        slot.ring = ring;
+        slot.ring_owner = owner;
+        slot.ring_epoch = epoch;
+        owner
+    };
+    if owner != 0 && owner == slot.tgid {
+        let tag = 0x100 | u32::from(opcode);
+        for i in 0..SLOT_URING {
+            if slot.uring_tags[i] == tag {
+                slot.uring[i].accumulate(delta);
+                return;
+            }
+            if slot.uring_tags[i] == 0 {
+                slot.uring_tags[i] = tag;
+                slot.uring[i] = *delta;
+                return;
+            }
+        }
+    }
+    uring_account(owner, opcode, delta, owner == current_tgid());
+}
+
+/// `IORING_OP_CLOSE` (uapi).
+pub(crate) const IORING_OP_CLOSE: u8 = 19;
