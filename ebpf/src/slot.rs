@@ -45,8 +45,8 @@ pub(crate) const SLOT_URING: usize = 4;
 
 /// A slot tally's tag: never 0, which marks a free tally.
 #[inline(always)]
-pub(crate) fn slot_tag(syscall: u8, src: Endpoint, dst: Endpoint) -> u32 {
-    1 << 24 | (syscall as u32) << 16 | (src as u32) << 8 | dst as u32
+pub(crate) fn slot_tag(syscall: u8, src: Endpoint, dst: Endpoint, failed: bool) -> u32 {
+    (failed as u32) << 25 | 1 << 24 | (syscall as u32) << 16 | (src as u32) << 8 | dst as u32
 }
 
 /// Moves what the slot holds into the maps and empties it. Not inlined:
@@ -64,7 +64,7 @@ pub(crate) fn flush(slot: &mut Slot) {
                     syscall: (tag >> 16) as u8,
                     src: (tag >> 8) as u8,
                     dst: tag as u8,
-                    _pad: 0,
+                    failed: (tag >> 25) as u8 & 1,
                 };
                 account(&key, &slot.stats[i]);
             }

@@ -392,7 +392,7 @@ fn derive(case: &Case, load: Load, before: &Totals, after: &Totals) -> Row {
             continue;
         }
         let (src, dst) = (Endpoint::from_u8(k.src), Endpoint::from_u8(k.dst));
-        if src == Endpoint::Unknown && dst == Endpoint::Unknown {
+        if k.failed != 0 {
             continue;
         }
         let path = path_label(src, dst);
@@ -803,7 +803,7 @@ mod tests {
             syscall: sc as u8,
             src: src as u8,
             dst: dst as u8,
-            _pad: 0,
+            failed: 0,
         }
     }
 

@@ -357,7 +357,7 @@ impl Tracker {
                         syscall: 0,
                         src: 0,
                         dst: 0,
-                        _pad: 0,
+                        failed: 0,
                     }..,
                 )
                 .take_while(|(k, _)| k.tgid == *tgid)
@@ -561,7 +561,7 @@ impl Tracker {
             };
             let src = Endpoint::from_u8(key.src);
             let dst = Endpoint::from_u8(key.dst);
-            let failed = src == Endpoint::Unknown && dst == Endpoint::Unknown;
+            let failed = key.failed != 0;
             let transfer = !sc.is_wait() && sc != Syscall::IoUringEnter;
             let path = if failed {
                 "error".to_owned()
@@ -1062,7 +1062,7 @@ mod tests {
             syscall: sc as u8,
             src: Endpoint::File as u8,
             dst: Endpoint::User as u8,
-            _pad: 0,
+            failed: 0,
         }
     }
 
@@ -1087,6 +1087,136 @@ mod tests {
     /// does not interfere with the counter logic under test.
     fn me() -> u32 {
         std::process::id()
+    }
+
+    /// Every family the agent can export is in the README's metrics table,
+    /// and every family the table names is exported: a snapshot with every
+    /// kind of kernel data and every self-metric turned on.
+    #[test]
+    fn the_readme_metrics_table_names_every_exported_family() {
+        let readme = include_str!("../../../README.md");
+        let table = readme
+            .split("### Metrics")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .expect("the README has a Metrics section");
+        let mut documented = std::collections::BTreeSet::new();
+        for row in table.lines().filter(|l| l.starts_with("| `iolens_")) {
+            let first = row.split('|').nth(1).unwrap_or_default();
+            for name in first.split('`').filter(|w| w.starts_with("iolens_")) {
+                documented.insert(name.to_owned());
+            }
+        }
+        let pid = me();
+        let mut s = snap(&[(key(pid, Syscall::Read), val(1, 1))], 1);
+        s.pstats.push((
+            pid,
+            ProcCounters {
+                syscalls: 1,
+                rings_created: 1,
+                ..ProcCounters::default()
+            },
+        ));
+        s.stats.push((
+            StatKey {
+                syscall: Syscall::EpollWait as u8,
+                ..key(pid, Syscall::Read)
+            },
+            StatValue {
+                calls: 2,
+                bytes: 3,
+                zero: 1,
+                scanned: 0,
+                errors: 0,
+            },
+        ));
+        s.stats.push((
+            StatKey {
+                syscall: Syscall::IoUringEnter as u8,
+                ..key(pid, Syscall::Read)
+            },
+            val(1, 2),
+        ));
+        s.stats.push((
+            StatKey {
+                syscall: Syscall::Poll as u8,
+                ..key(pid, Syscall::Read)
+            },
+            StatValue {
+                calls: 1,
+                scanned: 4,
+                ..StatValue::default()
+            },
+        ));
+        s.stats.push((
+            StatKey {
+                syscall: Syscall::Read as u8,
+                failed: 1,
+                ..key(pid, Syscall::Read)
+            },
+            StatValue {
+                calls: 1,
+                errors: 1,
+                ..StatValue::default()
+            },
+        ));
+        s.uring.push((
+            UringKey {
+                tgid: pid,
+                opcode: 1,
+                _pad: [0; 3],
+            },
+            UringValue {
+                submitted: 1,
+                completed: 1,
+                failed: 1,
+                bytes: 1,
+            },
+        ));
+        let mut comm = [0u8; COMM_LEN];
+        comm[..4].copy_from_slice(b"test");
+        let mut hist = [0u64; iolens_common::WAIT_SLOTS];
+        hist[0] = 1;
+        hist[iolens_common::WAIT_SLOT_COUNT] = 1;
+        s.wait_hist.push((comm, hist));
+        s.procs.push((pid, ProcInfo { comm, exit_ns: 0 }));
+        for c in 0..counter::COUNT as usize {
+            s.counters[c] += 1;
+        }
+        let mut t = Tracker::new(Duration::from_secs(60));
+        t.update(&mut s, 0);
+        let probes = crate::probes::PROBES
+            .iter()
+            .map(|spec| ProbeStatus {
+                spec: *spec,
+                attached: true,
+                error: None,
+                verified_insns: Some(1),
+                stack: Some(crate::probes::verifier::StackFigures {
+                    own: 8,
+                    combined: 32,
+                    chain: vec![spec.program.to_owned()],
+                }),
+            })
+            .collect::<Vec<_>>();
+        let program_stats = vec![("iolens_sys_exit".to_owned(), ProgramStats::default())];
+        let me = SelfInfo {
+            probes: &probes,
+            program_stats: &program_stats,
+            stats_capacity: 16,
+            procs_capacity: 16,
+        };
+        let exported: std::collections::BTreeSet<String> = t
+            .families(&me)
+            .iter()
+            .map(|f| f.name().to_owned())
+            .collect();
+        let missing: Vec<_> = exported.difference(&documented).collect();
+        let stale: Vec<_> = documented.difference(&exported).collect();
+        assert!(
+            missing.is_empty() && stale.is_empty(),
+            "exported but not in the README's table: {missing:?}; in the table but never exported: {stale:?}"
+        );
     }
 
     #[test]

@@ -260,7 +260,11 @@ impl Probes {
             return Err(ProbeError::NoObject);
         }
         let kernel_btf = btf::Btf::from_file(Path::new("/sys/kernel/btf/vmlinux"));
+        // IOLENS_NO_BTF_OFFSETS=1 acts as if the offsets could not be
+        // parsed, so the tests cover what a kernel with unusable BTF gets.
+        let unusable = std::env::var_os("IOLENS_NO_BTF_OFFSETS").is_some_and(|v| v == "1");
         let parsed = match &kernel_btf {
+            _ if unusable => Err("IOLENS_NO_BTF_OFFSETS=1".to_owned()),
             Ok(b) => b.kernel_offsets().map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
@@ -520,56 +524,10 @@ impl Probes {
                 })?;
             *slot = per_cpu.iter().sum();
         }
-        snap.stats.clear();
-        for item in self.stats.iter() {
-            let (key, per_cpu) = item.map_err(|source| ProbeError::Map {
-                name: maps::SYSCALL_STATS,
-                source,
-            })?;
-            let mut total = StatValue::default();
-            for v in per_cpu.iter() {
-                total.accumulate(v);
-            }
-            snap.stats.push((key, total));
-        }
-        snap.pstats.clear();
-        for item in self.pstats.iter() {
-            let (tgid, per_cpu) = item.map_err(|source| ProbeError::Map {
-                name: maps::PROC_COUNTERS,
-                source,
-            })?;
-            let mut t = ProcCounters::default();
-            for v in per_cpu.iter() {
-                t.accumulate(v);
-            }
-            snap.pstats.push((tgid, t));
-        }
-        snap.uring.clear();
-        for item in self.uring.iter() {
-            let (key, per_cpu) = item.map_err(|source| ProbeError::Map {
-                name: maps::URING_STATS,
-                source,
-            })?;
-            let mut t = UringValue::default();
-            for v in per_cpu.iter() {
-                t.accumulate(v);
-            }
-            snap.uring.push((key, t));
-        }
-        snap.wait_hist.clear();
-        for item in self.wait_hist.iter() {
-            let (comm, per_cpu) = item.map_err(|source| ProbeError::Map {
-                name: maps::EPOLL_WAIT_HIST,
-                source,
-            })?;
-            let mut t = [0u64; WAIT_SLOTS];
-            for v in per_cpu.iter() {
-                for (a, b) in t.iter_mut().zip(v.iter()) {
-                    *a += b;
-                }
-            }
-            snap.wait_hist.push((comm, t));
-        }
+        read_summed(&self.stats, maps::SYSCALL_STATS, &mut snap.stats)?;
+        read_summed(&self.pstats, maps::PROC_COUNTERS, &mut snap.pstats)?;
+        read_summed(&self.uring, maps::URING_STATS, &mut snap.uring)?;
+        read_summed(&self.wait_hist, maps::EPOLL_WAIT_HIST, &mut snap.wait_hist)?;
         snap.procs.clear();
         for item in self.procs.iter() {
             let (tgid, info) = item.map_err(|source| ProbeError::Map {
@@ -593,6 +551,33 @@ impl Probes {
         let _ = self.pstats.remove(&tgid);
         let _ = self.procs.remove(&tgid);
     }
+}
+
+/// Reads a per-CPU hash map into `out` (emptied first, its buffer reused):
+/// each key once, its values summed over CPUs.
+fn read_summed<K, V>(
+    map: &PerCpuHashMap<MapData, K, V>,
+    name: &'static str,
+    out: &mut Vec<(K, V)>,
+) -> Result<(), ProbeError>
+where
+    K: aya::Pod,
+    V: aya::Pod + Accumulate,
+{
+    out.clear();
+    for item in map.iter() {
+        let (key, per_cpu) = item.map_err(|source| ProbeError::Map { name, source })?;
+        let mut cpus = per_cpu.iter();
+        let Some(first) = cpus.next() else {
+            continue;
+        };
+        let mut total = *first;
+        for v in cpus {
+            total.accumulate(v);
+        }
+        out.push((key, total));
+    }
+    Ok(())
 }
 
 /// Lets sys_exit remember the current task per CPU (see `current_task` in
@@ -768,6 +753,34 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), PROBES.len());
+    }
+
+    /// The programs in the eBPF object are exactly the probe list: a
+    /// program added on the kernel side without a ProbeSpec would never
+    /// attach, and a spec without its program fails at load.
+    #[test]
+    fn the_object_holds_exactly_the_listed_programs() {
+        use object::{Object as _, ObjectSection as _, ObjectSymbol as _, SymbolKind};
+        assert!(
+            !OBJECT.is_empty(),
+            "built with AYA_BUILD_SKIP: the eBPF object is empty"
+        );
+        let file = object::File::parse(OBJECT).expect("the embedded eBPF object parses");
+        let mut in_object: Vec<String> = file
+            .symbols()
+            .filter(|s| s.kind() == SymbolKind::Text && s.size() > 0)
+            .filter(|s| {
+                s.section_index()
+                    .and_then(|i| file.section_by_index(i).ok())
+                    .and_then(|sec| sec.name().ok().map(|n| n != ".text"))
+                    .unwrap_or(false)
+            })
+            .filter_map(|s| s.name().ok().map(str::to_owned))
+            .collect();
+        in_object.sort_unstable();
+        let mut listed: Vec<String> = program_names().into_iter().map(str::to_owned).collect();
+        listed.sort_unstable();
+        assert_eq!(in_object, listed, "programs in the object vs PROBES");
     }
 
     #[test]

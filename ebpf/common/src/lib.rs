@@ -62,6 +62,16 @@ pub trait Accumulate {
     fn accumulate(&mut self, o: &Self);
 }
 
+/// Histograms (the epoll blocked-time buckets) sum slot by slot.
+impl<const N: usize> Accumulate for [u64; N] {
+    #[inline(always)]
+    fn accumulate(&mut self, o: &Self) {
+        for (a, b) in self.iter_mut().zip(o) {
+            *a += b;
+        }
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are #[repr(C)] plain integers and byte arrays

@@ -440,7 +440,11 @@ pub struct StatKey {
     pub src: u8,
     /// [`Endpoint`] the bytes went to.
     pub dst: u8,
-    pub _pad: u8,
+    /// 1: the calls failed (src and dst are then `Unknown`); 0: they
+    /// succeeded, whatever their ends could be classified as. Apart from
+    /// the ends, because a success whose fds could not be classified
+    /// (both `Unknown`) still moved bytes.
+    pub failed: u8,
 }
 
 /// Value of the per-process statistics map (one per CPU).

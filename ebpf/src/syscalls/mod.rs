@@ -219,7 +219,7 @@ pub(crate) fn account_syscall(
     // The slot keeps a few (syscall, src, dst) tallies of the process in
     // hand: a loop repeats the same few calls, and a hash update per call
     // was the largest cost left.
-    let tag = slot_tag(info.syscall(), src, dst);
+    let tag = slot_tag(info.syscall(), src, dst, ret < 0);
     for i in 0..SLOT_KEYS {
         if slot.tags[i] == tag {
             slot.stats[i].accumulate(&delta);
@@ -236,7 +236,7 @@ pub(crate) fn account_syscall(
         syscall: info.syscall(),
         src: src as u8,
         dst: dst as u8,
-        _pad: 0,
+        failed: u8::from(ret < 0),
     };
     account(&key, &delta);
 }
