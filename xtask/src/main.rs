@@ -70,6 +70,11 @@ enum Cmd {
     /// Set-up, fmt check, clippy (warnings denied), unit and end-to-end tests.
     /// The end-to-end tests load real probes: run as root.
     Test {
+        /// Run only one probe family's end-to-end tests
+        /// (tests/tests/FAMILY.rs: syscalls, sched, waits, page_cache,
+        /// io_uring, ...).
+        #[arg(long)]
+        family: Option<String>,
         /// Extra arguments for `cargo test` (after `--`), e.g. a test name.
         #[arg(last = true)]
         cargo_test_args: Vec<String>,
@@ -235,7 +240,13 @@ fn build_release() -> anyhow::Result<()> {
     run(cargo().args(["build", "--release", "-p", "iolens"]))
 }
 
-fn test(extra: &[String]) -> anyhow::Result<()> {
+fn test(family: Option<&str>, extra: &[String]) -> anyhow::Result<()> {
+    if let Some(f) = family {
+        let file = repo_root().join("tests/tests").join(format!("{f}.rs"));
+        if !file.is_file() {
+            bail!("no family `{f}`: there is no tests/tests/{f}.rs");
+        }
+    }
     setup()?;
     fmt_check()?;
     run(cargo().args([
@@ -273,19 +284,18 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     }
     let output = util::run_tee(
         cargo()
-            .args([
-                "test",
-                "--workspace",
-                "--exclude",
-                "iolens-ebpf",
-                "--no-fail-fast",
-            ])
+            .arg("test")
+            .args(match family {
+                Some(f) => vec!["-p", "iolens-tests", "--test", f],
+                None => vec!["--workspace", "--exclude", "iolens-ebpf"],
+            })
+            .arg("--no-fail-fast")
             .arg("--")
             .args(extra)
             .env("IOLENS_BIN", &bin),
     )?;
     let (passed, failed, ignored) = util::sum_test_results(&output.stdout);
-    let fuzzed = fuzz(20);
+    let fuzzed = if family.is_none() { fuzz(20) } else { Ok(()) };
     // cargo's last line is a doc-test binary's "0 passed"; close with the
     // whole run's count instead.
     println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
@@ -304,7 +314,10 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Setup => setup(),
         Cmd::Build => setup().and_then(|()| build_release()),
-        Cmd::Test { cargo_test_args } => test(&cargo_test_args),
+        Cmd::Test {
+            family,
+            cargo_test_args,
+        } => test(family.as_deref(), &cargo_test_args),
         Cmd::Run { args } => setup().and_then(|()| build_release()).and_then(|()| {
             let bin = repo_root().join("target/release/iolens");
             let mut c = cmd(bin.to_str().context("non-UTF-8 repository path")?);
