@@ -204,8 +204,8 @@ pub(crate) fn current_comm() -> [u8; COMM_LEN] {
     let rc = unsafe {
         aya_ebpf::helpers::generated::bpf_get_current_comm(buf.as_mut_ptr().cast(), COMM_LEN as u32)
     };
-    // SAFETY: `buf` was written in full when the helper returned 0.
     let words = if rc == 0 {
+        // SAFETY: `buf` was written in full when the helper returned 0.
         unsafe { buf.assume_init() }
     } else {
         [0; COMM_LEN / 8]

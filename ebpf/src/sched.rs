@@ -38,10 +38,10 @@ pub fn iolens_sched_switch(ctx: BtfTracePointContext) -> i32 {
         let pid_tgid = bpf_get_current_pid_tgid();
         ((pid_tgid >> 32) as u32, pid_tgid as u32)
     };
-    // SAFETY (for `slot`): this CPU's slot; sched_switch is not preempted,
-    // and a sys_exit run it interrupted (if the kernel ever preempts one)
-    // has `busy` set, so the slot is left alone.
     let mut slot = match CPU_SLOT.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; sched_switch is not preempted, and a
+        // sys_exit run it interrupted (if the kernel ever preempts one) has
+        // `busy` set, so the slot is left alone.
         Some(s) if unsafe { (*s).busy } == 0 => Some(unsafe { &mut *s }),
         _ => None,
     };
