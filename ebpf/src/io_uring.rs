@@ -12,11 +12,11 @@ use iolens_common::{
 use crate::{
     epoch::{bump_epoch, epoch},
     filter::{passes_filters, passes_pid_filter},
-    health::bump,
-    kernel::{BPF_NOEXIST, OFFSETS, current_tgid, load, rd, rdonly_cast, read_at},
+    kernel::{OFFSETS, current_tgid, load, rd, rdonly_cast, read_at},
     process::{remember_process, with_proc},
     slot::{CPU_SLOT, SLOT_URING},
     syscalls::fd_class::remembers_fd_classes,
+    tally::add_to,
 };
 
 #[map]
@@ -68,23 +68,16 @@ pub(crate) fn uring_account(tgid: u32, opcode: u8, delta: &UringValue, name: boo
         opcode,
         _pad: [0; 3],
     };
-    // SAFETY: a per-CPU value only this CPU writes.
-    let add = |v: *mut UringValue| unsafe { &mut *v }.accumulate(delta);
-    if let Some(v) = URING_STATS.get_ptr_mut(key) {
-        add(v);
-        return;
-    }
-    match URING_STATS.insert(key, *delta, BPF_NOEXIST) {
-        Ok(()) => {
-            bump(counter::URING_STATS_INSERTS);
-            if name {
-                remember_process(tgid);
-            }
-        }
-        Err(_) => match URING_STATS.get_ptr_mut(key) {
-            Some(v) => add(v),
-            None => bump(counter::OTHER_DROPS),
-        },
+    let inserted = add_to(
+        &URING_STATS,
+        &key,
+        UringValue::default,
+        |v: &mut UringValue| v.accumulate(delta),
+        Some(counter::URING_STATS_INSERTS),
+        counter::OTHER_DROPS,
+    );
+    if inserted && name {
+        remember_process(tgid);
     }
 }
 

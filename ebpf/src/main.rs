@@ -36,6 +36,7 @@ mod regs;
 mod sched;
 mod slot;
 mod syscalls;
+mod tally;
 mod thread;
 mod waits;
 

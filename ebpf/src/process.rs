@@ -10,6 +10,7 @@ use crate::{
     epoch::bump_epoch,
     health::bump,
     kernel::{BPF_NOEXIST, OFFSETS, current_comm, load, rd},
+    tally::add_to,
     thread::{move_thread_entry, release_thread_entry},
 };
 
@@ -36,25 +37,16 @@ pub(crate) fn process_comm(tgid: u32) -> [u8; COMM_LEN] {
 /// named after it.
 #[inline(always)]
 pub(crate) fn with_proc(tgid: u32, name: bool, f: impl Fn(&mut ProcCounters)) {
-    if let Some(p) = PROC_COUNTERS.get_ptr_mut(tgid) {
-        // SAFETY: a per-CPU value only this CPU writes.
-        f(unsafe { &mut *p });
-        return;
-    }
-    let mut v = ProcCounters::default();
-    f(&mut v);
-    match PROC_COUNTERS.insert(tgid, v, BPF_NOEXIST) {
-        Ok(()) => {
-            bump(counter::PROC_COUNTERS_INSERTS);
-            if name {
-                remember_process(tgid);
-            }
-        }
-        Err(_) => match PROC_COUNTERS.get_ptr_mut(tgid) {
-            // SAFETY: as above; this CPU's slot was created zeroed.
-            Some(p) => f(unsafe { &mut *p }),
-            None => bump(counter::OTHER_DROPS),
-        },
+    let inserted = add_to(
+        &PROC_COUNTERS,
+        &tgid,
+        ProcCounters::default,
+        &f,
+        Some(counter::PROC_COUNTERS_INSERTS),
+        counter::OTHER_DROPS,
+    );
+    if inserted && name {
+        remember_process(tgid);
     }
 }
 

@@ -5,11 +5,11 @@ use iolens_common::{
 };
 
 use crate::{
-    health::bump,
-    kernel::{BPF_NOEXIST, OFFSETS, load, rd, rdonly_cast},
+    kernel::{OFFSETS, load, rd, rdonly_cast},
     process::process_comm,
     regs::{PT_REGS_ORIG_AX, REGS_AT, in_compat_syscall, learn_regs_at},
     syscalls::syscall_info,
+    tally::add_to,
     thread::thread_state,
 };
 
@@ -65,27 +65,21 @@ pub(crate) fn record_wait_time(tgid: u32) {
         (63 - ns.leading_zeros() as usize).min(WAIT_BUCKETS - 1)
     };
     let comm = process_comm(tgid);
-    let hist = match EPOLL_WAIT_HIST.get_ptr_mut(comm) {
-        Some(h) => h,
-        None => {
-            let _ = EPOLL_WAIT_HIST.insert(comm, [0u64; WAIT_SLOTS], BPF_NOEXIST);
-            match EPOLL_WAIT_HIST.get_ptr_mut(comm) {
-                Some(h) => h,
-                None => {
-                    bump(counter::OTHER_DROPS);
-                    return;
-                }
-            }
-        }
-    };
-    // SAFETY: a per-CPU value; indices are bounded by the array length.
-    unsafe {
+    let record = |h: &mut [u64; WAIT_SLOTS]| {
         if bucket < WAIT_BUCKETS {
-            (*hist)[bucket] += 1;
+            h[bucket] += 1;
         }
-        (*hist)[WAIT_SLOT_COUNT] += 1;
-        (*hist)[WAIT_SLOT_SUM_NS] += ns;
-    }
+        h[WAIT_SLOT_COUNT] += 1;
+        h[WAIT_SLOT_SUM_NS] += ns;
+    };
+    add_to(
+        &EPOLL_WAIT_HIST,
+        &comm,
+        || [0u64; WAIT_SLOTS],
+        record,
+        None,
+        counter::OTHER_DROPS,
+    );
 }
 
 /// Whether `task`, switching out, sleeps inside an epoll wait: the syscall

@@ -16,11 +16,11 @@ use self::{
 use crate::{
     epoch::{bump_epoch, epoch},
     filter::passes_filters,
-    health::bump,
-    kernel::{BPF_NOEXIST, OFFSETS, current_tgid, load, rd, rdonly_cast},
+    kernel::{OFFSETS, current_tgid, load, rd, rdonly_cast},
     process::remember_process,
     regs::{SyscallArgs, in_compat_syscall},
     slot::{CPU_SLOT, SLOT_FLUSH_EVENTS, SLOT_KEYS, Slot, flush, slot_tag, zero},
+    tally::add_to,
     waits::iolens_record_wait,
 };
 
@@ -244,20 +244,12 @@ pub(crate) fn account_syscall(
 /// Adds to a SYSCALL_STATS tally. The process was named when it took the slot.
 #[inline(always)]
 pub(crate) fn account(key: &StatKey, delta: &StatValue) {
-    // SAFETY: a per-CPU value; only the slot's owner (busy) or a flush from
-    // sched_switch (not busy) writes it on this CPU, never both at once.
-    let add = |v: *mut StatValue| unsafe { &mut *v }.accumulate(delta);
-    if let Some(v) = SYSCALL_STATS.get_ptr_mut(key) {
-        add(v);
-        return;
-    }
-    match SYSCALL_STATS.insert(key, delta, BPF_NOEXIST) {
-        Ok(()) => bump(counter::SYSCALL_STATS_INSERTS),
-        // Another CPU inserted the key between our lookup and insert; this
-        // CPU's slot was created zeroed with it, so add to that.
-        Err(_) => match SYSCALL_STATS.get_ptr_mut(key) {
-            Some(v) => add(v),
-            None => bump(counter::SYSCALL_STATS_DROPS),
-        },
-    }
+    add_to(
+        &SYSCALL_STATS,
+        key,
+        StatValue::default,
+        |v: &mut StatValue| v.accumulate(delta),
+        Some(counter::SYSCALL_STATS_INSERTS),
+        counter::SYSCALL_STATS_DROPS,
+    );
 }
