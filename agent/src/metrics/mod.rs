@@ -7,20 +7,26 @@
 //! (`--exit-ttl`) so a scrape still sees a short-lived process's final
 //! counts, then they are dropped from here and from the kernel maps.
 
+mod health;
 pub mod http;
+mod io_uring;
+mod page_cache;
+mod process;
+mod sched;
+mod syscalls;
+mod waits;
 
 use std::{
     collections::{BTreeMap, HashMap},
     time::Duration,
 };
 
+pub use io_uring::uring_op_name;
 use iolens_common::{
-    Accumulate, COMM_LEN, Endpoint, ProcCounters, ProcInfo, StatKey, StatValue, Syscall, UringKey,
-    UringValue, WAIT_BUCKETS, WAIT_SLOT_COUNT, WAIT_SLOT_SUM_NS, WAIT_SLOTS, counter,
+    Accumulate, COMM_LEN, Endpoint, ProcCounters, ProcInfo, StatKey, StatValue, UringKey,
+    UringValue, WAIT_SLOTS, counter,
 };
-use prometheus::proto::{
-    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
-};
+use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 
 use crate::probes::{ProbeStatus, ProgramStats, Snapshot};
 
@@ -510,269 +516,79 @@ pub fn path_label(src: Endpoint, dst: Endpoint) -> String {
     format!("{}_to_{}", src.name(), dst.name())
 }
 
+/// How a per-process counter family reads its value from a process's
+/// totals.
+type ProcGet = fn(&ProcCounters) -> f64;
+
 impl Tracker {
-    /// Builds every metric family: per-process counters and self-metrics.
+    /// Builds every metric family, family by family: per-process counters
+    /// and the agent's report on itself. Families without a series are
+    /// left out.
     pub fn families(&self, me: &SelfInfo<'_>) -> Vec<MetricFamily> {
-        let mut calls = family(
-            "iolens_syscalls_total",
-            "Completed read/write-family, sendfile, splice, vmsplice, tee and copy_file_range syscalls per process, by path as in iolens_io_bytes_total; failed calls have path=\"error\".",
-            MetricType::COUNTER,
-        );
-        let mut errors = family(
-            "iolens_syscall_errors_total",
-            "Syscalls counted in iolens_syscalls_total that returned an error.",
-            MetricType::COUNTER,
-        );
-        let mut bytes = family(
-            "iolens_io_bytes_total",
-            "Bytes moved by successful syscalls, by path: <source>_to_<destination> where user is a user-space buffer and file, socket, pipe, other are the fd's type. Paths without `user` are zero-copy in the sense that the bytes never enter user space.",
-            MetricType::COUNTER,
-        );
-
-        let mut wait_events = family(
-            "iolens_wait_events_total",
-            "Ready events (epoll) or ready fds (poll, select) returned by readiness waits.",
-            MetricType::COUNTER,
-        );
-        let mut wait_timeouts = family(
-            "iolens_wait_timeouts_total",
-            "Readiness waits that returned 0: the timeout expired with nothing ready.",
-            MetricType::COUNTER,
-        );
-        let mut wait_scanned = family(
-            "iolens_wait_fds_scanned_total",
-            "File descriptors passed to poll/ppoll (nfds) or select/pselect6 (nfds, the highest fd + 1): the linear scan epoll avoids.",
-            MetricType::COUNTER,
-        );
-        let mut enter_sqes = family(
-            "iolens_io_uring_enter_submitted_total",
-            "SQEs consumed by io_uring_enter calls (their return values); with iolens_syscalls_total{syscall=\"io_uring_enter\"} this gives operations per syscall. SQPOLL rings submit without io_uring_enter.",
-            MetricType::COUNTER,
-        );
-
-        // Errors carry no path (the call failed before moving anything), so
-        // they are summed per syscall.
-        let mut per_syscall: BTreeMap<(u32, u8), u64> = BTreeMap::new();
-        for (key, series) in &self.series {
-            let t = series.total();
-            *per_syscall.entry((key.tgid, key.syscall)).or_default() += t.errors;
-            let Some(sc) = Syscall::from_u8(key.syscall) else {
-                continue;
-            };
-            let src = Endpoint::from_u8(key.src);
-            let dst = Endpoint::from_u8(key.dst);
-            let failed = key.failed != 0;
-            let transfer = !sc.is_wait() && sc != Syscall::IoUringEnter;
-            let path = if failed {
-                "error".to_owned()
-            } else if transfer {
-                path_label(src, dst)
-            } else {
-                "none".to_owned()
-            };
-            let labels = |with_path: bool| {
-                let mut l = self.proc_labels(key.tgid);
-                l.push(label("syscall", sc.name()));
-                if with_path {
-                    l.push(label("path", &path));
-                }
-                l
-            };
-            calls
-                .mut_metric()
-                .push(counter_metric(labels(true), t.calls as f64));
-            if failed {
-                continue;
-            }
-            if transfer {
-                bytes
-                    .mut_metric()
-                    .push(counter_metric(labels(true), t.bytes as f64));
-            } else if sc.is_wait() {
-                wait_events
-                    .mut_metric()
-                    .push(counter_metric(labels(false), t.bytes as f64));
-                wait_timeouts
-                    .mut_metric()
-                    .push(counter_metric(labels(false), t.zero as f64));
-                if !sc.is_epoll() {
-                    wait_scanned
-                        .mut_metric()
-                        .push(counter_metric(labels(false), t.scanned as f64));
-                }
-            } else {
-                enter_sqes
-                    .mut_metric()
-                    .push(counter_metric(self.proc_labels(key.tgid), t.bytes as f64));
-            }
-        }
-        for ((tgid, sc), e) in per_syscall {
-            let Some(sc) = Syscall::from_u8(sc) else {
-                continue;
-            };
-            let mut labels = self.proc_labels(tgid);
-            labels.push(label("syscall", sc.name()));
-            errors.mut_metric().push(counter_metric(labels, e as f64));
-        }
-
-        let mut per_proc = self.proc_families();
-        per_proc.extend(self.uring_families());
-        per_proc.push(self.wait_histogram());
-
-        let mut attached = family(
-            "iolens_probe_attached",
-            "1 if the eBPF program is attached to its tracepoint, 0 if it could not be (see the agent log for why).",
-            MetricType::GAUGE,
-        );
-        for s in me.probes {
-            attached.mut_metric().push(gauge_metric(
-                vec![
-                    label("program", s.spec.program),
-                    label("tracepoint", s.spec.tracepoint),
-                ],
-                if s.attached { 1.0 } else { 0.0 },
-            ));
-        }
-        let mut verified = family(
-            "iolens_probe_verified_instructions",
-            "Instructions the kernel's verifier processed to accept the eBPF program (verified_insns; its limit is 1,000,000). Absent before Linux 5.16.",
-            MetricType::GAUGE,
-        );
-        let mut stack = family(
-            "iolens_probe_stack_bytes",
-            "Stack of the eBPF program's deepest call chain as the verifier counts it (frames rounded to 32 bytes), read from the object; kernels without private BPF stacks refuse more than 512.",
-            MetricType::GAUGE,
-        );
-        for s in me.probes {
-            let program = || vec![label("program", s.spec.program)];
-            if let Some(n) = s.verified_insns {
-                verified
-                    .mut_metric()
-                    .push(gauge_metric(program(), f64::from(n)));
-            }
-            if let Some(st) = &s.stack {
-                stack
-                    .mut_metric()
-                    .push(gauge_metric(program(), f64::from(st.combined)));
-            }
-        }
-        let mut run_time = family(
-            "iolens_probe_run_seconds_total",
-            "Time the kernel spent running the eBPF program since iolens started it (BPF_ENABLE_STATS).",
-            MetricType::COUNTER,
-        );
-        let mut run_count = family(
-            "iolens_probe_runs_total",
-            "Times the kernel ran the eBPF program (BPF_ENABLE_STATS).",
-            MetricType::COUNTER,
-        );
-        for (program, st) in me.program_stats {
-            run_time.mut_metric().push(counter_metric(
-                vec![label("program", program)],
-                st.run_time_ns as f64 / 1e9,
-            ));
-            run_count.mut_metric().push(counter_metric(
-                vec![label("program", program)],
-                st.run_count as f64,
-            ));
-        }
-        let mut entries = family(
-            "iolens_map_entries",
-            "Entries in a kernel map at the last read.",
-            MetricType::GAUGE,
-        );
-        let mut capacity = family(
-            "iolens_map_capacity",
-            "Maximum entries of a kernel map (--max-stats-entries; --max-proc-entries for PROC_INFO and PROC_COUNTERS; URING_STATS is fixed).",
-            MetricType::GAUGE,
-        );
-        let caps = [
-            me.stats_capacity,
-            me.procs_capacity,
-            me.procs_capacity,
-            iolens_common::URING_ENTRIES,
-        ];
-        for (i, (map, _)) in MAPS.iter().enumerate() {
-            let (live, cap) = (self.live[i], caps[i]);
-            entries
-                .mut_metric()
-                .push(gauge_metric(vec![label("map", map)], live as f64));
-            capacity
-                .mut_metric()
-                .push(gauge_metric(vec![label("map", map)], f64::from(cap)));
-        }
-        let mut evictions = family(
-            "iolens_map_evictions_total",
-            "Keys the kernel evicted from a full LRU map. Their counts are kept; a non-zero rate means the map is too small for the workload.",
-            MetricType::COUNTER,
-        );
-        for (i, (map, _)) in MAPS.iter().enumerate() {
-            evictions.mut_metric().push(counter_metric(
-                vec![label("map", map)],
-                self.evictions[i] as f64,
-            ));
-        }
-        let mut drops = family(
-            "iolens_events_dropped_total",
-            "Events the kernel side could not record (map update failed).",
-            MetricType::COUNTER,
-        );
-        drops.mut_metric().push(counter_metric(
-            vec![],
-            self.counters[counter::SYSCALL_STATS_DROPS as usize] as f64,
-        ));
-        let mut fd_failures = family(
-            "iolens_fd_lookup_failures_total",
-            "Successful transfers whose fd type could not be read; their bytes are counted under an `unknown` path.",
-            MetricType::COUNTER,
-        );
-        fd_failures.mut_metric().push(counter_metric(
-            vec![],
-            self.counters[counter::FD_LOOKUP_FAILURES as usize] as f64,
-        ));
-        let mut processes = family(
-            "iolens_processes",
-            "Processes with series in this exposition, exited ones in their grace period included.",
-            MetricType::GAUGE,
-        );
-        processes
-            .mut_metric()
-            .push(gauge_metric(vec![], self.procs.len() as f64));
-        let mut evicted = family(
-            "iolens_processes_evicted_total",
-            "Live processes dropped from the export (and the kernel maps) to stay under --max-processes, least recently active first.",
-            MetricType::COUNTER,
-        );
-        evicted
-            .mut_metric()
-            .push(counter_metric(vec![], self.processes_evicted as f64));
-
-        let mut all = vec![
-            calls,
-            errors,
-            bytes,
-            wait_events,
-            wait_timeouts,
-            wait_scanned,
-            enter_sqes,
-        ];
-        all.extend(per_proc);
-        all.extend([
-            attached,
-            verified,
-            stack,
-            run_time,
-            run_count,
-            entries,
-            capacity,
-            evictions,
-            drops,
-            fd_failures,
-            processes,
-            evicted,
-        ]);
+        let procs = self.proc_counters();
+        let mut all = self.syscall_families();
+        all.extend(self.process_families(&procs));
+        all.extend(self.sched_families(&procs));
+        all.extend(self.wait_families());
+        all.extend(self.page_cache_families(&procs));
+        all.extend(self.io_uring_families(&procs));
+        all.extend(self.health_families(me));
         all.into_iter()
             .filter(|f| !f.get_metric().is_empty())
+            .collect()
+    }
+
+    /// Every process's totals from PROC_COUNTERS, with the syscalls
+    /// accounted per syscall in SYSCALL_STATS added back into `syscalls`
+    /// (the kernel keeps each syscall in one of the two; a process may
+    /// have only one).
+    fn proc_counters(&self) -> Vec<(u32, ProcCounters)> {
+        let mut accounted: BTreeMap<u32, u64> = BTreeMap::new();
+        for (key, series) in &self.series {
+            *accounted.entry(key.tgid).or_default() += series.total().calls;
+        }
+        let tgids: std::collections::BTreeSet<u32> = self
+            .pseries
+            .keys()
+            .copied()
+            .chain(accounted.keys().copied())
+            .collect();
+        tgids
+            .into_iter()
+            .map(|tgid| {
+                let mut t = self
+                    .pseries
+                    .get(&tgid)
+                    .map(Series::total)
+                    .unwrap_or_default();
+                t.syscalls += accounted.get(&tgid).copied().unwrap_or(0);
+                (tgid, t)
+            })
+            .collect()
+    }
+
+    /// One counter family per (name, help, value) spec, a series per
+    /// process; `skip_zero`: no series for a process whose value is 0.
+    fn proc_counter_families(
+        &self,
+        procs: &[(u32, ProcCounters)],
+        specs: &[(&str, &str, ProcGet)],
+        skip_zero: bool,
+    ) -> Vec<MetricFamily> {
+        specs
+            .iter()
+            .map(|(name, help, get)| {
+                let mut f = family(name, help, MetricType::COUNTER);
+                for (tgid, t) in procs {
+                    let v = get(t);
+                    if skip_zero && v == 0.0 {
+                        continue;
+                    }
+                    f.mut_metric()
+                        .push(counter_metric(self.proc_labels(*tgid), v));
+                }
+                f
+            })
             .collect()
     }
 
@@ -791,257 +607,6 @@ impl Tracker {
         }
         l
     }
-
-    /// Families from the per-process counters.
-    fn proc_families(&self) -> Vec<MetricFamily> {
-        type Get = fn(&ProcCounters) -> f64;
-        let specs: [(&str, &str, Get); 10] = [
-            (
-                "iolens_process_syscalls_total",
-                "Every syscall the process completed, accounted or not.",
-                |p| p.syscalls as f64,
-            ),
-            (
-                "iolens_mode_switches_total",
-                "User/kernel mode switches: 2 per syscall (entry and return). The seed notes call these context switches; they are not scheduler switches (see iolens_context_switches_total).",
-                |p| 2.0 * p.syscalls as f64,
-            ),
-            (
-                "iolens_cpu_seconds_total",
-                "Time on CPU: the scheduler's own runtime of each thread (se.sum_exec_runtime), counted at its switch-outs.",
-                |p| p.oncpu_ns as f64 / 1e9,
-            ),
-            (
-                "iolens_sleep_seconds_total",
-                "Time off CPU after voluntary switches (blocked or sleeping), until switched in again; counted at the thread's next switch-out.",
-                |p| p.sleep_ns as f64 / 1e9,
-            ),
-            (
-                "iolens_page_cache_lookup_pages_total",
-                "Page-cache pages looked up by reads (filemap:mm_filemap_get_pages ranges). Hit ratio, after bcc cachestat: (lookups - max(0, added - dirtied)) / lookups, clamped to [0, 1]; readahead can add more pages than a read looked up, and dirtied counts folios, so for processes that write it is a lower bound.",
-                |p| p.cache_lookup_pages as f64,
-            ),
-            (
-                "iolens_page_cache_added_pages_total",
-                "Pages added to the page cache on this process's behalf (misses, readahead included; filemap:mm_filemap_add_to_page_cache, 2^order pages each).",
-                |p| p.cache_added_pages as f64,
-            ),
-            (
-                "iolens_page_cache_faults_total",
-                "Page faults on file mappings (filemap:mm_filemap_fault).",
-                |p| p.cache_faults as f64,
-            ),
-            (
-                "iolens_page_cache_mapped_pages_total",
-                "Pages mapped by fault-around on file mappings (filemap:mm_filemap_map_pages ranges).",
-                |p| p.cache_mapped_pages as f64,
-            ),
-            (
-                "iolens_page_cache_dirtied_pages_total",
-                "Page-cache pages this process dirtied (writeback:writeback_dirty_folio, each folio counted as its pages).",
-                |p| p.cache_dirtied_pages as f64,
-            ),
-            (
-                "iolens_io_uring_rings_created_total",
-                "io_uring instances the process created.",
-                |p| p.rings_created as f64,
-            ),
-        ];
-        let mut fams: Vec<MetricFamily> = specs
-            .iter()
-            .map(|(n, h, _)| family(n, h, MetricType::COUNTER))
-            .collect();
-        let mut cs = family(
-            "iolens_context_switches_total",
-            "Scheduler context switches away from the process's threads: voluntary (blocked, nvcsw) or involuntary (preempted or yielded while runnable, nivcsw).",
-            MetricType::COUNTER,
-        );
-        // Syscalls iolens accounts per syscall live in SYSCALL_STATS; the rest in
-        // PROC_COUNTERS. A process may have only one of the two.
-        let mut accounted: BTreeMap<u32, u64> = BTreeMap::new();
-        for (key, series) in &self.series {
-            *accounted.entry(key.tgid).or_default() += series.total().calls;
-        }
-        let tgids: std::collections::BTreeSet<u32> = self
-            .pseries
-            .keys()
-            .copied()
-            .chain(accounted.keys().copied())
-            .collect();
-        for tgid in &tgids {
-            let mut t = self
-                .pseries
-                .get(tgid)
-                .map(Series::total)
-                .unwrap_or_default();
-            t.syscalls += accounted.get(tgid).copied().unwrap_or(0);
-            for (f, (name, _, get)) in fams.iter_mut().zip(specs.iter()) {
-                // Most processes never create a ring: no series for them.
-                if *name == "iolens_io_uring_rings_created_total" && t.rings_created == 0 {
-                    continue;
-                }
-                f.mut_metric()
-                    .push(counter_metric(self.proc_labels(*tgid), get(&t)));
-            }
-            for (kind, v) in [("voluntary", t.vcsw), ("involuntary", t.ivcsw)] {
-                let mut labels = self.proc_labels(*tgid);
-                labels.push(label("kind", kind));
-                cs.mut_metric().push(counter_metric(labels, v as f64));
-            }
-        }
-        fams.push(cs);
-        fams
-    }
-
-    fn uring_families(&self) -> Vec<MetricFamily> {
-        let mut sqes = family(
-            "iolens_io_uring_sqes_total",
-            "io_uring submission queue entries the kernel took, by opcode; work of io-wq and SQPOLL threads counts for the ring's owner.",
-            MetricType::COUNTER,
-        );
-        let mut cqes = family(
-            "iolens_io_uring_cqes_total",
-            "io_uring completions posted, by opcode (multishot requests post several per SQE).",
-            MetricType::COUNTER,
-        );
-        let mut failed = family(
-            "iolens_io_uring_failures_total",
-            "io_uring completions with a negative result, by opcode.",
-            MetricType::COUNTER,
-        );
-        let mut bytes = family(
-            "iolens_io_uring_bytes_total",
-            "Bytes moved by io_uring read, write, send, recv, splice and tee opcodes (positive results).",
-            MetricType::COUNTER,
-        );
-        for (key, series) in &self.useries {
-            let t = series.total();
-            let labels = || {
-                let mut l = self.proc_labels(key.tgid);
-                l.push(label("opcode", &uring_op_name(key.opcode)));
-                l
-            };
-            sqes.mut_metric()
-                .push(counter_metric(labels(), t.submitted as f64));
-            cqes.mut_metric()
-                .push(counter_metric(labels(), t.completed as f64));
-            failed
-                .mut_metric()
-                .push(counter_metric(labels(), t.failed as f64));
-            if iolens_common::uring_op_moves_bytes(key.opcode) {
-                bytes
-                    .mut_metric()
-                    .push(counter_metric(labels(), t.bytes as f64));
-            }
-        }
-        vec![sqes, cqes, failed, bytes]
-    }
-
-    /// The epoll blocked-time histogram, by process name.
-    fn wait_histogram(&self) -> MetricFamily {
-        let mut f = family(
-            "iolens_epoll_wait_seconds",
-            "Time threads slept (off CPU) inside each epoll_wait/epoll_pwait/epoll_pwait2 call, by process name (log2 buckets); a call that found events at once observes 0.",
-            MetricType::HISTOGRAM,
-        );
-        for (comm, slots) in &self.wait_hist {
-            let mut h = Histogram::default();
-            let mut buckets = Vec::new();
-            let mut cum = 0u64;
-            // Bucket i holds [2^i, 2^(i+1)) ns; publish upper bounds from
-            // 1 us (2^10 ns) so the series stay few.
-            for (i, n) in slots[..WAIT_BUCKETS - 1].iter().enumerate() {
-                cum += n;
-                if i >= 9 {
-                    let mut b = Bucket::default();
-                    b.set_upper_bound((1u64 << (i + 1)) as f64 / 1e9);
-                    b.set_cumulative_count(cum);
-                    buckets.push(b);
-                }
-            }
-            h.set_bucket(buckets);
-            h.set_sample_count(slots[WAIT_SLOT_COUNT]);
-            h.set_sample_sum(slots[WAIT_SLOT_SUM_NS] as f64 / 1e9);
-            let mut m = Metric::from_label(vec![label("comm", &comm_string(comm))]);
-            m.set_histogram(h);
-            f.mut_metric().push(m);
-        }
-        f
-    }
-}
-
-/// io_uring opcode names (include/uapi/linux/io_uring.h), lower case.
-pub fn uring_op_name(op: u8) -> String {
-    const NAMES: [&str; 63] = [
-        "nop",
-        "readv",
-        "writev",
-        "fsync",
-        "read_fixed",
-        "write_fixed",
-        "poll_add",
-        "poll_remove",
-        "sync_file_range",
-        "sendmsg",
-        "recvmsg",
-        "timeout",
-        "timeout_remove",
-        "accept",
-        "async_cancel",
-        "link_timeout",
-        "connect",
-        "fallocate",
-        "openat",
-        "close",
-        "files_update",
-        "statx",
-        "read",
-        "write",
-        "fadvise",
-        "madvise",
-        "send",
-        "recv",
-        "openat2",
-        "epoll_ctl",
-        "splice",
-        "provide_buffers",
-        "remove_buffers",
-        "tee",
-        "shutdown",
-        "renameat",
-        "unlinkat",
-        "mkdirat",
-        "symlinkat",
-        "linkat",
-        "msg_ring",
-        "fsetxattr",
-        "setxattr",
-        "fgetxattr",
-        "getxattr",
-        "socket",
-        "uring_cmd",
-        "send_zc",
-        "sendmsg_zc",
-        "read_multishot",
-        "waitid",
-        "futex_wait",
-        "futex_wake",
-        "futex_waitv",
-        "fixed_fd_install",
-        "ftruncate",
-        "bind",
-        "listen",
-        "recv_zc",
-        "epoll_wait",
-        "readv_fixed",
-        "writev_fixed",
-        "pipe",
-    ];
-    match NAMES.get(op as usize) {
-        Some(n) => (*n).to_owned(),
-        None if op == iolens_common::URING_OP_UNKNOWN => "unknown".to_owned(),
-        None => format!("op_{op}"),
-    }
 }
 
 /// Renders families in the Prometheus text format.
@@ -1054,6 +619,8 @@ pub fn encode(families: &[MetricFamily]) -> Result<Vec<u8>, prometheus::Error> {
 
 #[cfg(test)]
 mod tests {
+    use iolens_common::Syscall;
+
     use super::*;
 
     fn key(tgid: u32, sc: Syscall) -> StatKey {
