@@ -47,6 +47,11 @@ pub struct Args {
     #[arg(long = "loop", value_name = "NAME",
           value_parser = clap::builder::PossibleValuesParser::new(KINDS.map(|k| k.name)))]
     pub loops: Vec<String>,
+    /// A/B mode: measure this other iolens binary (say, the build before a
+    /// change) in bpftrace's place; the ratio is then this tree's added
+    /// cost over that build's (level is 1.0).
+    #[arg(long, value_name = "IOLENS_BINARY")]
+    pub against: Option<std::path::PathBuf>,
 }
 
 /// Hidden entry: `cargo xtask __syscall-loop <kind> <n> <cpu>` prints ns per
@@ -247,16 +252,19 @@ enum Contender {
 impl Contender {
     const COUNT: usize = 2;
 
-    fn start(self, kind: &Kind) -> anyhow::Result<Tracer> {
-        match self {
-            Contender::Iolens => {
-                let mut c = Command::new(repo_root().join("target/release/iolens"));
-                c.args(["run", "--listen", "127.0.0.1:0"])
-                    .env("NO_COLOR", "1")
-                    .env("RUST_LOG", "info");
-                start_tracer(c, "iolens running", true)
-            }
-            Contender::Bpftrace => {
+    /// `against`: the other iolens build that takes bpftrace's place.
+    fn start(self, kind: &Kind, against: Option<&std::path::Path>) -> anyhow::Result<Tracer> {
+        let iolens = |bin: &std::path::Path| {
+            let mut c = Command::new(bin);
+            c.args(["run", "--listen", "127.0.0.1:0"])
+                .env("NO_COLOR", "1")
+                .env("RUST_LOG", "info");
+            start_tracer(c, "iolens running", true)
+        };
+        match (self, against) {
+            (Contender::Iolens, _) => iolens(&repo_root().join("target/release/iolens")),
+            (Contender::Bpftrace, Some(bin)) => iolens(bin),
+            (Contender::Bpftrace, None) => {
                 let mut c = Command::new("bpftrace");
                 c.args(["-e", kind.bpftrace]);
                 start_tracer(c, "Attaching", false)
@@ -306,7 +314,17 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
     if !crate::util::is_root() {
         bail!("the overhead benchmark loads eBPF programs: run it as root");
     }
-    if !have("bpftrace") {
+    if let Some(b) = &args.against
+        && !b.is_file()
+    {
+        bail!("--against {}: no such iolens binary", b.display());
+    }
+    let peer = if args.against.is_some() {
+        "baseline"
+    } else {
+        "bpftrace"
+    };
+    if args.against.is_none() && !have("bpftrace") {
         bail!("bpftrace is not installed: run `cargo xtask setup`");
     }
     run(Command::new("cargo").current_dir(repo_root()).args([
@@ -348,7 +366,7 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
             let mut before = measure(kind.name, n, args.cpu)?;
             bare[ki].push(before);
             for c in tracers {
-                let tracer = c.start(kind)?;
+                let tracer = c.start(kind, args.against.as_deref())?;
                 let traced = measure(kind.name, n, args.cpu)?;
                 drop(tracer);
                 // The bare ping-pong ran 0.5-0.9 µs slower in the first
@@ -372,7 +390,13 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
     );
     println!(
         "{:<10} {:>10} {:>10} {:>10} {:>12} {:>12} {:>8}",
-        "loop", "bare ns", "iolens ns", "bpftrace", "iolens +ns", "bpftrace +ns", "ratio"
+        "loop",
+        "bare ns",
+        "iolens ns",
+        peer,
+        "iolens +ns",
+        format!("{peer} +ns"),
+        "ratio"
     );
     let med = |v: &Vec<f64>| crate::util::median(v.clone());
     for (ki, kind) in kinds.iter().enumerate() {
@@ -400,7 +424,7 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
     // moves by ±15% between runs): each round's own ratio compares
     // contenders measured within seconds of each other, and shows how far
     // the ratio of medians above can move.
-    println!("\nratio within each round (iolens +ns ÷ bpftrace +ns of that round):");
+    println!("\nratio within each round (iolens +ns ÷ {peer} +ns of that round):");
     for (ki, kind) in kinds.iter().enumerate() {
         let per_round: Vec<f64> = (0..args.rounds)
             .filter_map(|r| {
@@ -421,7 +445,11 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
     for k in &kinds {
         println!("{:<10} per {}", k.name, k.unit);
     }
-    println!("ratio = ns iolens adds / ns bpftrace adds (target <= 0.5)\n");
+    if args.against.is_some() {
+        println!("ratio = ns this build adds / ns the baseline build adds (level: 1.0)\n");
+    } else {
+        println!("ratio = ns iolens adds / ns bpftrace adds (target <= 0.5)\n");
+    }
     println!(
         "iolens counts, per event: syscalls, bytes, errors and the path of both ends (fd types \
          walked through task->files), context switches and CPU time, page cache, waits and \
