@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod compare;
+pub mod identity;
 pub mod metrics;
 pub mod probes;
 pub mod workloads;
