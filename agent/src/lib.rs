@@ -5,5 +5,6 @@ pub mod agent;
 pub mod compare;
 pub mod identity;
 pub mod metrics;
+pub mod privdrop;
 pub mod probes;
 pub mod workloads;
