@@ -71,7 +71,8 @@ pub struct Identity {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unit {
     /// The cgroup path down to and including the unit, without a leading
-    /// slash: `system.slice/nginx.service`, `init.scope`.
+    /// slash: `system.slice/nginx.service`, `init.scope`. Of a path cut by
+    /// a cgroup namespace, the part below the cut.
     pub path: String,
     /// The unit's name: `nginx.service`.
     pub name: String,
