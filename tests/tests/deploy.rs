@@ -554,3 +554,51 @@ fn prometheus_scrape_example_checks() {
         text(&out.stdout).trim().replace('\n', "; ")
     );
 }
+
+/// The agent's arguments in the DaemonSet (its container's `args:` list).
+fn daemonset_args() -> Vec<String> {
+    let yaml = std::fs::read_to_string(repo().join("deploy/kubernetes/daemonset.yaml")).unwrap();
+    let mut lines = yaml.lines().skip_while(|l| l.trim() != "args:");
+    let head = lines.next().expect("the DaemonSet has no args:");
+    let indent = head.len() - head.trim_start().len();
+    lines
+        .take_while(|l| l.len() - l.trim_start().len() > indent && l.trim().starts_with("- "))
+        .map(|l| {
+            l.trim()
+                .trim_start_matches("- ")
+                .trim_matches('"')
+                .to_owned()
+        })
+        .collect()
+}
+
+/// The flags the unit and the DaemonSet pass still parse: `iolens run
+/// <args> --help` exits 0 only if every flag before `--help` exists and its
+/// value parses (clap checks them in order).
+#[test]
+fn deployed_agent_flags_parse() {
+    let args = daemonset_args();
+    assert_eq!(args.first().map(String::as_str), Some("run"), "{args:?}");
+    let exec = unit_setting("ExecStart");
+    let unit_args: Vec<&str> = exec
+        .split_whitespace()
+        .skip(1)
+        .filter(|a| !a.starts_with('$'))
+        .collect();
+    assert_eq!(unit_args.first(), Some(&"run"), "{exec}");
+    for (what, args) in [
+        (
+            "daemonset.yaml",
+            args.iter().map(String::as_str).collect::<Vec<_>>(),
+        ),
+        ("iolens.service", unit_args),
+    ] {
+        let out = run(Command::new(agent_bin()).args(&args).arg("--help"));
+        assert!(
+            out.status.success(),
+            "{what}: `iolens {}` does not parse: {}",
+            args.join(" "),
+            text(&out.stderr)
+        );
+    }
+}
