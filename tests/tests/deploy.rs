@@ -391,6 +391,18 @@ fn agent_runs_in_the_units_sandbox() {
         used.contains("bpf") && used.contains("perf_event_open"),
         "trace: {used:?}"
     );
+    // socket(2)'s families against RestrictAddressFamilies (socketpair(2)
+    // is not restricted by it).
+    let families = unit_setting("RestrictAddressFamilies");
+    let refused: Vec<&str> = traced
+        .lines()
+        .filter_map(|l| l.split(" socket(").nth(1)?.split(',').next())
+        .filter(|f| !families.split_whitespace().any(|a| a == *f))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "socket families RestrictAddressFamilies={families} would refuse: {refused:?}"
+    );
     let outside: Vec<&&str> = used.iter().filter(|s| !allowed.contains(**s)).collect();
     println!(
         "sandboxed agent: CapEff {:?}, {} distinct syscalls, all in SystemCallFilter={filter}",
