@@ -72,9 +72,10 @@ pub fn drop_after_attach() -> anyhow::Result<Kept> {
     // The other threads first (while this one still may do anything), by
     // signal; then this one.
     let signal = libc::SIGRTMAX() - 1;
-    // SAFETY: a zeroed sigaction is a valid value to fill; the handler only
-    // makes async-signal-safe system calls and touches atomics.
+    // SAFETY: sigaction is plain data; all zeroes is a valid value to fill.
     let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: as above. The handler installed in it only makes
+    // async-signal-safe system calls and touches atomics.
     let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
     action.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
     action.sa_flags = libc::SA_RESTART;
