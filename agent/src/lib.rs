@@ -3,6 +3,8 @@
 
 pub mod agent;
 pub mod compare;
+pub mod identity;
 pub mod metrics;
+pub mod privdrop;
 pub mod probes;
 pub mod workloads;

@@ -2,8 +2,9 @@
 //!
 //! `setup` is what makes the README's two commands work on a fresh Debian
 //! machine: it installs the Debian packages, links Debian's rustc (LLVM 22,
-//! with core sources) into rustup for the kernel-side build, and installs
-//! bpf-linker. Every step checks first, so a second run costs a few
+//! with core sources) into rustup for the kernel-side build, installs
+//! bpf-linker, and a venv with the deploy tests' pinned Kubernetes
+//! validator. Every step checks first, so a second run costs a few
 //! `dpkg-query`/`--version` calls.
 
 mod bench_overhead;
@@ -23,6 +24,13 @@ use util::{cmd, is_root, repo_root, run};
 const BPF_TOOLCHAIN: &str = "iolens-bpf";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
+/// The deploy tests' offline Kubernetes validator (PyPI), pinned with its
+/// dependencies in tests/deploy/requirements.txt. Must match
+/// `KUBERNETES_VALIDATE_VERSION` in tests/tests/deploy.rs.
+const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
+/// Where it is installed: outside the tree, so every clone shares it;
+/// `$IOLENS_VENV` overrides (the tests read the same variable).
+const VENV: &str = "/opt/iolens-venv";
 
 /// Debian packages: the kernel-side toolchain, then what tests, benchmarks
 /// and the workloads' peers use.
@@ -48,6 +56,11 @@ const PACKAGES: &[&str] = &[
     // The kernel's syscall numbers (asm/unistd_32.h, unistd_64.h): the
     // oracle for the ia32 translation.
     "linux-libc-dev",
+    // Deployment checks: `systemd-analyze security/verify/syscall-filter`
+    // on the unit (also where systemd is not PID 1), and a venv for
+    // kubernetes-validate.
+    "systemd",
+    "python3-venv",
 ];
 
 #[derive(Debug, Parser)]
@@ -192,6 +205,26 @@ fn setup() -> anyhow::Result<()> {
             "--version",
             CARGO_FUZZ_VERSION,
         ]))?;
+    }
+
+    let venv = std::env::var("IOLENS_VENV").unwrap_or_else(|_| VENV.to_owned());
+    let validate_ok = cmd(&format!("{venv}/bin/kubernetes-validate"))
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == KUBERNETES_VALIDATE_VERSION)
+        .unwrap_or(false);
+    if !validate_ok {
+        if !std::path::Path::new(&venv).join("bin/pip").is_file() {
+            eprintln!("xtask: making a Python venv at {venv} for the deploy tests' validators");
+            run(cmd("python3").args(["-m", "venv", &venv]))
+                .with_context(|| format!("making {venv} (as root, or set IOLENS_VENV)"))?;
+        }
+        eprintln!(
+            "xtask: installing kubernetes-validate {KUBERNETES_VALIDATE_VERSION} into {venv}"
+        );
+        run(cmd(&format!("{venv}/bin/pip"))
+            .args(["install", "-q", "--disable-pip-version-check", "-r"])
+            .arg(repo_root().join("tests/deploy/requirements.txt")))?;
     }
     Ok(())
 }
