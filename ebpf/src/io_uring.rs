@@ -71,7 +71,7 @@ pub(crate) fn uring_account(tgid: u32, opcode: u8, delta: &UringValue, name: boo
     let inserted = add_to(
         &URING_STATS,
         &key,
-        UringValue::default,
+        || Some(UringValue::default()),
         |v: &mut UringValue| v.accumulate(delta),
         Some(counter::URING_STATS_INSERTS),
         counter::OTHER_DROPS,

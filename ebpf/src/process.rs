@@ -40,7 +40,7 @@ pub(crate) fn with_proc(tgid: u32, name: bool, f: impl Fn(&mut ProcCounters)) {
     let inserted = add_to(
         &PROC_COUNTERS,
         &tgid,
-        ProcCounters::default,
+        || Some(ProcCounters::default()),
         &f,
         Some(counter::PROC_COUNTERS_INSERTS),
         counter::OTHER_DROPS,

@@ -1,6 +1,8 @@
 //! Adding to per-CPU map values: the one lookup-or-insert every program
 //! uses.
 
+use core::borrow::Borrow;
+
 use aya_ebpf::maps::{LruPerCpuHashMap, PerCpuHashMap};
 
 use crate::{health::bump, kernel::BPF_NOEXIST};
@@ -46,20 +48,23 @@ impl<K, V> PerCpuTally<K, V> for PerCpuHashMap<K, V> {
 /// `dropped` counts the loss. Returns whether this call inserted the key.
 ///
 /// Inserting the zero value rather than the value with the addition in it
-/// costs one more lookup on a key's first event only, and keeps one copy
-/// of the value on the stack: the epoll histogram (336 bytes) built with
-/// its addition took the global function it is in past the 512-byte
-/// stack.
+/// costs one more lookup on a key's first event only, and lets a large
+/// value's zero come from a map instead of the stack (see
+/// `waits::ZERO_HIST`): `zero` makes the value or hands a reference to
+/// one, which may be a map value (the insert helper reads it as memory of
+/// the value's size wherever it is), or None if it has none to give (the
+/// key is then not inserted, and the event counts as dropped unless another
+/// CPU inserted it).
 ///
 /// The per-CPU values are written only on their own CPU, by programs that
 /// do not run at once there (sys_exit marks the slot busy while it
 /// updates, and every other program leaves a busy slot alone), so a plain
 /// read-modify-write through the pointer is safe.
 #[inline(always)]
-pub(crate) fn add_to<K, V>(
+pub(crate) fn add_to<K, V, Z: Borrow<V>>(
     map: &impl PerCpuTally<K, V>,
     key: &K,
-    zero: impl FnOnce() -> V,
+    zero: impl FnOnce() -> Option<Z>,
     add: impl Fn(&mut V),
     inserted: Option<u32>,
     dropped: u32,
@@ -70,7 +75,9 @@ pub(crate) fn add_to<K, V>(
         add(unsafe { &mut *v });
         return false;
     }
-    let new = map.insert_new(key, &zero());
+    // Made only here, on a key's first event: a zero made before the
+    // lookup would be zeroed on every event.
+    let new = zero().is_some_and(|z| map.insert_new(key, z.borrow()));
     if new && let Some(counter) = inserted {
         bump(counter);
     }

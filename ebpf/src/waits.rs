@@ -1,4 +1,8 @@
-use aya_ebpf::{helpers::bpf_get_current_task_btf, macros::map, maps::PerCpuHashMap};
+use aya_ebpf::{
+    helpers::bpf_get_current_task_btf,
+    macros::map,
+    maps::{Array, PerCpuHashMap},
+};
 use iolens_common::{
     COMM_LEN, Syscall, SyscallInfo, WAIT_BUCKETS, WAIT_HIST_ENTRIES, WAIT_SLOT_COUNT,
     WAIT_SLOT_SUM_NS, WAIT_SLOTS, counter,
@@ -17,6 +21,11 @@ use crate::{
 #[map]
 pub(crate) static EPOLL_WAIT_HIST: PerCpuHashMap<[u8; COMM_LEN], [u64; WAIT_SLOTS]> =
     PerCpuHashMap::with_max_entries(WAIT_HIST_ENTRIES, 0);
+
+/// An all-zero histogram, never written: the value a new process name's
+/// histogram is inserted with (see `record_wait_time`).
+#[map]
+pub(crate) static ZERO_HIST: Array<[u64; WAIT_SLOTS]> = Array::with_max_entries(1, 0);
 
 /// Records an epoll wait that returned in the histogram of the process's
 /// name: the time the thread slept inside it, which sched_switch gathers
@@ -65,6 +74,10 @@ pub(crate) fn record_wait_time(tgid: u32) {
         (63 - ns.leading_zeros() as usize).min(WAIT_BUCKETS - 1)
     };
     let comm = process_comm(tgid);
+    // A new name's histogram goes in zeroed from ZERO_HIST, not from a
+    // 336-byte zero on the stack: with it, sys_exit and this function
+    // needed 672 bytes of stack together, and kernels without private BPF
+    // stacks (Debian's 6.1 and 6.12) refuse more than 512.
     let record = |h: &mut [u64; WAIT_SLOTS]| {
         if bucket < WAIT_BUCKETS {
             h[bucket] += 1;
@@ -75,7 +88,7 @@ pub(crate) fn record_wait_time(tgid: u32) {
     add_to(
         &EPOLL_WAIT_HIST,
         &comm,
-        || [0u64; WAIT_SLOTS],
+        || ZERO_HIST.get(0),
         record,
         None,
         counter::OTHER_DROPS,

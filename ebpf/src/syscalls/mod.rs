@@ -247,7 +247,7 @@ pub(crate) fn account(key: &StatKey, delta: &StatValue) {
     add_to(
         &SYSCALL_STATS,
         key,
-        StatValue::default,
+        || Some(StatValue::default()),
         |v: &mut StatValue| v.accumulate(delta),
         Some(counter::SYSCALL_STATS_INSERTS),
         counter::SYSCALL_STATS_DROPS,
