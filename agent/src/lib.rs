@@ -7,4 +7,5 @@ pub mod identity;
 pub mod metrics;
 pub mod privdrop;
 pub mod probes;
+pub mod top;
 pub mod workloads;

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use iolens::{
     agent::{self, RunArgs, UsageError},
     compare::{self, CompareArgs},
+    top::{self, TopArgs},
     workloads::{self, sys::ListenError},
 };
 
@@ -36,6 +37,11 @@ enum Cmd {
     /// process: CPU, syscalls, context switches, copies, page cache, wakeups.
     /// Needs root.
     Compare(CompareArgs),
+    /// A live terminal view, one row per process: bytes/s through user space
+    /// and zero-copy, copies per byte, syscalls, context switches, CPU,
+    /// page-cache hits, epoll and io_uring efficiency. Loads the probes
+    /// here (root), or reads a running agent with --url (no privileges).
+    Top(TopArgs),
     /// Run reference I/O workloads (servers, file sender, load generator).
     Workload {
         #[command(subcommand)]
@@ -65,6 +71,7 @@ fn main() -> ExitCode {
         Cmd::Check { strict } => agent::check(strict),
         Cmd::Workload { cmd } => workloads::run(cmd),
         Cmd::Compare(args) => compare::run(args),
+        Cmd::Top(args) => top::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
