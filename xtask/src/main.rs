@@ -53,6 +53,7 @@ const PACKAGES: &[&str] = &[
     "nginx-light",
     "curl",
     "util-linux-extra",
+    "tmux",
     // The kernel's syscall numbers (asm/unistd_32.h, unistd_64.h): the
     // oracle for the ia32 translation.
     "linux-libc-dev",

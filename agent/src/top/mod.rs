@@ -236,11 +236,11 @@ fn print_once(args: &TopArgs, source: &Source, first: Snapshot) -> anyhow::Resul
     }
 }
 
-/// The machine totals line (the live view's header too).
+/// The machine totals line (the live view's header too); fits 80 columns.
 fn totals_line(v: &View) -> String {
     let t = &v.totals;
     format!(
-        "{} processes  user {}/s  zero-copy {}/s  syscalls {}/s  ctxsw {}/s vol {}/s invol  CPU {:.1}%",
+        "{} procs  user {}/s  zcopy {}/s  sysc {}/s  vcsw {}/s  icsw {}/s  CPU {:.0}%",
         v.processes,
         model::bytes(t.user_bytes_per_sec),
         model::bytes(t.zero_copy_bytes_per_sec),

@@ -354,12 +354,12 @@ fn draw(f: &mut Frame, app: &App) -> usize {
             Span::raw("   Enter keeps it, Esc cancels"),
         ]),
         None => {
-            let dir = if app.sort.ascending_by_default() != app.reverse {
-                "ascending"
+            let arrow = if app.sort.ascending_by_default() != app.reverse {
+                "▲"
             } else {
-                "descending"
+                "▼"
             };
-            let mut s = format!("sort {} {dir}", app.sort.header());
+            let mut s = format!("sort {}{arrow}", app.sort.header());
             if !app.filter.is_empty() {
                 s.push_str(&format!("  filter `{}`", app.filter.text()));
             }
@@ -367,7 +367,7 @@ fn draw(f: &mut Frame, app: &App) -> usize {
                 s.push_str("  idle hidden");
             }
             s.push_str(&format!(
-                "  {} shown  < > sort  r reverse  / filter  space pause  h help  q quit",
+                "  {} rows  < > sort  r rev  / filter  space pause  h help  q quit",
                 app.rows.len()
             ));
             Line::raw(s)
@@ -387,25 +387,19 @@ fn draw(f: &mut Frame, app: &App) -> usize {
 fn help(f: &mut Frame) {
     let mut lines = vec![
         Line::styled("Keys", Style::new().bold()),
-        Line::raw("  < >  ← →    sort by the previous / next column"),
-        Line::raw("  r           reverse the sort order"),
-        Line::raw("  / or f      filter by name (substring) or pid; Esc clears"),
-        Line::raw("  space or p  pause (numbers freeze; sampling goes on)"),
-        Line::raw("  i           hide processes idle in the interval"),
-        Line::raw("  ↑ ↓ PgUp PgDn Home End   scroll"),
-        Line::raw("  q  Ctrl-C   quit"),
-        Line::raw(""),
+        Line::raw(" < > ← →  sort column    r    reverse     / f       filter: name or pid"),
+        Line::raw(" space p  pause          i    hide idle   ↑ ↓ PgUp PgDn Home End  scroll"),
+        Line::raw(" Esc      clear filter   h ?  this help   q Ctrl-C  quit"),
         Line::styled("Columns (rates over the interval)", Style::new().bold()),
     ];
     lines.extend(
         Column::ALL
             .iter()
-            .map(|c| Line::raw(format!("  {:<8} {}", c.header(), c.meaning()))),
+            .filter(|c| !matches!(c, Column::Pid | Column::Comm))
+            .map(|c| Line::raw(format!(" {:<8} {}", c.header(), c.meaning()))),
     );
-    lines.push(Line::raw(""));
-    lines.push(Line::raw("any key closes this"));
     let area = f.area();
-    let w = area.width.min(72);
+    let w = area.width.min(78);
     let h = area.height.min(lines.len() as u16 + 2);
     let rect = Rect {
         x: area.x + (area.width - w) / 2,
@@ -415,9 +409,11 @@ fn help(f: &mut Frame) {
     };
     f.render_widget(Clear, rect);
     f.render_widget(
-        Paragraph::new(lines)
-            .wrap(Wrap { trim: false })
-            .block(Block::new().borders(Borders::ALL).title(" help ")),
+        Paragraph::new(lines).wrap(Wrap { trim: false }).block(
+            Block::new()
+                .borders(Borders::ALL)
+                .title(" iolens top: help (any key closes) "),
+        ),
         rect,
     );
 }
@@ -486,7 +482,11 @@ mod tests {
             draw(f, &app);
         })
         .expect("draw");
-        assert!(format!("{}", t.backend()).contains("reverse the sort order"));
+        let screen = format!("{}", t.backend());
+        assert!(
+            screen.contains("reverse") && screen.contains("io_uring SQEs"),
+            "{screen}"
+        );
         // Any key closes help without acting; q then quits.
         let k = |c| KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE);
         assert!(app.key(k('r'), 10) && !app.help && !app.reverse);

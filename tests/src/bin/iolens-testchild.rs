@@ -909,6 +909,134 @@ fn scenario_fdreuse(dir: &str, t: &mut Tally) {
     round(t);
 }
 
+/// `paced <dir> <port> <user B/s> <zero-copy B/s>`, for `iolens top`: a
+/// thread pwrites to a file (user_to_file) and sendfiles a file to the TCP
+/// socket (file_to_socket), each at its rate over the time it has run (so
+/// a late wake-up is made up at the next tick), until stdin says:
+/// `pause` (answers `paused` once the thread is parked on a condvar),
+/// `resume` (`resumed`), `burst` (while paused, from this thread: 10
+/// pwrites of 4096 bytes and 81920 bytes by sendfile; answers
+/// `burst 40960 81920`). The end of stdin stops it.
+fn scenario_paced(
+    dir: &str,
+    port: u16,
+    args: &[String],
+    stdin: &std::io::Stdin,
+    stdout: &mut impl std::io::Write,
+) {
+    use std::{
+        sync::{Condvar, Mutex},
+        time::Instant,
+    };
+    let rate = |i: usize| -> f64 {
+        args.get(i)
+            .and_then(|a| a.parse().ok())
+            .expect("paced needs <user B/s> <zero-copy B/s>")
+    };
+    let (user_bps, zc_bps) = (rate(4), rate(5));
+    let sock = tcp_connect(port);
+    let out = open(
+        &format!("{dir}/paced-out"),
+        libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+    );
+    let inp = open(&format!("{dir}/paced-in"), libc::O_RDONLY);
+    const WINDOW: usize = 1 << 20;
+    let buf = vec![0x33u8; 64 << 10];
+    let write_user = |n: usize, off: &mut usize| {
+        // SAFETY: valid fd and a buffer of at least n bytes.
+        let r = unsafe { libc::pwrite(out.as_raw_fd(), buf.as_ptr().cast(), n, *off as i64) };
+        *off = (*off + n) % WINDOW;
+        check(r, "pwrite") as u64
+    };
+    let send_zc = |n: usize, off: &mut libc::off_t| {
+        if *off as usize + n > WINDOW {
+            *off = 0;
+        }
+        // SAFETY: valid fds; the kernel advances the offset it is given.
+        let r = unsafe { libc::sendfile(sock.as_raw_fd(), inp.as_raw_fd(), off, n) };
+        check(r, "sendfile") as u64
+    };
+    // (paused, stop, parked)
+    let state = Mutex::new((false, false, false));
+    let cv = Condvar::new();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let (mut user, mut zc, mut uoff, mut zoff) = (0u64, 0u64, 0usize, 0 as libc::off_t);
+            let mut ran = Duration::ZERO;
+            let mut since = Instant::now();
+            loop {
+                {
+                    let mut st = state.lock().expect("state");
+                    if st.0 || st.1 {
+                        ran += since.elapsed();
+                        st.2 = true;
+                        cv.notify_all();
+                        while st.0 && !st.1 {
+                            st = cv.wait(st).expect("state");
+                        }
+                        if st.1 {
+                            return;
+                        }
+                        st.2 = false;
+                        since = Instant::now();
+                    }
+                }
+                let t = (ran + since.elapsed()).as_secs_f64();
+                while (user as f64) < user_bps * t {
+                    let n = (user_bps * t - user as f64).ceil().min(buf.len() as f64) as usize;
+                    user += write_user(n, &mut uoff);
+                }
+                while (zc as f64) < zc_bps * t {
+                    let n = (zc_bps * t - zc as f64).ceil().min(buf.len() as f64) as usize;
+                    zc += send_zc(n, &mut zoff);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        writeln!(stdout, "pacing").expect("stdout");
+        stdout.flush().expect("stdout");
+        let set = |paused: bool, stop: bool| {
+            let mut st = state.lock().expect("state");
+            (st.0, st.1) = (paused, stop);
+            cv.notify_all();
+            while paused && !st.2 {
+                st = cv.wait(st).expect("state");
+            }
+        };
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if stdin.lock().read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            let reply = match line.trim() {
+                "pause" => {
+                    set(true, false);
+                    "paused".to_owned()
+                }
+                "resume" => {
+                    set(false, false);
+                    "resumed".to_owned()
+                }
+                "burst" => {
+                    let (mut u, mut z, mut uoff, mut zoff) = (0, 0, 0, 0 as libc::off_t);
+                    for _ in 0..10 {
+                        u += write_user(4096, &mut uoff);
+                    }
+                    while z < 81920 {
+                        z += send_zc(81920 - z as usize, &mut zoff);
+                    }
+                    format!("burst {u} {z}")
+                }
+                other => panic!("paced: unknown command `{other}`"),
+            };
+            writeln!(stdout, "{reply}").expect("stdout");
+            stdout.flush().expect("stdout");
+        }
+        set(false, true);
+    });
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let scenario = args.get(1).map(String::as_str).unwrap_or("");
@@ -922,6 +1050,7 @@ fn main() {
             make_file(&format!("{dir}/out"), 0);
         }
         "zerocopy" => make_file(&format!("{dir}/in"), 2 << 20),
+        "paced" => make_file(&format!("{dir}/paced-in"), 1 << 20),
         "cache" | "cache-mmap" | "cache-sendfile" => {
             make_file(&format!("{dir}/cached"), 1 << 20);
             evict(&format!("{dir}/cached"));
@@ -1030,6 +1159,7 @@ fn main() {
         "mmsg" => scenario_mmsg(&mut t),
         "ia32" => scenario_ia32(&dir, &mut t),
         "zerocopy" => scenario_zerocopy(&dir, port, &mut t),
+        "paced" => scenario_paced(&dir, port, &args, &stdin, &mut stdout),
         "exit" => {
             // Seven writes to a file, then exit without waiting.
             let out = open(&format!("{dir}/out"), libc::O_WRONLY | libc::O_CREAT);
