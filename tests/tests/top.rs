@@ -299,7 +299,8 @@ fn tui(source: &str) {
     let a = Paced::start(&format!("{dir}/a"), a_user, a_zc);
     let b = Paced::start(&format!("{dir}/b"), b_user, b_zc);
 
-    let tmux = Tmux::start(&test, 120, 30);
+    // The smallest terminal top promises to work in.
+    let tmux = Tmux::start(&test, 80, 24);
     tmux.line(&format!("stty -g > {dir}/stty-before"));
     let url = agent
         .as_ref()
@@ -334,6 +335,10 @@ fn tui(source: &str) {
     assert!(
         ok,
         "the rows never showed the children's rates within 10% (sorted by USER/s, A first):\n{last}"
+    );
+    assert!(
+        last.contains(" procs  user ") && last.contains("sort USER/s"),
+        "no totals or status line:\n{last}"
     );
     let agent_pid = if source == "in-process" {
         let p = local_agent_pid();

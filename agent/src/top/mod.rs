@@ -48,9 +48,9 @@ pub struct TopArgs {
     #[arg(long)]
     pub once: bool,
 
-    /// With --once (implied): print the snapshot as JSON (schema
+    /// Print the snapshot as JSON instead (implies --once; schema
     /// `iolens.top.v1`): rates, the counters' change over the interval and
-    /// their totals, per process and for the machine.
+    /// their totals, per process, and the machine's totals.
     #[arg(long)]
     pub json: bool,
 

@@ -427,7 +427,9 @@ impl View {
 /// The columns, in display order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Column {
+    /// Process id.
     Pid,
+    /// Process name.
     Comm,
     /// Bytes/s through user space.
     User,
@@ -435,16 +437,21 @@ pub enum Column {
     ZeroCopy,
     /// Estimated CPU copies per byte moved.
     Copies,
+    /// Syscalls/s.
     Syscalls,
     /// Voluntary context switches/s.
     Vcs,
     /// Involuntary context switches/s.
     Ics,
+    /// CPU %.
     Cpu,
     /// Page-cache hit %.
     CacheHit,
+    /// Epoll wakeups/s.
     EpollWakeups,
+    /// Events per epoll wakeup.
     EventsPerWakeup,
+    /// io_uring SQEs per io_uring_enter.
     UringOpsPerEnter,
 }
 
@@ -772,7 +779,7 @@ iolens_probe_attached{program=\"x\",tracepoint=\"y:z\"} 0
         Snapshot::from_samples(&expo::parse(text).expect("parses"), GroupBy::Process, at)
     }
 
-    fn row<'a>(v: &'a View, pid: u32) -> &'a Row {
+    fn row(v: &View, pid: u32) -> &Row {
         v.rows.iter().find(|r| r.pid == Some(pid)).expect("row")
     }
 

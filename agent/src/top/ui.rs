@@ -197,13 +197,11 @@ pub fn run(args: &TopArgs, source: &Source, first: Snapshot) -> anyhow::Result<(
             .saturating_duration_since(Instant::now())
             .min(Duration::from_millis(250));
         if event::poll(wait).context("reading the terminal")? {
-            match event::read().context("reading the terminal")? {
-                Event::Key(k) if k.kind == KeyEventKind::Press => {
-                    if !app.key(k, page) {
-                        break;
-                    }
-                }
-                _ => {}
+            if let Event::Key(k) = event::read().context("reading the terminal")?
+                && k.kind == KeyEventKind::Press
+                && !app.key(k, page)
+            {
+                break;
             }
             continue;
         }
