@@ -549,6 +549,30 @@ fn once_json(source: &str) {
         "CPU seconds: top {} vs /metrics {}",
         shown.cpu, want.cpu
     );
+
+    if source == "url" {
+        // A stdout that is not a terminal means --once: a plain table.
+        let out = Command::new(agent_bin())
+            .args(["top", "--interval", "200ms", "--filter"])
+            .arg(c.pid().to_string())
+            .arg("--url")
+            .arg(format!("http://{}/metrics", agent.addr))
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .expect("run top");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines.len() == 3 && lines[1].trim_start().starts_with("PID COMM"),
+            "{text}"
+        );
+        assert!(
+            lines[2].trim_start().starts_with(&c.pid().to_string()),
+            "{text}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
