@@ -338,10 +338,7 @@ mod tests {
         let v = View::between(&snap(0, t0), &snap(2048, t0 + Duration::from_secs(1)));
         let out = table(&v, Column::User);
         let lines: Vec<&str> = out.lines().collect();
-        assert!(
-            lines[0].starts_with("1 processes  user 2.00 KiB/s"),
-            "{out}"
-        );
+        assert!(lines[0].starts_with("1 procs  user 2.00 KiB/s"), "{out}");
         assert!(lines[1].contains("USER/s*"), "{out}");
         assert!(lines[2].contains("a-long-process-n "), "{out}");
         assert!(lines[2].contains("2.00 KiB"), "{out}");
