@@ -236,35 +236,48 @@ fn print_once(args: &TopArgs, source: &Source, first: Snapshot) -> anyhow::Resul
     }
 }
 
-/// The machine totals line (the live view's header too); fits 80 columns.
-fn totals_line(v: &View) -> String {
+/// The machine totals, in two lines of at most 80 columns (the live
+/// view's header; `--once` joins them).
+fn totals_lines(v: &View) -> [String; 2] {
     let t = &v.totals;
-    format!(
-        "{} procs  user {}/s  zcopy {}/s  sysc {}/s  vcsw {}/s  icsw {}/s  CPU {:.0}%",
-        v.processes,
-        model::bytes(t.user_bytes_per_sec),
-        model::bytes(t.zero_copy_bytes_per_sec),
-        model::count(t.syscalls_per_sec),
-        model::count(t.voluntary_switches_per_sec),
-        model::count(t.involuntary_switches_per_sec),
-        t.cpu_percent,
-    )
+    [
+        format!(
+            "{} procs  user {}/s  zero-copy {}/s  CPU {:.0}%",
+            v.processes,
+            model::bytes(t.user_bytes_per_sec),
+            model::bytes(t.zero_copy_bytes_per_sec),
+            t.cpu_percent,
+        ),
+        format!(
+            "syscalls {}/s  switches {}/s vol {}/s invol  probes {}/{}",
+            model::count(t.syscalls_per_sec),
+            model::count(t.voluntary_switches_per_sec),
+            model::count(t.involuntary_switches_per_sec),
+            v.health.probes_attached,
+            v.health.probes_total,
+        ),
+    ]
+}
+
+/// Kernel updates lost in the interval, if any: then counts are low.
+fn health_warning(v: &View) -> Option<String> {
+    let h = &v.health_delta;
+    (h.events_dropped > 0 || h.map_evictions > 0).then(|| {
+        format!(
+            "{} kernel updates dropped, {} map evictions in the interval: counts may be low",
+            h.events_dropped, h.map_evictions
+        )
+    })
 }
 
 /// The plain table of `--once`: every column, aligned, no colours.
 fn table(v: &View, sort: Column) -> String {
-    let mut s = totals_line(v);
-    s.push_str(&format!(
-        "  (over {:.2} s; probes {}/{}",
-        v.interval_seconds, v.health.probes_attached, v.health.probes_total
-    ));
-    if v.health_delta.events_dropped > 0 {
-        s.push_str(&format!(
-            "; {} kernel updates dropped",
-            v.health_delta.events_dropped
-        ));
+    let [a, b] = totals_lines(v);
+    let mut s = format!("{a}  {b}  (over {:.2} s)\n", v.interval_seconds);
+    if let Some(w) = health_warning(v) {
+        s.push_str(&w);
+        s.push('\n');
     }
-    s.push_str(")\n");
     let comm_w = v
         .rows
         .iter()
@@ -338,7 +351,10 @@ mod tests {
         let v = View::between(&snap(0, t0), &snap(2048, t0 + Duration::from_secs(1)));
         let out = table(&v, Column::User);
         let lines: Vec<&str> = out.lines().collect();
-        assert!(lines[0].starts_with("1 procs  user 2.00 KiB/s"), "{out}");
+        assert!(
+            lines[0].starts_with("1 procs  user 2.00 KiB/s  zero-copy 0/s"),
+            "{out}"
+        );
         assert!(lines[1].contains("USER/s*"), "{out}");
         assert!(lines[2].contains("a-long-process-n "), "{out}");
         assert!(lines[2].contains("2.00 KiB"), "{out}");

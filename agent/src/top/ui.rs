@@ -19,9 +19,9 @@ use ratatui::{
 };
 
 use super::{
-    Source, TopArgs,
+    Source, TopArgs, health_warning,
     model::{self, Column, Filter, Row, Snapshot, View},
-    totals_line,
+    totals_lines,
 };
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -284,31 +284,11 @@ fn draw(f: &mut Frame, app: &App) -> usize {
     if app.paused {
         title.push(Span::styled("  PAUSED", Style::new().reversed()));
     }
-    let totals = match &app.shown {
-        Some(v) => Line::raw(totals_line(v)),
-        None => Line::raw("collecting the first interval…"),
+    let [totals, more] = match &app.shown {
+        Some(v) => totals_lines(v).map(Line::raw),
+        None => [Line::raw("collecting the first interval…"), Line::raw("")],
     };
-    let health = match (&app.error, &app.shown) {
-        (Some(e), _) => Line::styled(format!("fetch failed: {e}"), Style::new().red().bold()),
-        (None, Some(v)) => {
-            let mut s = format!(
-                "probes {}/{} attached",
-                v.health.probes_attached, v.health.probes_total
-            );
-            if v.health_delta.events_dropped > 0 || v.health_delta.map_evictions > 0 {
-                s.push_str(&format!(
-                    "  dropped {} evicted {} in the interval: counts are incomplete",
-                    v.health_delta.events_dropped, v.health_delta.map_evictions
-                ));
-            }
-            Line::raw(s)
-        }
-        (None, None) => Line::raw(""),
-    };
-    f.render_widget(
-        Paragraph::new(vec![Line::from(title), totals, health]),
-        head,
-    );
+    f.render_widget(Paragraph::new(vec![Line::from(title), totals, more]), head);
 
     let (cols, comm_w) = fit(table_area.width);
     let width = |c: Column| {
@@ -345,13 +325,16 @@ fn draw(f: &mut Frame, app: &App) -> usize {
         table_area,
     );
 
-    let status = match &app.editing {
-        Some((text, _)) => Line::from(vec![
+    let warning = app.shown.as_ref().and_then(health_warning);
+    let status = match (&app.editing, &app.error, warning) {
+        (Some((text, _)), _, _) => Line::from(vec![
             Span::styled("filter (name or pid): ", Style::new().bold()),
             Span::raw(format!("{text}_")),
             Span::raw("   Enter keeps it, Esc cancels"),
         ]),
-        None => {
+        (None, Some(e), _) => Line::styled(format!("fetch failed: {e}"), Style::new().red().bold()),
+        (None, None, Some(w)) => Line::styled(w, Style::new().yellow().bold()),
+        (None, None, None) => {
             let arrow = if app.sort.ascending_by_default() != app.reverse {
                 "▲"
             } else {
@@ -368,13 +351,10 @@ fn draw(f: &mut Frame, app: &App) -> usize {
                 "  {} rows  < > sort  r rev  / filter  space pause  h help  q quit",
                 app.rows.len()
             ));
-            Line::raw(s)
+            Line::styled(s, Style::new().add_modifier(Modifier::DIM))
         }
     };
-    f.render_widget(
-        Paragraph::new(status).style(Style::new().add_modifier(Modifier::DIM)),
-        foot,
-    );
+    f.render_widget(Paragraph::new(status), foot);
 
     if app.help {
         help(f);
