@@ -3,15 +3,16 @@
 //! `setup` is what makes the README's two commands work on a fresh Debian
 //! machine: it installs the Debian packages, links Debian's rustc (LLVM 22,
 //! with core sources) into rustup for the kernel-side build, installs
-//! bpf-linker, and a venv with the deploy tests' pinned Kubernetes
-//! validator. Every step checks first, so a second run costs a few
-//! `dpkg-query`/`--version` calls.
+//! bpf-linker, a venv with the deploy tests' pinned Kubernetes validator,
+//! and virtme-ng for the kernel VMs (`vm.rs`). Every step checks first, so a
+//! second run costs a few `dpkg-query`/`--version` calls.
 
 mod bench_overhead;
 mod bench_workloads;
 mod cpucap;
 mod demo;
 mod util;
+mod vm;
 
 use std::process::ExitCode;
 
@@ -108,6 +109,10 @@ enum Cmd {
         #[command(subcommand)]
         which: Bench,
     },
+    /// Run a command as root in a QEMU (TCG) VM on a Debian kernel, over the
+    /// host's root filesystem, with a fresh ext4 disk at /mnt/iolens-disk
+    /// (`IOLENS_TEST_DISK`); exits with the command's status.
+    Vm(vm::Args),
     /// Internal: the benchmark's pinned syscall loop.
     #[command(name = "__syscall-loop", hide = true)]
     SyscallLoop {
@@ -140,6 +145,7 @@ fn dpkg_installed(pkg: &str) -> bool {
 fn setup() -> anyhow::Result<()> {
     let missing: Vec<&str> = PACKAGES
         .iter()
+        .chain(vm::PACKAGES)
         .copied()
         .filter(|p| !dpkg_installed(p))
         .collect();
@@ -191,6 +197,8 @@ fn setup() -> anyhow::Result<()> {
             ])
             .env("LLVM_PREFIX", "/usr/lib/llvm-22"))?;
     }
+
+    vm::setup()?;
 
     let fuzz_ok = cmd("cargo")
         .args(["fuzz", "--version"])
@@ -365,6 +373,10 @@ fn main() -> ExitCode {
         Cmd::Bench {
             which: Bench::Workloads(args),
         } => bench_workloads::run(args),
+        Cmd::Vm(args) => match vm::main(args) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
         Cmd::SyscallLoop { kind, calls, cpu } => bench_overhead::syscall_loop(&kind, calls, cpu),
     };
     match result {
