@@ -106,9 +106,13 @@ impl Tracker {
             "Events the kernel side could not record (map update failed).",
             MetricType::COUNTER,
         );
+        // Both kinds of loss: SYSCALL_STATS updates, and those of every
+        // other map (process counters, io_uring, the epoll histograms, the
+        // mmsg reads), which were counted in the kernel but never shown.
         drops.mut_metric().push(counter_metric(
             vec![],
-            self.counters[counter::SYSCALL_STATS_DROPS as usize] as f64,
+            (self.counters[counter::SYSCALL_STATS_DROPS as usize]
+                + self.counters[counter::OTHER_DROPS as usize]) as f64,
         ));
         let mut fd_failures = family(
             "iolens_fd_lookup_failures_total",
