@@ -178,8 +178,10 @@ pub struct RunArgs {
           value_parser = clap::value_parser!(u32).range(16..=4_000_000))]
     pub max_proc_entries: u32,
 
-    /// Exit with an error if any probe cannot attach, instead of running
-    /// with the rest.
+    /// Exit with an error if any probe family is degraded on this kernel
+    /// (something it counts is lost: no variant of a probe attached, or
+    /// the kernel's BTF lacks what a count needs), instead of running with
+    /// the rest.
     #[arg(long)]
     pub strict: bool,
 
@@ -224,7 +226,7 @@ pub fn check_privileges() -> anyhow::Result<()> {
     .into())
 }
 
-const TRACEFS: &str = "/sys/kernel/tracing";
+use crate::probes::TRACEFS;
 
 /// Classic tracepoints are found through tracefs, which some systems do
 /// not mount at boot. Mount it when it is missing (we are root by now).
@@ -297,6 +299,7 @@ impl Render for Shared {
             .collect();
         let me = SelfInfo {
             probes: agent.probes.status(),
+            families: agent.probes.families(),
             program_stats: &program_stats,
             stats_capacity: agent.probes.stats_capacity(),
             procs_capacity: agent.probes.procs_capacity(),
@@ -438,26 +441,44 @@ pub fn check(strict: bool) -> anyhow::Result<()> {
         ..ProbeConfig::default()
     })
     .context("loading the eBPF probes")?;
-    let mut ok = true;
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|r| r.trim().to_owned())
+        .unwrap_or_else(|_| "?".to_owned());
+    println!("probes on Linux {release}:");
     for s in probes.status() {
         match &s.error {
             None => println!(
-                "ok        {:<38} {:<22} {}",
-                s.spec.tracepoint,
-                s.spec.program,
+                "ok      {:<15} {:<38} {:<27} {}",
+                s.spec.name,
+                s.attach().to_string(),
+                s.program(),
                 verifier_figures(s)
             ),
-            Some(e) => {
-                ok = false;
-                println!(
-                    "FAILED    {:<38} {:<22} {e}",
-                    s.spec.tracepoint, s.spec.program
-                );
-            }
+            Some(e) => println!("FAILED  {:<15} {e}", s.spec.name),
         }
     }
-    if !ok {
-        anyhow::bail!("some probes could not attach (see above)");
+    println!("families:");
+    let mut lost = 0;
+    for f in probes.families() {
+        let how = f
+            .probes
+            .iter()
+            .map(|(p, a)| match a {
+                Some(a) => format!("{p} {a}"),
+                None => format!("{p} -"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut line = format!("{:<11} {:<12} {how}", f.family.name(), f.status());
+        if !f.lost.is_empty() {
+            lost += 1;
+            line.push_str("; lost: ");
+            line.push_str(&f.lost.join("; "));
+        }
+        println!("{line}");
+    }
+    if lost > 0 {
+        anyhow::bail!("{lost} probe families are degraded on this kernel (see above)");
     }
     Ok(())
 }

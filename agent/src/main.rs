@@ -25,10 +25,13 @@ enum Cmd {
     /// Load the probes and serve Prometheus metrics until SIGINT/SIGTERM.
     /// Needs root (or CAP_BPF and CAP_PERFMON).
     Run(RunArgs),
-    /// Check that this machine can run iolens: privileges, tracefs, and that
-    /// every probe loads and attaches. Exits non-zero if any cannot.
+    /// Check that this machine can run iolens: privileges, tracefs, and
+    /// that every probe loads and attaches. Prints per probe the variant
+    /// this kernel gets and its verifier figures, and per family the
+    /// mechanisms and what is lost and why. Exits non-zero if any family
+    /// is degraded.
     Check {
-        /// Also fail on the first probe that cannot attach.
+        /// Fail at load, before printing, when a family is degraded.
         #[arg(long)]
         strict: bool,
     },

@@ -33,8 +33,9 @@ pub(crate) static RING_OWNERS: LruHashMap<u64, u32> = LruHashMap::with_max_entri
 #[tracepoint]
 pub fn iolens_uring_create(ctx: TracePointContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: ctx at offset 16 in this tracepoint's format.
-    let ring = unsafe { ctx.read_at::<u64>(16) }.unwrap_or(0);
+    // SAFETY: the ring pointer at `uring_create_ctx` in this tracepoint's
+    // record (16 since 5.1, from its tracefs format), a probe read.
+    let ring = unsafe { ctx.read_at::<u64>(rd(&OFFSETS.uring_create_ctx)) }.unwrap_or(0);
     let _ = RING_OWNERS.insert(ring, tgid, 0);
     // Rings remembered in slots by address are no longer trusted: this one
     // may sit where a freed one was.
@@ -81,8 +82,11 @@ pub(crate) fn uring_account(tgid: u32, opcode: u8, delta: &UringValue, name: boo
     }
 }
 
-/// `io_uring_submit_req(req)`: one SQE handed to the kernel. BTF-typed, so
-/// the ring and opcode are loaded from the request directly.
+/// `io_uring_submit_req(req)` (Linux 6.5+) or `io_uring_submit_sqe(req,
+/// force_nonblock)` (5.18-6.4; Debian 12's 6.1): one SQE handed to the
+/// kernel. The agent attaches this one program to whichever of the two the
+/// kernel's BTF has; both start with the request. BTF-typed, so the ring
+/// and opcode are loaded from the request directly.
 #[btf_tracepoint(function = "io_uring_submit_req")]
 pub fn iolens_uring_submit(ctx: BtfTracePointContext) -> i32 {
     let req: *const u8 = ctx.arg(0);
@@ -96,15 +100,33 @@ pub fn iolens_uring_submit(ctx: BtfTracePointContext) -> i32 {
             load(req, rd(&OFFSETS.kiocb_opcode)),
         )
     };
+    uring_submitted(ring, opcode);
+    0
+}
+
+/// `io_uring_submit_sqe(ctx, req, opcode, user_data, flags, force_nonblock,
+/// sq_thread)`: the prototype before 5.18 (Ubuntu 22.04's 5.15), where
+/// the ring and opcode are arguments. Chosen from the BTF prototype; not
+/// tested in CI (no such kernel package can be fetched here).
+#[btf_tracepoint(function = "io_uring_submit_sqe")]
+pub fn iolens_uring_submit_args(ctx: BtfTracePointContext) -> i32 {
+    let ring: u64 = ctx.arg(0);
+    let opcode: u64 = ctx.arg(2);
+    uring_submitted(ring, opcode as u8);
+    0
+}
+
+#[inline(always)]
+fn uring_submitted(ring: u64, opcode: u8) {
     let delta = UringValue {
         submitted: 1,
         ..UringValue::default()
     };
     uring_event(ring, opcode, &delta);
-    0
 }
 
-/// `io_uring_complete(ctx, req, cqe)`: one CQE posted.
+/// `io_uring_complete(ctx, req, cqe)` (after 6.12; 6.18 here): one CQE
+/// posted, its result in the CQE.
 #[btf_tracepoint(function = "io_uring_complete")]
 pub fn iolens_uring_complete(ctx: BtfTracePointContext) -> i32 {
     let ring: u64 = ctx.arg(0);
@@ -116,8 +138,39 @@ pub fn iolens_uring_complete(ctx: BtfTracePointContext) -> i32 {
     // SAFETY: a typed `struct io_uring_cqe *`; `res` follows the u64
     // user_data (uapi).
     let res: i32 = unsafe { load(cqe, 8) };
-    // `req` is a `void *` here: cast to its type, else one probe read.
-    let opcode = if rd(&OFFSETS.uring_valid) == 0 || req.is_null() {
+    uring_completed(ring, request_opcode(req), res);
+    0
+}
+
+/// `io_uring_complete(ctx, req, user_data, res, cflags, extra1, extra2)`:
+/// the prototype of 5.19 to 6.12 (Debian 12's 6.1, Debian 13's 6.12), the
+/// result an argument. (The CQE variant's third argument there is a u64,
+/// which the verifier refuses to load through.)
+#[btf_tracepoint(function = "io_uring_complete")]
+pub fn iolens_uring_complete_res(ctx: BtfTracePointContext) -> i32 {
+    let ring: u64 = ctx.arg(0);
+    let req: *const u8 = ctx.arg(1);
+    let res: u64 = ctx.arg(3);
+    uring_completed(ring, request_opcode(req), res as i32);
+    0
+}
+
+/// `io_uring_complete(ctx, user_data, res, cflags)`: the prototype before
+/// 5.18 (5.15), without the request, so the opcode is unknown. Chosen from
+/// the BTF prototype; not tested in CI.
+#[btf_tracepoint(function = "io_uring_complete")]
+pub fn iolens_uring_complete_noreq(ctx: BtfTracePointContext) -> i32 {
+    let ring: u64 = ctx.arg(0);
+    let res: u64 = ctx.arg(2);
+    uring_completed(ring, URING_OP_UNKNOWN, res as i32);
+    0
+}
+
+/// The opcode of a request the tracepoint passes as `void *`: cast to its
+/// type, else one probe read.
+#[inline(always)]
+fn request_opcode(req: *const u8) -> u8 {
+    if rd(&OFFSETS.uring_valid) == 0 || req.is_null() {
         URING_OP_UNKNOWN
     } else if rd(&OFFSETS.cast_valid) != 0 {
         // SAFETY: a fault-safe load through a pointer typed by the cast,
@@ -130,7 +183,11 @@ pub fn iolens_uring_complete(ctx: BtfTracePointContext) -> i32 {
         }
     } else {
         read_at::<u8>(req, rd(&OFFSETS.kiocb_opcode)).unwrap_or(URING_OP_UNKNOWN)
-    };
+    }
+}
+
+#[inline(always)]
+fn uring_completed(ring: u64, opcode: u8, res: i32) {
     let delta = UringValue {
         submitted: 0,
         completed: 1,
@@ -147,7 +204,6 @@ pub fn iolens_uring_complete(ctx: BtfTracePointContext) -> i32 {
         bump_epoch();
     }
     uring_event(ring, opcode, &delta);
-    0
 }
 
 /// Accounts an io_uring event to the ring's owner: in this CPU's slot when

@@ -25,7 +25,7 @@ pub(crate) static OFFSETS: KernelOffsets = KernelOffsets {
     kiocb_ctx: 0,
     folio_valid: 0,
     folio_flags: 0,
-    folio_flags_1: 0,
+    folio_order: 0,
     pg_head: 0,
     task_se_cfs_rq: 0,
     cfs_rq_rq: 0,
@@ -40,6 +40,13 @@ pub(crate) static OFFSETS: KernelOffsets = KernelOffsets {
     btf_task: 0,
     compat_valid: 0,
     task_ti_status: 0,
+    read_range_valid: 0,
+    kiocb_pos: 0,
+    iter_count: 0,
+    fm_add_order: 0,
+    uring_create_ctx: 0,
+    switch_prev_state_arg: 0,
+    task_state: 0,
 };
 
 pub(crate) const BPF_NOEXIST: u64 = 1;

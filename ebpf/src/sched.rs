@@ -24,8 +24,17 @@ pub fn iolens_sched_switch(ctx: BtfTracePointContext) -> i32 {
     let preempt: u64 = ctx.arg(0);
     let prev: *const u8 = ctx.arg(1);
     let next: *const u8 = ctx.arg(2);
-    let prev_state: u64 = ctx.arg(3);
     let valid = rd(&OFFSETS.valid) != 0 && !prev.is_null() && !next.is_null();
+    // An argument since 5.18; before, the state is still in prev (a
+    // constant the verifier knows picks one, so the other is never checked).
+    let prev_state: u64 = if rd(&OFFSETS.switch_prev_state_arg) != 0 {
+        ctx.arg(3)
+    } else if valid {
+        // SAFETY: a BTF-typed task pointer and a verifier-known offset.
+        u64::from(unsafe { load::<u32>(prev, rd(&OFFSETS.task_state)) })
+    } else {
+        0
+    };
     let (prev_tgid, prev_tid) = if valid {
         // SAFETY: a BTF-typed task pointer and verifier-known offsets.
         unsafe {

@@ -10,16 +10,33 @@ impl Tracker {
     pub(super) fn health_families(&self, me: &SelfInfo<'_>) -> Vec<MetricFamily> {
         let mut attached = family(
             "iolens_probe_attached",
-            "1 if the eBPF program is attached to its tracepoint, 0 if it could not be (see the agent log for why).",
+            "1 if the probe is attached (by the variant in `program` at `attach`), 0 if no variant could be on this kernel (see `iolens check` or the agent log for why).",
             MetricType::GAUGE,
         );
         for s in me.probes {
             attached.mut_metric().push(gauge_metric(
                 vec![
-                    label("program", s.spec.program),
-                    label("tracepoint", s.spec.tracepoint),
+                    label("probe", s.spec.name),
+                    label("family", s.spec.family.name()),
+                    label("program", s.program()),
+                    label("attach", &s.attach().to_string()),
                 ],
                 if s.attached { 1.0 } else { 0.0 },
+            ));
+        }
+        let mut families = family(
+            "iolens_family_info",
+            "1 per probe family: how it is attached on this kernel (`mechanism`) and whether it counts everything it does on the newest kernels (`status`: complete, degraded, unavailable; `iolens check` says what is lost and why).",
+            MetricType::GAUGE,
+        );
+        for f in me.families {
+            families.mut_metric().push(gauge_metric(
+                vec![
+                    label("family", f.family.name()),
+                    label("mechanism", &f.mechanism()),
+                    label("status", f.status()),
+                ],
+                1.0,
             ));
         }
         let mut verified = family(
@@ -33,7 +50,7 @@ impl Tracker {
             MetricType::GAUGE,
         );
         for s in me.probes {
-            let program = || vec![label("program", s.spec.program)];
+            let program = || vec![label("program", s.program())];
             if let Some(n) = s.verified_insns {
                 verified
                     .mut_metric()
@@ -141,6 +158,7 @@ impl Tracker {
             .push(counter_metric(vec![], self.processes_evicted as f64));
         vec![
             attached,
+            families,
             verified,
             stack,
             run_time,

@@ -475,6 +475,7 @@ impl Tracker {
 /// Self-description of the agent for the exposition.
 pub struct SelfInfo<'a> {
     pub probes: &'a [ProbeStatus],
+    pub families: &'a [crate::probes::FamilyReport],
     pub program_stats: &'a [(String, ProgramStats)],
     pub stats_capacity: u32,
     pub procs_capacity: u32,
@@ -755,20 +756,27 @@ mod tests {
         let probes = crate::probes::PROBES
             .iter()
             .map(|spec| ProbeStatus {
-                spec: *spec,
+                spec,
                 attached: true,
+                choice: crate::probes::plan::Choice {
+                    variant: Some(&spec.variants[0]),
+                    passed_over: Vec::new(),
+                },
                 error: None,
                 verified_insns: Some(1),
                 stack: Some(crate::probes::verifier::StackFigures {
                     own: 8,
                     combined: 32,
-                    chain: vec![spec.program.to_owned()],
+                    chain: vec![spec.variants[0].program.to_owned()],
                 }),
             })
             .collect::<Vec<_>>();
+        let choices: Vec<_> = probes.iter().map(|p| p.choice.clone()).collect();
+        let families = crate::probes::plan::report(&choices, &Default::default());
         let program_stats = vec![("iolens_sys_exit".to_owned(), ProgramStats::default())];
         let me = SelfInfo {
             probes: &probes,
+            families: &families,
             program_stats: &program_stats,
             stats_capacity: 16,
             procs_capacity: 16,
@@ -822,6 +830,7 @@ mod tests {
         assert!(t.update(&mut s, 2_000_000_000).is_empty());
         let fams = t.families(&SelfInfo {
             probes: &[],
+            families: &[],
             program_stats: &[],
             stats_capacity: 1,
             procs_capacity: 1,

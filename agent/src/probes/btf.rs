@@ -8,7 +8,9 @@
 //!
 //! Only what that needs is parsed: the type section's records (to skip them)
 //! and struct/union members (to resolve a field, looking through anonymous
-//! members).
+//! members), and function prototypes: which tracepoints and functions this
+//! kernel has, with what arguments, picks each probe's variant
+//! (`super::plan`).
 
 use std::{collections::HashMap, path::Path};
 
@@ -34,10 +36,12 @@ pub enum BtfError {
 const BTF_MAGIC: u16 = 0xeb9f;
 
 const KIND_INT: u32 = 1;
+const KIND_PTR: u32 = 2;
 const KIND_ARRAY: u32 = 3;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_ENUM: u32 = 6;
+const KIND_FWD: u32 = 7;
 const KIND_TYPEDEF: u32 = 8;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
@@ -165,7 +169,18 @@ impl Btf {
                     }
                     off += vlen * 12;
                 }
-                KIND_FUNC_PROTO => off += vlen * 8,
+                KIND_FUNC_PROTO => {
+                    // Parameters: (name, type), kept as members.
+                    for i in 0..vlen {
+                        let m = off + i * 8;
+                        members.push(Member {
+                            name: u32_at(types_sec, m)?,
+                            ty: u32_at(types_sec, m + 4)?,
+                            bit_offset: 0,
+                        });
+                    }
+                    off += vlen * 8;
+                }
                 KIND_DATASEC => off += vlen * 12,
                 _ => {}
             }
@@ -261,6 +276,83 @@ impl Btf {
             .map(|id| id as u32)
     }
 
+    /// The argument types of tracepoint `name` as its BTF prototype
+    /// `btf_trace_<name>` has them (without the leading `void *` of the
+    /// probe's data), spelled as C does: `struct io_kiocb *`, `u64`,
+    /// `int`. None: this kernel has no such tracepoint.
+    pub fn tracepoint_args(&self, name: &str) -> Option<Vec<String>> {
+        let typedef = format!("btf_trace_{name}");
+        let t = self
+            .types
+            .iter()
+            .find(|t| t.kind == KIND_TYPEDEF && self.name(t.name) == typedef)?;
+        let ptr = self
+            .types
+            .get(t.ty as usize)
+            .filter(|p| p.kind == KIND_PTR)?;
+        let proto = self
+            .types
+            .get(ptr.ty as usize)
+            .filter(|p| p.kind == KIND_FUNC_PROTO)?;
+        Some(
+            proto
+                .members
+                .iter()
+                .skip(1)
+                .map(|m| self.type_name(m.ty, 0))
+                .collect(),
+        )
+    }
+
+    /// The parameter types of kernel function `name`, if its BTF has it
+    /// (what fentry and fexit attach to), spelled as in
+    /// [`Btf::tracepoint_args`].
+    pub fn function_args(&self, name: &str) -> Option<Vec<String>> {
+        let f = self
+            .types
+            .iter()
+            .find(|t| t.kind == KIND_FUNC && self.name(t.name) == name)?;
+        let proto = self
+            .types
+            .get(f.ty as usize)
+            .filter(|p| p.kind == KIND_FUNC_PROTO)?;
+        Some(
+            proto
+                .members
+                .iter()
+                .map(|m| self.type_name(m.ty, 0))
+                .collect(),
+        )
+    }
+
+    /// A type as C spells it (typedef names kept, not resolved).
+    fn type_name(&self, id: u32, depth: u32) -> String {
+        let Some(t) = self.types.get(id as usize).filter(|_| depth < 16) else {
+            return "?".to_owned();
+        };
+        let name = self.name(t.name);
+        match t.kind {
+            0 if id == 0 => "void".to_owned(),
+            KIND_PTR => {
+                let inner = self.type_name(t.ty, depth + 1);
+                if inner.ends_with('*') {
+                    format!("{inner}*")
+                } else {
+                    format!("{inner} *")
+                }
+            }
+            KIND_STRUCT => format!("struct {name}"),
+            KIND_UNION => format!("union {name}"),
+            KIND_ENUM | KIND_ENUM64 => format!("enum {name}"),
+            KIND_FWD => format!("struct {name}"),
+            KIND_CONST => format!("const {}", self.type_name(t.ty, depth + 1)),
+            KIND_VOLATILE => format!("volatile {}", self.type_name(t.ty, depth + 1)),
+            KIND_RESTRICT | KIND_TYPE_TAG => self.type_name(t.ty, depth + 1),
+            KIND_FUNC_PROTO => "fn".to_owned(),
+            _ => name.to_owned(),
+        }
+    }
+
     /// Byte offset of `strukt.member`.
     pub fn member_offset(&self, strukt: &str, member: &str) -> Result<u32, BtfError> {
         let id = *self
@@ -286,13 +378,15 @@ impl Btf {
                 self.member_offset("rq", "clock")?,
             ))
         })();
-        // A folio's size: order in `_flags_1` when PG_head is set in
-        // `flags` (folio_order() in include/linux/mm.h).
+        // A folio's size when PG_head is set in `flags` (folio_order() in
+        // include/linux/mm.h): its own byte `_folio_order` in 6.1, the low
+        // byte of `_flags_1` since 6.3.
         let folio = (|| -> Result<(u32, u32, u32), BtfError> {
             let pg_head = self.enum_value("PG_head")?;
             Ok((
                 self.member_offset("folio", "flags")?,
-                self.member_offset("folio", "_flags_1")?,
+                self.member_offset("folio", "_folio_order")
+                    .or_else(|_| self.member_offset("folio", "_flags_1"))?,
                 u32::try_from(pg_head)
                     .ok()
                     .filter(|&b| b < 64)
@@ -330,6 +424,14 @@ impl Btf {
         let uring = self
             .member_offset("io_kiocb", "opcode")
             .and_then(|op| Ok((op, self.member_offset("io_kiocb", "ctx")?)));
+        // A read's range, for the filemap_get_pages fexit.
+        let read_range = self
+            .member_offset("kiocb", "ki_pos")
+            .and_then(|pos| Ok((pos, self.member_offset("iov_iter", "count")?)));
+        // `state` until 5.14.
+        let task_state = self
+            .member_offset("task_struct", "__state")
+            .or_else(|_| self.member_offset("task_struct", "state"));
         Ok(KernelOffsets {
             cast_valid: 0,
             btf_kiocb: casts.0,
@@ -346,7 +448,7 @@ impl Btf {
             task_last_arrival: last_arrival.unwrap_or(0),
             folio_valid: u32::from(folio.is_ok()),
             folio_flags: folio.as_ref().map_or(0, |f| f.0),
-            folio_flags_1: folio.as_ref().map_or(0, |f| f.1),
+            folio_order: folio.as_ref().map_or(0, |f| f.1),
             pg_head: folio.as_ref().map_or(0, |f| f.2),
             task_se_cfs_rq: rq_clock.as_ref().map_or(0, |r| r.0),
             cfs_rq_rq: rq_clock.as_ref().map_or(0, |r| r.1),
@@ -368,6 +470,15 @@ impl Btf {
             kiocb_opcode: uring.as_ref().map_or(0, |u| u.0),
             kiocb_ctx: uring.as_ref().map_or(0, |u| u.1),
             uring_valid: u32::from(uring.is_ok()),
+            read_range_valid: u32::from(read_range.is_ok()),
+            kiocb_pos: read_range.as_ref().map_or(0, |r| r.0),
+            iter_count: read_range.as_ref().map_or(0, |r| r.1),
+            task_state: task_state.unwrap_or(0),
+            // Set by the loader: from tracefs formats and the tracepoint's
+            // prototype, not struct layouts.
+            fm_add_order: 0,
+            uring_create_ctx: 0,
+            switch_prev_state_arg: 0,
         })
     }
 }

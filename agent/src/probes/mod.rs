@@ -6,6 +6,7 @@
 //! caller asked for strict mode.
 
 pub mod btf;
+pub mod plan;
 pub mod verifier;
 
 use std::{borrow::Cow, os::fd::OwnedFd, path::Path};
@@ -13,79 +14,18 @@ use std::{borrow::Cow, os::fd::OwnedFd, path::Path};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap},
-    programs::{BtfTracePoint, TracePoint},
+    programs::{BtfTracePoint, FEntry, FExit, TracePoint},
 };
 use iolens_common::{
     Accumulate, COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES, KernelOffsets, ProcCounters,
     ProcInfo, RDONLY_CAST_PLACEHOLDER, StatKey, StatValue, UringKey, UringValue, WAIT_SLOTS,
     counter, globals, maps,
 };
+pub use plan::{Attach, Family, FamilyReport, PROBES, ProbeSpec, Variant, program_names};
 use tracing::{info, warn};
 
 /// The kernel-side object, built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/iolens"));
-
-/// Where a program attaches.
-#[derive(Debug, Clone, Copy)]
-pub enum Attach {
-    /// A BTF-typed raw tracepoint (`tp_btf/<name>`): its arguments are
-    /// typed pointers the program may load through directly, instead of a
-    /// helper call per field.
-    Btf(&'static str),
-    /// A classic tracepoint `<category>:<name>`.
-    Classic(&'static str, &'static str),
-}
-
-/// A program in the object and where it goes.
-#[derive(Debug, Clone, Copy)]
-pub struct ProbeSpec {
-    /// Function name in the eBPF object.
-    pub program: &'static str,
-    pub attach: Attach,
-    /// The user-facing tracepoint name, as `category:name`.
-    pub tracepoint: &'static str,
-}
-
-macro_rules! btf {
-    ($program:literal, $cat:literal, $name:literal) => {
-        ProbeSpec {
-            program: $program,
-            attach: Attach::Btf($name),
-            tracepoint: concat!($cat, ":", $name),
-        }
-    };
-}
-
-macro_rules! classic {
-    ($program:literal, $cat:literal, $name:literal) => {
-        ProbeSpec {
-            program: $program,
-            attach: Attach::Classic($cat, $name),
-            tracepoint: concat!($cat, ":", $name),
-        }
-    };
-}
-
-/// Every attachment iolens makes.
-pub const PROBES: &[ProbeSpec] = &[
-    btf!("iolens_sys_exit", "raw_syscalls", "sys_exit"),
-    btf!("iolens_sched_switch", "sched", "sched_switch"),
-    classic!("iolens_exec", "sched", "sched_process_exec"),
-    classic!("iolens_exit", "sched", "sched_process_exit"),
-    btf!("iolens_fm_get_pages", "filemap", "mm_filemap_get_pages"),
-    btf!("iolens_fm_map_pages", "filemap", "mm_filemap_map_pages"),
-    btf!("iolens_fm_fault", "filemap", "mm_filemap_fault"),
-    classic!("iolens_fm_add", "filemap", "mm_filemap_add_to_page_cache"),
-    btf!("iolens_wb_dirty", "writeback", "writeback_dirty_folio"),
-    classic!("iolens_uring_create", "io_uring", "io_uring_create"),
-    btf!("iolens_uring_submit", "io_uring", "io_uring_submit_req"),
-    btf!("iolens_uring_complete", "io_uring", "io_uring_complete"),
-];
-
-/// Program names (one program per attachment).
-pub fn program_names() -> Vec<&'static str> {
-    PROBES.iter().map(|p| p.program).collect()
-}
 
 /// Rewrites every `call placeholder` instruction in the object's program
 /// sections into a call of kfunc `func_id` (vmlinux BTF): src_reg becomes
@@ -142,11 +82,8 @@ pub enum ProbeError {
         #[source]
         source: aya::maps::MapError,
     },
-    #[error("probe {tracepoint} could not attach: {reason}")]
-    Attach {
-        tracepoint: &'static str,
-        reason: String,
-    },
+    #[error("--strict: degraded on this kernel: {0}")]
+    Degraded(String),
 }
 
 /// What the user asked the kernel side to do.
@@ -160,7 +97,8 @@ pub struct ProbeConfig {
     pub cgroups: Vec<u64>,
     pub stats_entries: u32,
     pub proc_entries: u32,
-    /// Fail if any program cannot attach.
+    /// Fail if any probe family is degraded (something it counts is lost
+    /// on this kernel).
     pub strict: bool,
     /// Turn on the kernel's per-program run-time accounting.
     pub program_stats: bool,
@@ -180,11 +118,14 @@ impl Default for ProbeConfig {
     }
 }
 
-/// Attach state of one program, for the self-metrics and the log.
+/// Attach state of one probe, for the self-metrics and the log.
 #[derive(Debug, Clone)]
 pub struct ProbeStatus {
-    pub spec: ProbeSpec,
+    pub spec: &'static ProbeSpec,
     pub attached: bool,
+    /// The variant attached, and those passed over with why.
+    pub choice: plan::Choice,
+    /// Why no variant attached (every reason, in order).
     pub error: Option<String>,
     /// Instructions the verifier processed to accept the program (the
     /// kernel's `verified_insns`, Linux 5.16; None before, or if it was
@@ -192,6 +133,21 @@ pub struct ProbeStatus {
     pub verified_insns: Option<u32>,
     /// The program's stack as the verifier counts it, from the object.
     pub stack: Option<verifier::StackFigures>,
+}
+
+impl ProbeStatus {
+    /// The program attached, else the first variant's.
+    pub fn program(&self) -> &'static str {
+        self.choice
+            .variant
+            .unwrap_or(&self.spec.variants[0])
+            .program
+    }
+
+    /// Where it is attached, else where the first variant would be.
+    pub fn attach(&self) -> Attach {
+        self.choice.variant.unwrap_or(&self.spec.variants[0]).attach
+    }
 }
 
 /// Run statistics of one program (needs BPF_ENABLE_STATS).
@@ -227,6 +183,7 @@ pub struct Probes {
     uring: PerCpuHashMap<MapData, UringKey, UringValue>,
     wait_hist: PerCpuHashMap<MapData, [u8; COMM_LEN], [u64; WAIT_SLOTS]>,
     status: Vec<ProbeStatus>,
+    families: Vec<FamilyReport>,
     stats_capacity: u32,
     procs_capacity: u32,
     /// Keeps kernel run-time accounting on while iolens runs; closing it
@@ -279,7 +236,7 @@ impl Probes {
         };
         if offsets.valid != 0 && offsets.folio_valid == 0 {
             warn!(
-                "kernel BTF lacks folio.flags, folio._flags_1 or PG_head: each dirtied folio counts as one page"
+                "kernel BTF lacks folio.flags, folio._folio_order/_flags_1 or PG_head: each dirtied folio counts as one page"
             );
         }
         if offsets.valid != 0 && offsets.sched_info_valid == 0 {
@@ -325,6 +282,35 @@ impl Probes {
                 Cow::Borrowed(OBJECT)
             }
         };
+        // What each probe may attach to here, and what the programs must
+        // know of the variant they will run as (set before load: globals
+        // are constants to the verifier).
+        let features = plan::KernelFeatures {
+            btf: kernel_btf.as_ref().ok(),
+            tracefs: Path::new(TRACEFS),
+        };
+        let fitting: Vec<plan::Fitting> = PROBES.iter().map(|s| features.sort(s)).collect();
+        let first_fit = |probe: &str| {
+            PROBES
+                .iter()
+                .position(|p| p.name == probe)
+                .and_then(|i| fitting[i].fit.first().map(|v| v.attach))
+        };
+        if first_fit("wb_dirty") == Some(Attach::Btf("writeback_dirty_page")) {
+            // A page each: the program's folio sizing would load beyond a
+            // `struct page`.
+            offsets.folio_valid = 0;
+        }
+        offsets.switch_prev_state_arg = u32::from(
+            features
+                .btf
+                .and_then(|b| b.tracepoint_args("sched_switch"))
+                .is_some_and(|a| a.len() >= 4),
+        );
+        offsets.fm_add_order =
+            tracefs_field_offset("filemap", "mm_filemap_add_to_page_cache", "order").unwrap_or(0);
+        offsets.uring_create_ctx =
+            tracefs_field_offset("io_uring", "io_uring_create", "ctx").unwrap_or(16);
         let filter_pids = u8::from(!config.pids.is_empty());
         let filter_comms = u8::from(!config.comms.is_empty());
         let filter_cgroups = u8::from(!config.cgroups.is_empty());
@@ -426,45 +412,103 @@ impl Probes {
             Default::default()
         });
         let mut status = Vec::with_capacity(PROBES.len());
-        for spec in PROBES {
-            let result = attach(&mut ebpf, spec, kernel_btf.as_ref());
-            let verified_insns = ebpf
-                .program(spec.program)
+        // A program that failed to load cannot be tried again elsewhere.
+        let mut refused: Vec<&'static str> = Vec::new();
+        for (spec, fitting) in PROBES.iter().zip(fitting) {
+            let mut choice = plan::Choice {
+                variant: None,
+                passed_over: fitting.not,
+            };
+            for v in fitting.fit {
+                if refused.contains(&v.program) {
+                    choice
+                        .passed_over
+                        .push((v, format!("{} was refused above", v.program)));
+                    continue;
+                }
+                match attach(&mut ebpf, v, kernel_btf.as_ref()) {
+                    Ok(()) => {
+                        choice.variant = Some(v);
+                        break;
+                    }
+                    Err(e) => {
+                        refused.push(v.program);
+                        choice.passed_over.push((v, e));
+                    }
+                }
+            }
+            let verified_insns = choice
+                .variant
+                .and_then(|v| ebpf.program(v.program))
                 .and_then(|p| p.info().ok())
                 .and_then(|i| i.verified_instruction_count());
-            match &result {
-                Ok(()) => info!(
-                    program = spec.program,
-                    tracepoint = spec.tracepoint,
+            let error = if choice.variant.is_some() {
+                None
+            } else {
+                Some(
+                    choice
+                        .passed_over
+                        .iter()
+                        .map(|(v, why)| format!("{}: {why}", v.attach))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                )
+            };
+            match (&choice.variant, &error) {
+                (Some(v), _) => info!(
+                    probe = spec.name,
+                    program = v.program,
+                    attach = %v.attach,
                     "attached"
                 ),
-                Err(e) => warn!(
-                    program = spec.program,
-                    tracepoint = spec.tracepoint,
-                    "not attached: {e}"
-                ),
+                (None, Some(e)) => warn!(probe = spec.name, "not attached: {e}"),
+                (None, None) => {}
             }
-            if config.strict
-                && let Err(e) = &result
-            {
-                return Err(ProbeError::Attach {
-                    tracepoint: spec.tracepoint,
-                    reason: e.clone(),
-                });
-            }
+            let program = choice.variant.unwrap_or(&spec.variants[0]).program;
             status.push(ProbeStatus {
-                spec: *spec,
-                attached: result.is_ok(),
-                error: result.err(),
+                spec,
+                attached: choice.variant.is_some(),
+                stack: stacks.get(program).cloned(),
+                choice,
+                error,
                 verified_insns,
-                stack: stacks.get(spec.program).cloned(),
             });
         }
+        let choices: Vec<plan::Choice> = status.iter().map(|s| s.choice.clone()).collect();
+        let families = plan::report(&choices, &offsets);
+        for f in &families {
+            let how = f
+                .probes
+                .iter()
+                .map(|(p, a)| match a {
+                    Some(a) => format!("{p} {a}"),
+                    None => format!("{p} -"),
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            if f.lost.is_empty() {
+                info!("family {} {}: {how}", f.family, f.status());
+            } else {
+                warn!(
+                    "family {} {}: {how}; lost: {}",
+                    f.family,
+                    f.status(),
+                    f.lost.join("; ")
+                );
+            }
+        }
+        if config.strict {
+            let degraded: Vec<String> = families
+                .iter()
+                .filter(|f| !f.lost.is_empty())
+                .map(|f| format!("{}: {}", f.family, f.lost.join("; ")))
+                .collect();
+            if !degraded.is_empty() {
+                return Err(ProbeError::Degraded(degraded.join(" | ")));
+            }
+        }
 
-        if status
-            .iter()
-            .any(|s| s.attached && s.spec.program == "iolens_exit")
-        {
+        if status.iter().any(|s| s.attached && s.spec.name == "exit") {
             enable_task_memory(&mut ebpf);
         }
         let stats = take_map(&mut ebpf, maps::SYSCALL_STATS)?;
@@ -482,6 +526,7 @@ impl Probes {
             uring,
             wait_hist,
             status,
+            families,
             stats_capacity: config.stats_entries,
             procs_capacity: config.proc_entries,
             _stats_fd: stats_fd,
@@ -490,6 +535,11 @@ impl Probes {
 
     pub fn status(&self) -> &[ProbeStatus] {
         &self.status
+    }
+
+    /// Per family: how it is attached on this kernel and what it loses.
+    pub fn families(&self) -> &[FamilyReport] {
+        &self.families
     }
 
     pub fn stats_capacity(&self) -> u32 {
@@ -599,28 +649,70 @@ fn enable_task_memory(ebpf: &mut Ebpf) {
 
 fn attach(
     ebpf: &mut Ebpf,
-    spec: &ProbeSpec,
+    v: &Variant,
     kernel_btf: Result<&aya::Btf, &String>,
 ) -> Result<(), String> {
     let program = ebpf
-        .program_mut(spec.program)
-        .ok_or_else(|| ProbeError::NoProgram(spec.program).to_string())?;
-    match spec.attach {
+        .program_mut(v.program)
+        .ok_or_else(|| ProbeError::NoProgram(v.program).to_string())?;
+    let load = |e: &dyn std::error::Error| format!("load: {}", chain(e));
+    let attach = |e: &dyn std::error::Error| format!("attach: {}", chain(e));
+    match v.attach {
         Attach::Btf(name) => {
             let p: &mut BtfTracePoint = program.try_into().map_err(|e| format!("{e}"))?;
-            let btf = kernel_btf.map_err(Clone::clone)?;
-            p.load(name, btf)
-                .map_err(|e| format!("load: {}", chain(&e)))?;
-            p.attach().map_err(|e| format!("attach: {}", chain(&e)))?;
+            p.load(name, kernel_btf.map_err(Clone::clone)?)
+                .map_err(|e| load(&e))?;
+            p.attach().map_err(|e| attach(&e))?;
+        }
+        Attach::FEntry(name) => {
+            let p: &mut FEntry = program.try_into().map_err(|e| format!("{e}"))?;
+            p.load(name, kernel_btf.map_err(Clone::clone)?)
+                .map_err(|e| load(&e))?;
+            p.attach().map_err(|e| attach(&e))?;
+        }
+        Attach::FExit(name) => {
+            let p: &mut FExit = program.try_into().map_err(|e| format!("{e}"))?;
+            p.load(name, kernel_btf.map_err(Clone::clone)?)
+                .map_err(|e| load(&e))?;
+            p.attach().map_err(|e| attach(&e))?;
         }
         Attach::Classic(category, name) => {
             let p: &mut TracePoint = program.try_into().map_err(|e| format!("{e}"))?;
-            p.load().map_err(|e| format!("load: {}", chain(&e)))?;
-            p.attach(category, name)
-                .map_err(|e| format!("attach: {}", chain(&e)))?;
+            p.load().map_err(|e| load(&e))?;
+            p.attach(category, name).map_err(|e| attach(&e))?;
         }
     }
     Ok(())
+}
+
+/// Where tracefs is (mounted by the agent if it was not).
+pub const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// The byte offset of `field` in a classic tracepoint's record, from its
+/// tracefs format (a line `field:unsigned char order; offset:36; size:1; ...`,
+/// tab-separated).
+pub fn tracefs_field_offset(category: &str, name: &str, field: &str) -> Option<u32> {
+    let path = Path::new(TRACEFS)
+        .join("events")
+        .join(category)
+        .join(name)
+        .join("format");
+    let text = std::fs::read_to_string(path).ok()?;
+    format_field_offset(&text, field)
+}
+
+fn format_field_offset(format: &str, field: &str) -> Option<u32> {
+    format.lines().find_map(|line| {
+        let decl = line.trim().strip_prefix("field:")?.split(';').next()?;
+        // The name is the declaration's last word, before any `[N]`.
+        let name = decl.split_whitespace().last()?.split('[').next()?;
+        if name != field {
+            return None;
+        }
+        line.split(';')
+            .find_map(|part| part.trim().strip_prefix("offset:"))
+            .and_then(|n| n.trim().parse().ok())
+    })
 }
 
 /// An error and its sources on one line: aya's top-level messages name the
@@ -747,9 +839,19 @@ mod tests {
         assert!((SYSCALL_INFO.len() as u64..1024).all(|nr| Syscall::from_x86_64_nr(nr).is_none()));
     }
 
+    /// A program serves one probe (its variants may share it: one attach
+    /// point or the other, never both), and probe names are unique.
     #[test]
-    fn each_program_attaches_once() {
-        let mut names = program_names();
+    fn each_program_serves_one_probe() {
+        for program in program_names() {
+            let serving: Vec<&str> = PROBES
+                .iter()
+                .filter(|p| p.variants.iter().any(|v| v.program == program))
+                .map(|p| p.name)
+                .collect();
+            assert_eq!(serving.len(), 1, "{program} serves {serving:?}");
+        }
+        let mut names: Vec<&str> = PROBES.iter().map(|p| p.name).collect();
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), PROBES.len());
@@ -781,6 +883,34 @@ mod tests {
         let mut listed: Vec<String> = program_names().into_iter().map(str::to_owned).collect();
         listed.sort_unstable();
         assert_eq!(in_object, listed, "programs in the object vs PROBES");
+    }
+
+    #[test]
+    fn reads_field_offsets_from_tracefs_formats() {
+        // 6.1's mm_filemap_add_to_page_cache, as tracefs prints it.
+        let format = "name: mm_filemap_add_to_page_cache
+ID: 512
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:unsigned long pfn;\toffset:8;\tsize:8;\tsigned:0;
+\tfield:unsigned long i_ino;\toffset:16;\tsize:8;\tsigned:0;
+\tfield:unsigned long index;\toffset:24;\tsize:8;\tsigned:0;
+\tfield:dev_t s_dev;\toffset:32;\tsize:4;\tsigned:0;
+\tfield:unsigned char order;\toffset:36;\tsize:1;\tsigned:0;
+\tfield:char comm[16];\toffset:40;\tsize:16;\tsigned:0;
+";
+        assert_eq!(format_field_offset(format, "order"), Some(36));
+        assert_eq!(format_field_offset(format, "s_dev"), Some(32));
+        assert_eq!(format_field_offset(format, "comm"), Some(40));
+        assert_eq!(format_field_offset(format, "ord"), None);
+        assert_eq!(format_field_offset("garbage", "order"), None);
+        // The running kernel agrees with what the kernel side assumed
+        // before it read the format.
+        if let Some(at) = tracefs_field_offset("io_uring", "io_uring_create", "ctx") {
+            assert_eq!(at, 16);
+        }
     }
 
     #[test]

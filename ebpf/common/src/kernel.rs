@@ -55,12 +55,15 @@ pub struct KernelOffsets {
     pub kiocb_opcode: u32,
     /// `io_kiocb.ctx`: the request's ring.
     pub kiocb_ctx: u32,
-    /// A folio's pages: `1 << (folio._flags_1 & 0xff)` when bit `pg_head`
-    /// of `folio.flags` is set, else 1. 0 with `folio_valid == 0`, when
-    /// dirtied folios count one page each.
+    /// A folio's pages: `1 << order` when bit `pg_head` of `folio.flags` is
+    /// set, else 1, with the order the byte at `folio_order`:
+    /// `folio._folio_order` where it exists (6.1), else the low byte of
+    /// `folio._flags_1` (6.3+, folio_order() in include/linux/mm.h). 0 with
+    /// `folio_valid == 0`, when dirtied folios count one page each (also
+    /// the case on kernels that dirty pages, not folios).
     pub folio_valid: u32,
     pub folio_flags: u32,
-    pub folio_flags_1: u32,
+    pub folio_order: u32,
     pub pg_head: u32,
     /// `task->se.cfs_rq->rq->clock`, the run queue's clock, which the
     /// scheduler has just updated when sched_switch fires: a timestamp
@@ -98,4 +101,20 @@ pub struct KernelOffsets {
     /// (then every call is read as x86_64).
     pub compat_valid: u32,
     pub task_ti_status: u32,
+    /// `kiocb.ki_pos` and `iov_iter.count`: a read's range, for the fexit
+    /// on `filemap_get_pages` that stands in for the mm_filemap_get_pages
+    /// tracepoint where the kernel lacks it. 0 with `read_range_valid == 0`.
+    pub read_range_valid: u32,
+    pub kiocb_pos: u32,
+    pub iter_count: u32,
+    /// Where `order` sits in the mm_filemap_add_to_page_cache record (from
+    /// its tracefs format); 0 where the record has none (before folios),
+    /// and each added page counts one.
+    pub fm_add_order: u32,
+    /// Where `ctx` (the ring) sits in the io_uring_create record.
+    pub uring_create_ctx: u32,
+    /// 1 if sched_switch has its `prev_state` argument (5.18+); else the
+    /// state is loaded from `task_struct.__state` at `task_state`.
+    pub switch_prev_state_arg: u32,
+    pub task_state: u32,
 }
