@@ -391,3 +391,240 @@ fn every_program_attaches_with_every_filter_on_both_fd_paths() {
         assert!(status.success(), "{log}");
     }
 }
+
+/// The variant each probe should get on this kernel, derived apart from
+/// the agent: which tracepoints tracefs lists, and the io_uring_complete
+/// prototype as bpftool (another BTF reader) prints it.
+fn expected_attachments() -> Vec<(&'static str, String)> {
+    let tracefs = std::path::Path::new("/sys/kernel/tracing/events");
+    let has = |cat: &str, name: &str| tracefs.join(cat).join(name).is_dir();
+    let btf_c = Command::new("bpftool")
+        .args([
+            "btf",
+            "dump",
+            "file",
+            "/sys/kernel/btf/vmlinux",
+            "format",
+            "c",
+        ])
+        .output()
+        .expect("bpftool (installed by cargo xtask setup)");
+    assert!(btf_c.status.success(), "bpftool btf dump failed");
+    let btf_c = String::from_utf8_lossy(&btf_c.stdout);
+    let complete = btf_c
+        .lines()
+        .find(|l| l.contains("(*btf_trace_io_uring_complete)("))
+        .expect("io_uring_complete's prototype in the kernel's BTF");
+    let or = |cond: bool, a: &str, b: &str| if cond { a } else { b }.to_owned();
+    vec![
+        ("sys_exit", "tp_btf/sys_exit".into()),
+        ("sched_switch", "tp_btf/sched_switch".into()),
+        ("exec", "tracepoint/sched:sched_process_exec".into()),
+        ("exit", "tracepoint/sched:sched_process_exit".into()),
+        (
+            "fm_get_pages",
+            or(
+                has("filemap", "mm_filemap_get_pages"),
+                "tp_btf/mm_filemap_get_pages",
+                "fexit/filemap_get_pages",
+            ),
+        ),
+        (
+            "fm_map_pages",
+            or(
+                has("filemap", "mm_filemap_map_pages"),
+                "tp_btf/mm_filemap_map_pages",
+                "fentry/filemap_map_pages",
+            ),
+        ),
+        (
+            "fm_fault",
+            or(
+                has("filemap", "mm_filemap_fault"),
+                "tp_btf/mm_filemap_fault",
+                "fentry/filemap_fault",
+            ),
+        ),
+        (
+            "fm_add",
+            "tracepoint/filemap:mm_filemap_add_to_page_cache".into(),
+        ),
+        (
+            "wb_dirty",
+            or(
+                has("writeback", "writeback_dirty_folio"),
+                "tp_btf/writeback_dirty_folio",
+                "tp_btf/writeback_dirty_page",
+            ),
+        ),
+        ("uring_create", "tracepoint/io_uring:io_uring_create".into()),
+        (
+            "uring_submit",
+            or(
+                has("io_uring", "io_uring_submit_req"),
+                "tp_btf/io_uring_submit_req",
+                "tp_btf/io_uring_submit_sqe",
+            ),
+        ),
+        (
+            "uring_complete",
+            // The program, not the attach point, differs here.
+            or(
+                complete.contains("struct io_uring_cqe *"),
+                "iolens_uring_complete",
+                "iolens_uring_complete_res",
+            ),
+        ),
+    ]
+}
+
+/// On every kernel of the matrix (6.1, 6.12, this machine's) every probe
+/// family is complete, each probe through the variant this kernel's
+/// tracepoints and prototypes call for: `iolens check` says so per probe
+/// and per family, and the running agent exports the same.
+#[test]
+fn every_family_is_complete_through_the_variant_this_kernel_has() {
+    if !can_load_probes("every_family_is_complete_through_the_variant_this_kernel_has") {
+        return;
+    }
+    let expected = expected_attachments();
+    let out = Command::new(agent_bin())
+        .arg("check")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("iolens check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "iolens check failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (probe, want) in &expected {
+        let line = text
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(probe))
+            .unwrap_or_else(|| panic!("no line for {probe}:\n{text}"));
+        let words: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(words[0], "ok", "{line}");
+        assert!(
+            words[2] == want || words[3] == want,
+            "{probe}: want {want}: {line}"
+        );
+    }
+    let families = [
+        "syscalls",
+        "sched",
+        "waits",
+        "page_cache",
+        "io_uring",
+        "process",
+    ];
+    for f in families {
+        let line = text
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(f))
+            .unwrap_or_else(|| panic!("no family line for {f}:\n{text}"));
+        assert_eq!(line.split_whitespace().nth(1), Some("complete"), "{line}");
+    }
+
+    let agent = Agent::start(&[]);
+    let m = agent.scrape();
+    let info: Vec<_> = m
+        .samples
+        .iter()
+        .filter(|s| s.name == "iolens_family_info")
+        .collect();
+    assert_eq!(info.len(), families.len(), "{info:?}");
+    for s in &info {
+        assert_eq!(
+            s.labels.get("status").map(String::as_str),
+            Some("complete"),
+            "{s:?}"
+        );
+        assert_eq!(s.value, 1.0);
+    }
+    for (probe, want) in &expected {
+        let s = m
+            .samples
+            .iter()
+            .find(|s| {
+                s.name == "iolens_probe_attached"
+                    && s.labels.get("probe").map(String::as_str) == Some(probe)
+            })
+            .unwrap_or_else(|| panic!("no iolens_probe_attached for {probe}"));
+        assert_eq!(s.value, 1.0, "{s:?}");
+        let got = [&s.labels["attach"], &s.labels["program"]];
+        assert!(got.contains(&want), "{probe}: want {want}, got {got:?}");
+    }
+    let (status, log) = agent.stop();
+    assert!(status.success(), "{log}");
+}
+
+/// What a kernel whose BTF gives no struct offsets loses is reported per
+/// family, and `--strict` refuses to run so degraded: `iolens check`
+/// exits non-zero naming the families and why, the running agent exports
+/// them as degraded, and `iolens run --strict` exits with the same reasons.
+#[test]
+fn a_degraded_family_is_reported_and_strict_refuses_it() {
+    if !can_load_probes("a_degraded_family_is_reported_and_strict_refuses_it") {
+        return;
+    }
+    let blind = [("IOLENS_NO_BTF_OFFSETS", "1")];
+    let out = Command::new(agent_bin())
+        .arg("check")
+        .envs(blind)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("iolens check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "check passed though degraded:\n{text}"
+    );
+    let family = |name: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no line for {name}:\n{text}"))
+            .to_owned()
+    };
+    for f in ["syscalls", "sched", "waits"] {
+        let line = family(f);
+        assert_eq!(line.split_whitespace().nth(1), Some("degraded"), "{line}");
+        assert!(line.contains("lost: "), "{line}");
+        assert!(line.contains("BTF gave no usable struct offsets"), "{line}");
+    }
+    // Offsets lost do not take whole probes: the rest still attach.
+    assert!(
+        text.lines().filter(|l| l.starts_with("ok ")).count() >= 12,
+        "{text}"
+    );
+    let agent = Agent::start_env(&[], &blind);
+    let m = agent.scrape();
+    let status = |f: &str| {
+        m.samples
+            .iter()
+            .find(|s| {
+                s.name == "iolens_family_info"
+                    && s.labels.get("family").map(String::as_str) == Some(f)
+            })
+            .and_then(|s| s.labels.get("status").cloned())
+    };
+    assert_eq!(status("syscalls").as_deref(), Some("degraded"));
+    assert_eq!(status("process").as_deref(), Some("complete"));
+    let (st, log) = agent.stop();
+    assert!(st.success(), "{log}");
+
+    let strict = Command::new(agent_bin())
+        .args(["run", "--strict", "--listen", "127.0.0.1:0"])
+        .envs(blind)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("iolens run --strict");
+    let err = String::from_utf8_lossy(&strict.stderr);
+    assert!(!strict.status.success(), "--strict ran degraded:\n{err}");
+    assert!(
+        err.contains("--strict: degraded on this kernel: syscalls:"),
+        "{err}"
+    );
+}

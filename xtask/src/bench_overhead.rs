@@ -1,10 +1,11 @@
 //! `cargo xtask bench overhead`: what the probes cost the traced process.
 //!
 //! Each loop runs pinned to one CPU under three contenders. Every traced
-//! run sits between two bare runs and is compared with their mean, and the
-//! two tracers swap places each round, so that the host's drift over
-//! seconds lands on neither; every run is the fastest of five shorter ones
-//! (see `measure`):
+//! run sits between two bare runs of its own and is compared with their
+//! mean, and the two tracers swap places each round (an even number of
+//! rounds, so each goes first as often), so that the host's drift over
+//! seconds and whatever a tracer leaves behind land on neither; every run
+//! is the fastest of five shorter ones (see `measure`):
 //! - bare: no tracing;
 //! - iolens: `iolens run` (all its probes);
 //! - bpftrace counting the same events by pid on classic tracepoints
@@ -37,8 +38,9 @@ pub struct Args {
     /// Calls per measurement.
     #[arg(long, default_value_t = 3_000_000)]
     pub calls: u64,
-    /// Rounds; each round measures every contender once.
-    #[arg(long, default_value_t = 5)]
+    /// Rounds; each round measures every contender once. Even: the
+    /// tracers take turns going first.
+    #[arg(long, default_value_t = 6)]
     pub rounds: usize,
     /// CPU the loop is pinned to (the tracer runs wherever it likes).
     #[arg(long, default_value_t = 1)]
@@ -336,6 +338,12 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
     if args.calls == 0 || args.rounds == 0 {
         bail!("--calls and --rounds must be positive");
     }
+    if args.rounds % 2 == 1 {
+        bail!(
+            "--rounds {}: must be even, so that each tracer goes first in as many rounds as the other",
+            args.rounds
+        );
+    }
     let kinds: Vec<&Kind> = KINDS
         .iter()
         .filter(|k| args.loops.is_empty() || args.loops.iter().any(|l| l == k.name))
@@ -354,37 +362,41 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
                 _ => args.calls,
             }
             .max(1);
-            // bare, tracer, bare, tracer, bare: each tracer is compared
-            // with the mean of the bare runs just before and after it, and
-            // the tracers swap places every round, so that the host's
-            // drift over seconds neither favours one nor lands on one.
+            // bare, tracer, bare; bare, tracer, bare: each tracer is
+            // compared with the mean of its own bare runs just before and
+            // after it, and the tracers swap places every round. An A/B of
+            // one build against itself with the bare run between the two
+            // shared gave 0.36 and 0.49 where 1.0 was the truth (per round
+            // 0.12 to 19.9): the second tracer's "before" was the first
+            // one's "after", taken while the kernel still freed what the
+            // first had loaded.
             let tracers = if round % 2 == 0 {
                 [Contender::Iolens, Contender::Bpftrace]
             } else {
                 [Contender::Bpftrace, Contender::Iolens]
             };
-            let mut before = measure(kind.name, n, args.cpu)?;
-            bare[ki].push(before);
             for c in tracers {
-                let tracer = c.start(kind, args.against.as_deref())?;
-                let traced = measure(kind.name, n, args.cpu)?;
-                drop(tracer);
                 // The bare ping-pong ran 0.5-0.9 µs slower in the first
                 // 200 ms after iolens exited than 2 s later (the kernel
                 // freeing what it had loaded).
+                std::thread::sleep(SETTLE);
+                let before = measure(kind.name, n, args.cpu)?;
+                let tracer = c.start(kind, args.against.as_deref())?;
+                let traced = measure(kind.name, n, args.cpu)?;
+                drop(tracer);
                 std::thread::sleep(SETTLE);
                 let after = measure(kind.name, n, args.cpu)?;
                 let ci = c as usize;
                 traced_ns[ki][ci].push(traced);
                 added[ki][ci].push(traced - (before + after) / 2.0);
+                bare[ki].push(before);
                 bare[ki].push(after);
-                before = after;
             }
         }
         eprintln!("round {}/{} done", round + 1, args.rounds);
     }
     println!(
-        "\nmedians over {} rounds (each tracer between two bare runs; tracers alternated), \
+        "\nmedians over {} rounds (each tracer between two bare runs of its own; tracers alternated), \
          loop pinned to CPU {}\n",
         args.rounds, args.cpu
     );

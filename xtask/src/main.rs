@@ -11,6 +11,7 @@ mod bench_overhead;
 mod bench_workloads;
 mod cpucap;
 mod demo;
+mod matrix;
 mod util;
 mod vm;
 
@@ -90,6 +91,12 @@ enum Cmd {
         /// io_uring, ...).
         #[arg(long)]
         family: Option<String>,
+        /// Where the probe-loading suite runs: `host` (this machine's
+        /// kernel, with lint, unit tests and everything else), `6.1` or
+        /// `6.12` (Debian's kernels in a QEMU VM). Repeatable; default:
+        /// all three. Without `host`, only the probe suites run, in the VMs.
+        #[arg(long = "kernel", value_enum)]
+        kernels: Vec<TestKernel>,
         /// Extra arguments for `cargo test` (after `--`), e.g. a test name.
         #[arg(last = true)]
         cargo_test_args: Vec<String>,
@@ -120,6 +127,26 @@ enum Cmd {
         calls: u64,
         cpu: usize,
     },
+}
+
+/// A kernel the probe suite runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TestKernel {
+    Host,
+    #[value(name = "6.1")]
+    V6_1,
+    #[value(name = "6.12")]
+    V6_12,
+}
+
+impl TestKernel {
+    fn vm(self) -> Option<vm::Kernel> {
+        match self {
+            TestKernel::Host => None,
+            TestKernel::V6_1 => Some(vm::Kernel::V6_1),
+            TestKernel::V6_12 => Some(vm::Kernel::V6_12),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -282,15 +309,111 @@ fn build_release() -> anyhow::Result<()> {
     run(cargo().args(["build", "--release", "-p", "iolens"]))
 }
 
-fn test(family: Option<&str>, extra: &[String]) -> anyhow::Result<()> {
+fn test(family: Option<&str>, kernels: &[TestKernel], extra: &[String]) -> anyhow::Result<()> {
     if let Some(f) = family {
         let file = repo_root().join("tests/tests").join(format!("{f}.rs"));
         if !file.is_file() {
             bail!("no family `{f}`: there is no tests/tests/{f}.rs");
         }
     }
+    let kernels: Vec<TestKernel> = if kernels.is_empty() {
+        vec![TestKernel::Host, TestKernel::V6_1, TestKernel::V6_12]
+    } else {
+        let mut k = kernels.to_vec();
+        k.dedup();
+        k
+    };
+    let vms: Vec<vm::Kernel> = kernels.iter().filter_map(|k| k.vm()).collect();
+    if let Some(f) = family
+        && !vms.is_empty()
+        && !matrix::PROBE_SUITES.contains(&f)
+    {
+        bail!("`{f}` loads no probes, so it does not run in the kernel VMs; add `--kernel host`");
+    }
+    let in_ci = std::env::var_os("CI").is_some_and(|v| v == "true");
+    if in_ci && !is_root() {
+        bail!("CI=true but not root: the probe-loading tests must run in CI; run as root");
+    }
     setup()?;
-    fmt_check()?;
+    let mut results: Vec<matrix::KernelResult> = Vec::new();
+    let mut fuzzed = Ok(());
+    // The end-to-end tests start the agent binary; build it first so they
+    // test this tree, and tell them where it is (the VMs inherit it).
+    let bin = repo_root().join("target/debug/iolens");
+    // SAFETY: single-threaded here; nothing reads the environment
+    // concurrently.
+    unsafe { std::env::set_var("IOLENS_BIN", &bin) };
+    if kernels.contains(&TestKernel::Host) {
+        fmt_check()?;
+        lint()?;
+        run(cargo().args(["build", "-p", "iolens", "--bins"]))?;
+        let start = std::time::Instant::now();
+        let output = util::run_tee(
+            cargo()
+                .arg("test")
+                .args(match family {
+                    Some(f) => vec!["-p", "iolens-tests", "--test", f],
+                    None => vec!["--workspace", "--exclude", "iolens-ebpf"],
+                })
+                .arg("--no-fail-fast")
+                .arg("--")
+                .args(extra),
+        )?;
+        let (passed, failed, skipped) = util::sum_test_results(&output.stdout);
+        results.push(matrix::KernelResult {
+            kernel: "host".into(),
+            release: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|r| r.trim().to_owned())
+                .unwrap_or_default(),
+            passed,
+            failed,
+            skipped,
+            ok: output.status.success(),
+            wall_s: start.elapsed().as_secs_f64(),
+        });
+        if family.is_none() {
+            fuzzed = fuzz(20);
+        }
+    } else {
+        run(cargo().args(["build", "-p", "iolens", "--bins"]))?;
+    }
+    for k in vms {
+        if !is_root() {
+            bail!("the kernel VMs need root (run as root, or pass `--kernel host`)");
+        }
+        results.push(matrix::run_in_vm(k, family, extra)?);
+    }
+    // cargo's last line is a doc-test binary's "0 passed"; close with each
+    // kernel's and the whole run's counts instead.
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    for r in &results {
+        println!(
+            "tests on {} [{}]: {} passed, {} failed, {} skipped in {:.0} s{}",
+            r.kernel,
+            r.release,
+            r.passed,
+            r.failed,
+            r.skipped,
+            r.wall_s,
+            if r.ok { "" } else { " (run failed)" }
+        );
+        passed += r.passed;
+        failed += r.failed;
+        skipped += r.skipped;
+    }
+    println!("tests: {passed} passed, {failed} failed, {skipped} skipped");
+    if failed > 0 || results.iter().any(|r| !r.ok) {
+        bail!("tests failed");
+    }
+    fuzzed?;
+    if let Some(r) = results.iter().find(|r| r.passed == 0) {
+        bail!("no test ran on {}", r.kernel);
+    }
+    Ok(())
+}
+
+/// Clippy with warnings denied, on the workspace and on the kernel side.
+fn lint() -> anyhow::Result<()> {
     run(cargo().args([
         "clippy",
         "--workspace",
@@ -316,39 +439,7 @@ fn test(family: Option<&str>, extra: &[String]) -> anyhow::Result<()> {
             "-D",
             "warnings",
         ])
-        .env("RUSTFLAGS", "-C panic=abort"))?;
-    // The end-to-end tests start the agent binary; build it first so they
-    // test this tree, and tell them where it is.
-    run(cargo().args(["build", "-p", "iolens", "--bins"]))?;
-    let bin = repo_root().join("target/debug/iolens");
-    if std::env::var_os("CI").is_some_and(|v| v == "true") && !is_root() {
-        bail!("CI=true but not root: the probe-loading tests must run in CI; run as root");
-    }
-    let output = util::run_tee(
-        cargo()
-            .arg("test")
-            .args(match family {
-                Some(f) => vec!["-p", "iolens-tests", "--test", f],
-                None => vec!["--workspace", "--exclude", "iolens-ebpf"],
-            })
-            .arg("--no-fail-fast")
-            .arg("--")
-            .args(extra)
-            .env("IOLENS_BIN", &bin),
-    )?;
-    let (passed, failed, ignored) = util::sum_test_results(&output.stdout);
-    let fuzzed = if family.is_none() { fuzz(20) } else { Ok(()) };
-    // cargo's last line is a doc-test binary's "0 passed"; close with the
-    // whole run's count instead.
-    println!("tests: {passed} passed, {failed} failed, {ignored} skipped");
-    if !output.status.success() || failed > 0 {
-        bail!("tests failed");
-    }
-    fuzzed?;
-    if passed == 0 {
-        bail!("no test ran");
-    }
-    Ok(())
+        .env("RUSTFLAGS", "-C panic=abort"))
 }
 
 fn main() -> ExitCode {
@@ -358,8 +449,9 @@ fn main() -> ExitCode {
         Cmd::Build => setup().and_then(|()| build_release()),
         Cmd::Test {
             family,
+            kernels,
             cargo_test_args,
-        } => test(family.as_deref(), &cargo_test_args),
+        } => test(family.as_deref(), &kernels, &cargo_test_args),
         Cmd::Run { args } => setup().and_then(|()| build_release()).and_then(|()| {
             let bin = repo_root().join("target/release/iolens");
             let mut c = cmd(bin.to_str().context("non-UTF-8 repository path")?);

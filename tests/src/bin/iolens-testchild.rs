@@ -472,7 +472,7 @@ fn scenario_ctxsw_signals(
 ) -> std::thread::JoinHandle<()> {
     use std::sync::{
         Arc,
-        atomic::{AtomicBool, AtomicI32, Ordering},
+        atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering},
     };
     // SAFETY: installs a handler that does nothing; no SA_RESTART, so the
     // sleep returns early, which is fine.
@@ -492,7 +492,8 @@ fn scenario_ctxsw_signals(
     };
     let stop = Arc::new(AtomicBool::new(false));
     let tid = Arc::new(AtomicI32::new(0));
-    let (stop_s, tid_s) = (stop.clone(), tid.clone());
+    let sleeps = Arc::new(AtomicU64::new(0));
+    let (stop_s, tid_s, sleeps_s) = (stop.clone(), tid.clone(), sleeps.clone());
     let (start_rd, start_wr) = pipe();
     let sleeper = spawn(Box::new(move || {
         pin_to(0);
@@ -508,6 +509,7 @@ fn scenario_ctxsw_signals(
         while !stop_s.load(Ordering::Relaxed) {
             // SAFETY: a valid timespec; an early return is fine.
             unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+            sleeps_s.fetch_add(1, Ordering::Relaxed);
         }
         park();
     }));
@@ -528,8 +530,14 @@ fn scenario_ctxsw_signals(
         std::thread::yield_now();
     }
     let target = tid.load(Ordering::SeqCst);
-    let end = std::time::Instant::now() + run_for;
-    while std::time::Instant::now() < end {
+    // `run_for`, and until the sleeper slept 400 times: under an emulated
+    // CPU (TCG) the hog beside it leaves it few turns in 1.5 s (fewer than
+    // 200 sleeps were seen on 6.12). At most 30 s more.
+    let start = std::time::Instant::now();
+    while start.elapsed() < run_for
+        || (sleeps.load(Ordering::Relaxed) < 400
+            && start.elapsed() < run_for + Duration::from_secs(30))
+    {
         // SAFETY: signals a thread of this process.
         unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), target, libc::SIGUSR1) };
         let spin = std::time::Instant::now() + Duration::from_micros(3);
