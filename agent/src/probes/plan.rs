@@ -457,17 +457,37 @@ impl FamilyReport {
     }
 }
 
-/// The first line of a reason, cut to a length a report line can carry
-/// (a verifier log's last lines say why; `iolens check -v` is not needed
-/// to see that it was refused).
+/// A reason cut to what a report line can carry: its first line and, for
+/// a verifier log, the line that says why (the last before the verifier's
+/// statistics; the whole log is in the agent's warning).
 pub fn short(reason: &str) -> String {
     const MAX: usize = 160;
-    let line = reason.lines().next().unwrap_or("");
-    if line.chars().count() <= MAX {
-        line.to_owned()
-    } else {
-        let cut: String = line.chars().take(MAX).collect();
-        format!("{cut}…")
+    let cut = |line: &str| {
+        if line.chars().count() <= MAX {
+            line.to_owned()
+        } else {
+            let cut: String = line.chars().take(MAX).collect();
+            format!("{cut}…")
+        }
+    };
+    let first = reason.lines().next().unwrap_or("");
+    let why = reason
+        .lines()
+        .skip(1)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .find(|l| {
+            let l = l.trim();
+            !l.is_empty()
+                && !l.starts_with(':')
+                && !l.starts_with("verification time")
+                && !l.starts_with("stack depth")
+                && !l.starts_with("processed ")
+        });
+    match (first.split_once("Verifier output:"), why) {
+        (Some((head, _)), Some(why)) => format!("{}verifier: {}", cut(head), cut(why.trim())),
+        _ => cut(first),
     }
 }
 
@@ -679,6 +699,26 @@ mod tests {
                 &["struct page *", "struct address_space *"]
             ),
             Some("iolens_wb_dirty")
+        );
+    }
+
+    #[test]
+    fn a_verifier_log_is_cut_to_why() {
+        let log = "load: the BPF_PROG_LOAD syscall returned Permission denied (os error 13). Verifier output: Func#2 is safe for any args
+Validating f() func#4...
+1991: (79) r1 = *(u64 *)(r2 +0)
+R2 invalid mem access 'scalar'
+verification time 17794 usec
+stack depth 0+0
+processed 213 insns (limit 1000000) max_states_per_insn 0
+: Permission denied (os error 13)";
+        assert_eq!(
+            short(log),
+            "load: the BPF_PROG_LOAD syscall returned Permission denied (os error 13). verifier: R2 invalid mem access 'scalar'"
+        );
+        assert_eq!(
+            short("no tracepoint x in tracefs"),
+            "no tracepoint x in tracefs"
         );
     }
 

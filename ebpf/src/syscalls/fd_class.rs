@@ -106,6 +106,13 @@ pub(crate) const NO_CLASS: u32 = u32::MAX;
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn iolens_fd_class_reads(fd: i32) -> u32 {
+    // Its callers check this too, but a global function is verified on its
+    // own, for any arguments, and before 6.8 even when no caller is left:
+    // on 6.1 without offsets (all 0) the walk below loaded through
+    // task+0, a scalar, and sys_exit was refused. The constant prunes it.
+    if rd(&OFFSETS.valid) == 0 {
+        return NO_CLASS;
+    }
     // SAFETY: the current task, as a typed pointer.
     let task = unsafe { bpf_get_current_task_btf() } as *const u8;
     fd_class_reads(task, fd).map_or(NO_CLASS, |e| e as u32)
