@@ -15,6 +15,7 @@ use tracing::{info, warn};
 
 use crate::{
     metrics::{self, SelfInfo, Tracker, http::Render},
+    privdrop,
     probes::{ProbeConfig, ProbeStatus, Probes, Snapshot, program_names, verifier},
 };
 
@@ -354,6 +355,11 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     if attached == 0 {
         anyhow::bail!("no probe could attach; see the warnings above");
     }
+    // Everything that needs a privilege is done: the listener is bound,
+    // tracefs mounted, the probes loaded and attached, the BPF_ENABLE_STATS
+    // fd (--program-stats) opened. What follows reads and deletes through
+    // held fds and reads world-readable /proc files (privdrop's notes).
+    drop_privileges();
     info!(
         attached,
         total = probes.status().len(),
@@ -405,6 +411,41 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64() * 1e3
     );
     Ok(())
+}
+
+/// Drops every capability the agent no longer needs and logs what is kept.
+/// A failure is logged and the agent goes on as it is: it was allowed to
+/// start with these privileges, and metrics are worth more than the drop.
+fn drop_privileges() {
+    match privdrop::drop_after_attach() {
+        Ok(kept) if kept.caps == 0 => info!(
+            threads = kept.threads,
+            bounding_set_cleared = kept.bounding_cleared,
+            "dropped every capability (CapEff and CapPrm 0 in every thread, no_new_privs set)"
+        ),
+        Ok(kept) => info!(
+            threads = kept.threads,
+            bounding_set_cleared = kept.bounding_cleared,
+            "dropped every capability but {}: this kernel refuses bpf(2) on held map fds without it \
+             (Linux before 6.5 with kernel.unprivileged_bpf_disabled set)",
+            cap_names(kept.caps)
+        ),
+        Err(e) => warn!(
+            "could not drop capabilities ({e:#}); running on with the ones iolens was started with"
+        ),
+    }
+}
+
+fn cap_names(caps: u64) -> String {
+    (0..64)
+        .filter(|c| caps & (1u64 << c) != 0)
+        .map(|c| match c {
+            CAP_SYS_ADMIN => "CAP_SYS_ADMIN".to_owned(),
+            CAP_BPF => "CAP_BPF".to_owned(),
+            other => format!("capability {other}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 struct Signals {

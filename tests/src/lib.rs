@@ -452,8 +452,17 @@ pub struct Count {
 impl TestChild {
     /// Spawns the child with `args` and waits for its `ready`.
     pub fn spawn(bin: &str, args: &[&str]) -> TestChild {
-        let mut child = Command::new(bin)
-            .args(args)
+        TestChild::spawn_cmd(Command::new(bin).args(args))
+    }
+
+    /// [`TestChild::spawn`] as another user (uid and gid `uid`).
+    pub fn spawn_as(bin: &str, args: &[&str], uid: u32) -> TestChild {
+        use std::os::unix::process::CommandExt as _;
+        TestChild::spawn_cmd(Command::new(bin).args(args).uid(uid).gid(uid))
+    }
+
+    fn spawn_cmd(cmd: &mut Command) -> TestChild {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
