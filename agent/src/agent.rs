@@ -14,7 +14,10 @@ use iolens_common::{COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES};
 use tracing::{info, warn};
 
 use crate::{
-    metrics::{self, SelfInfo, Tracker, http::Render},
+    metrics::{
+        self, SelfInfo, Tracker,
+        http::{HttpStats, Limits, Render},
+    },
     privdrop,
     probes::{ProbeConfig, ProbeStatus, Probes, Snapshot, program_names, verifier},
 };
@@ -191,6 +194,38 @@ pub struct RunArgs {
     /// add to each syscall. Meant for judging the probes, not for always-on.
     #[arg(long)]
     pub program_stats: bool,
+
+    /// Close a connection that has not sent a complete request head within
+    /// this time, counted from its accept, or from its first byte after a
+    /// keep-alive pause (slow or half-sent requests; counted in
+    /// iolens_http_connections_dropped_total{reason="header_timeout"}).
+    #[arg(long = "web.header-timeout", default_value = "10s", value_parser = parse_positive_duration,
+          value_name = "DURATION")]
+    pub web_header_timeout: Duration,
+
+    /// Close a keep-alive connection that sends nothing for this long after
+    /// a response (reason="idle_timeout"). Prometheus keeps its connection
+    /// between scrapes only if this is longer than its scrape interval.
+    #[arg(long = "web.idle-timeout", default_value = "60s", value_parser = parse_positive_duration,
+          value_name = "DURATION")]
+    pub web_idle_timeout: Duration,
+
+    /// Serve at most this many connections at once. At the cap a new
+    /// connection closes the oldest one that is not being answered
+    /// (reason="evicted"), so clients holding half-sent requests cannot lock
+    /// a scraper out; if all are being answered it gets a 503
+    /// (reason="refused"). Each connection holds one file descriptor.
+    #[arg(long = "web.max-connections", default_value_t = 256, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub web_max_connections: u32,
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("`{s}` must be longer than 0"));
+    }
+    Ok(d)
 }
 
 /// Capability bits from linux/capability.h.
@@ -268,7 +303,10 @@ struct Agent {
     snapshot: Snapshot,
 }
 
-struct Shared(Mutex<Agent>);
+struct Shared {
+    agent: Mutex<Agent>,
+    http: Arc<HttpStats>,
+}
 
 impl Agent {
     fn refresh(&mut self) -> anyhow::Result<()> {
@@ -287,7 +325,7 @@ impl Agent {
 impl Render for Shared {
     fn render(&self) -> Result<Vec<u8>, String> {
         let mut agent = self
-            .0
+            .agent
             .lock()
             .map_err(|_| "metrics state poisoned by an earlier panic".to_owned())?;
         agent.refresh().map_err(|e| format!("{e:#}"))?;
@@ -301,6 +339,7 @@ impl Render for Shared {
             program_stats: &program_stats,
             stats_capacity: agent.probes.stats_capacity(),
             procs_capacity: agent.probes.procs_capacity(),
+            http: Some(&self.http),
         };
         let families = agent.tracker.families(&me);
         metrics::encode(&families).map_err(|e| e.to_string())
@@ -365,16 +404,30 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         total = probes.status().len(),
         "iolens running; metrics on http://{local}/metrics"
     );
-    let shared = Arc::new(Shared(Mutex::new(Agent {
-        probes,
-        program_stats: args.program_stats,
-        tracker: Tracker::new(args.exit_ttl)
-            .with_cgroup_label(args.cgroup_label)
-            .with_max_processes(args.max_processes as usize),
-        snapshot: Snapshot::default(),
-    })));
+    let http_stats = Arc::new(HttpStats::default());
+    let shared = Arc::new(Shared {
+        http: Arc::clone(&http_stats),
+        agent: Mutex::new(Agent {
+            probes,
+            program_stats: args.program_stats,
+            tracker: Tracker::new(args.exit_ttl)
+                .with_cgroup_label(args.cgroup_label)
+                .with_max_processes(args.max_processes as usize),
+            snapshot: Snapshot::default(),
+        }),
+    });
 
-    let server = tokio::spawn(metrics::http::serve(listener, Arc::clone(&shared)));
+    let limits = Limits {
+        header_timeout: args.web_header_timeout,
+        idle_timeout: args.web_idle_timeout,
+        max_connections: args.web_max_connections as usize,
+    };
+    let server = tokio::spawn(metrics::http::serve(
+        listener,
+        Arc::clone(&shared),
+        limits,
+        http_stats,
+    ));
     let refresher = {
         let shared = Arc::clone(&shared);
         let every = args.refresh.max(Duration::from_millis(50));
@@ -384,7 +437,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
             loop {
                 tick.tick().await;
                 let shared = Arc::clone(&shared);
-                let r = tokio::task::spawn_blocking(move || match shared.0.lock() {
+                let r = tokio::task::spawn_blocking(move || match shared.agent.lock() {
                     Ok(mut a) => a.refresh(),
                     Err(_) => Err(anyhow::anyhow!("state poisoned")),
                 })

@@ -478,6 +478,8 @@ pub struct SelfInfo<'a> {
     pub program_stats: &'a [(String, ProgramStats)],
     pub stats_capacity: u32,
     pub procs_capacity: u32,
+    /// The metrics endpoint's own counters (none when no endpoint serves).
+    pub http: Option<&'a http::HttpStats>,
 }
 
 fn label(name: &str, value: &str) -> LabelPair {
@@ -767,11 +769,13 @@ mod tests {
             })
             .collect::<Vec<_>>();
         let program_stats = vec![("iolens_sys_exit".to_owned(), ProgramStats::default())];
+        let http_stats = http::HttpStats::default();
         let me = SelfInfo {
             probes: &probes,
             program_stats: &program_stats,
             stats_capacity: 16,
             procs_capacity: 16,
+            http: Some(&http_stats),
         };
         let exported: std::collections::BTreeSet<String> = t
             .families(&me)
@@ -825,6 +829,7 @@ mod tests {
             program_stats: &[],
             stats_capacity: 1,
             procs_capacity: 1,
+            http: None,
         });
         let text = String::from_utf8(encode(&fams).expect("encode")).expect("utf8");
         assert!(
