@@ -17,6 +17,7 @@ use crate::{
     metrics::{
         self, SelfInfo, Tracker,
         http::{HttpStats, Limits, Render},
+        web_config::WebConfig,
     },
     privdrop,
     probes::{ProbeConfig, ProbeStatus, Probes, Snapshot, program_names, verifier},
@@ -218,6 +219,15 @@ pub struct RunArgs {
     #[arg(long = "web.max-connections", default_value_t = 256, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub web_max_connections: u32,
+
+    /// TLS and basic auth for the endpoint, from a YAML file in the
+    /// Prometheus exporter toolkit's web configuration format (the one
+    /// node_exporter's --web.config.file reads): tls_server_config
+    /// (cert_file, key_file, client_auth_type, client_ca_file, min_version,
+    /// max_version) and basic_auth_users (user: bcrypt hash). Read once at
+    /// start; a bad file is one line and exit 2.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<std::path::PathBuf>,
 }
 
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {
@@ -348,6 +358,12 @@ impl Render for Shared {
 
 /// `iolens run`.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    // The user's own file, so checked before anything else.
+    let web = match &args.web_config_file {
+        Some(path) => WebConfig::load(path)
+            .map_err(|e| UsageError(format!("--web.config.file {}: {e}", path.display())))?,
+        None => WebConfig::default(),
+    };
     check_privileges()?;
     ensure_tracefs()?;
 
@@ -356,10 +372,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(run_async(args))
+    rt.block_on(run_async(args, web))
 }
 
-async fn run_async(args: RunArgs) -> anyhow::Result<()> {
+async fn run_async(args: RunArgs, web: WebConfig) -> anyhow::Result<()> {
     // Handlers first: a signal that arrives while probes load must still
     // mean "detach and exit 0", not the default kill.
     let signals = Signals::install()?;
@@ -402,7 +418,10 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     info!(
         attached,
         total = probes.status().len(),
-        "iolens running; metrics on http://{local}/metrics"
+        tls = web.tls.is_some(),
+        basic_auth = web.needs_auth(),
+        "iolens running; metrics on {}://{local}/metrics",
+        if web.tls.is_some() { "https" } else { "http" }
     );
     let http_stats = Arc::new(HttpStats::default());
     let shared = Arc::new(Shared {
@@ -427,6 +446,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         Arc::clone(&shared),
         limits,
         http_stats,
+        Arc::new(web),
     ));
     let refresher = {
         let shared = Arc::clone(&shared);

@@ -118,9 +118,11 @@ impl Agent {
             std::thread::spawn(move || {
                 let mut tx = Some(tx);
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    // `metrics on http://ADDR/metrics`, or https with TLS.
                     if let Some(addr) = line
-                        .split("metrics on http://")
+                        .split("metrics on http")
                         .nth(1)
+                        .map(|r| r.trim_start_matches('s').trim_start_matches("://"))
                         .and_then(|r| r.split('/').next())
                         .and_then(|a| a.parse::<SocketAddr>().ok())
                         && let Some(tx) = tx.take()

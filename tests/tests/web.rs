@@ -1,15 +1,19 @@
 //! The metrics endpoint under hostile clients (`--web.*` flags): half-sent
 //! requests are closed at the header timeout, a flood of them neither
 //! locks a scraper out nor leaks fds, keep-alive pauses end at the idle
-//! timeout.
+//! timeout; TLS and basic auth from `--web.config.file` (curl and a real
+//! Prometheus as clients, certificates made with the openssl CLI).
 
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use iolens_tests::{Agent, Metrics, can_load_probes, http_get, wait_until};
+use iolens_tests::{
+    Agent, Metrics, agent_bin, can_load_probes, http_get, in_ci, tempdir, wait_until,
+};
 
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -196,6 +200,428 @@ fn keep_alive_pauses_end_at_the_idle_timeout() {
     assert_eq!(dropped(&m, "idle_timeout"), 1);
     assert_eq!(dropped(&m, "header_timeout"), 0);
     println!("idle keep-alive connection closed after {closed:?}");
+    let (status, log) = agent.stop();
+    assert!(status.success(), "{log}");
+}
+
+/// A throwaway PKI made with the openssl CLI: a CA, a server certificate
+/// for 127.0.0.1 and localhost, a client certificate, and a client
+/// certificate from another CA.
+struct Pki {
+    dir: std::path::PathBuf,
+}
+
+impl Pki {
+    fn make(name: &str) -> Option<Pki> {
+        if Command::new("openssl").arg("version").output().is_err() {
+            assert!(
+                !in_ci(),
+                "CI=true but the openssl CLI is missing (apt-get install openssl)"
+            );
+            eprintln!("skipped: the openssl CLI is missing (apt-get install openssl)");
+            return None;
+        }
+        let dir = std::path::PathBuf::from(tempdir(name));
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .expect("run openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        for ca in ["ca", "rogue-ca"] {
+            let mut a = vec!["req", "-x509"];
+            a.extend_from_slice(&ec);
+            let (key, crt, subj) = (
+                format!("{ca}.key"),
+                format!("{ca}.crt"),
+                format!("/CN=iolens test {ca}"),
+            );
+            a.extend_from_slice(&[
+                "-keyout",
+                &key,
+                "-out",
+                &crt,
+                "-days",
+                "2",
+                "-subj",
+                &subj,
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ]);
+            run(&a);
+        }
+        for (leaf, ca, ext) in [
+            (
+                "server",
+                "ca",
+                "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+            ),
+            ("client", "ca", "extendedKeyUsage=clientAuth\n"),
+            ("rogue-client", "rogue-ca", "extendedKeyUsage=clientAuth\n"),
+        ] {
+            let extfile = format!("{leaf}.ext");
+            std::fs::write(
+                dir.join(&extfile),
+                format!("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n{ext}"),
+            )
+            .expect("ext file");
+            let (key, csr, crt, subj) = (
+                format!("{leaf}.key"),
+                format!("{leaf}.csr"),
+                format!("{leaf}.crt"),
+                format!("/CN=iolens test {leaf}"),
+            );
+            let mut a = vec!["req", "-new"];
+            a.extend_from_slice(&ec);
+            a.extend_from_slice(&["-keyout", &key, "-out", &csr, "-subj", &subj]);
+            run(&a);
+            let (ca_crt, ca_key) = (format!("{ca}.crt"), format!("{ca}.key"));
+            run(&[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca_crt,
+                "-CAkey",
+                &ca_key,
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "2",
+                "-extfile",
+                &extfile,
+            ]);
+        }
+        Some(Pki { dir })
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).display().to_string()
+    }
+
+    /// Writes a web config file next to the certificates (relative paths
+    /// in it resolve there) and returns its path.
+    fn config(&self, name: &str, yaml: &str) -> String {
+        let p = self.dir.join(name);
+        std::fs::write(&p, yaml).expect("web config");
+        p.display().to_string()
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// curl's HTTP status for `url` (0: no HTTP answer) and its exit code.
+fn curl(url: &str, extra: &[&str]) -> (u16, i32) {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "10",
+        ])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("run curl");
+    (
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0),
+        out.status.code().unwrap_or(-1),
+    )
+}
+
+const USER: &str = "prometheus";
+const PASSWORD: &str = "s3cret scrape";
+
+fn users_yaml() -> String {
+    // Cost 4, the lowest bcrypt has: the test checks the scheme, not cost.
+    let hash = bcrypt::hash(PASSWORD, 4).expect("bcrypt");
+    format!("basic_auth_users:\n  {USER}: '{hash}'\n")
+}
+
+#[test]
+fn tls_with_basic_auth_answers_200_to_the_right_password_only() {
+    let test = "tls_with_basic_auth_answers_200_to_the_right_password_only";
+    if !can_load_probes(test) {
+        return;
+    }
+    let Some(pki) = Pki::make("web-tls-auth") else {
+        return;
+    };
+    let config = pki.config(
+        "web.yml",
+        &format!(
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n{}",
+            users_yaml()
+        ),
+    );
+    let agent = Agent::start(&["--web.config.file", &config]);
+    assert!(
+        agent.log_text().contains("metrics on https://"),
+        "{}",
+        agent.log_text()
+    );
+    let url = format!("https://localhost:{}/metrics", agent.addr.port());
+    let ca = pki.path("ca.crt");
+    let right = format!("{USER}:{PASSWORD}");
+    let wrong = format!("{USER}:not it");
+    let other = format!("someone:{PASSWORD}");
+    assert_eq!(
+        curl(&url, &["--cacert", &ca, "-u", &right]).0,
+        200,
+        "right password"
+    );
+    assert_eq!(
+        curl(&url, &["--cacert", &ca, "-u", &wrong]).0,
+        401,
+        "wrong password"
+    );
+    assert_eq!(
+        curl(&url, &["--cacert", &ca, "-u", &other]).0,
+        401,
+        "unknown user"
+    );
+    assert_eq!(curl(&url, &["--cacert", &ca]).0, 401, "no credentials");
+    let landing = format!("https://127.0.0.1:{}/", agent.addr.port());
+    assert_eq!(
+        curl(&landing, &["--cacert", &ca]).0,
+        401,
+        "every path is protected"
+    );
+    // The body, over TLS with the password.
+    let out = Command::new("curl")
+        .args(["-sf", "--cacert", &ca, "-u", &right, &url])
+        .output()
+        .expect("curl");
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(body.contains("iolens_probe_attached{"), "{body}");
+    // Neither plain HTTP nor a server the client cannot verify.
+    let plain = format!("http://127.0.0.1:{}/metrics", agent.addr.port());
+    assert_eq!(
+        curl(&plain, &["-u", &right]).0,
+        0,
+        "plain HTTP to the TLS port"
+    );
+    let (code, exit) = curl(&url, &["-u", &right]);
+    assert_eq!(
+        code, 0,
+        "without the CA, curl must refuse the certificate (exit {exit})"
+    );
+    let (status, log) = agent.stop();
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn a_required_client_certificate_must_come_from_the_client_ca() {
+    let test = "a_required_client_certificate_must_come_from_the_client_ca";
+    if !can_load_probes(test) {
+        return;
+    }
+    let Some(pki) = Pki::make("web-mtls") else {
+        return;
+    };
+    let config = pki.config(
+        "web.yml",
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  \
+         client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n",
+    );
+    let agent = Agent::start(&["--web.config.file", &config]);
+    let url = format!("https://127.0.0.1:{}/metrics", agent.addr.port());
+    let ca = pki.path("ca.crt");
+    let (cert, key) = (pki.path("client.crt"), pki.path("client.key"));
+    let (rogue, rogue_key) = (pki.path("rogue-client.crt"), pki.path("rogue-client.key"));
+    assert_eq!(
+        curl(&url, &["--cacert", &ca, "--cert", &cert, "--key", &key]).0,
+        200,
+        "a client certificate from the client CA"
+    );
+    let (code, exit) = curl(&url, &["--cacert", &ca]);
+    assert_eq!(
+        code, 0,
+        "no client certificate: the handshake fails (curl exit {exit})"
+    );
+    assert_ne!(exit, 0);
+    let (code, exit) = curl(
+        &url,
+        &["--cacert", &ca, "--cert", &rogue, "--key", &rogue_key],
+    );
+    assert_eq!(code, 0, "a certificate of another CA (curl exit {exit})");
+    let (status, log) = agent.stop();
+    assert!(status.success(), "{log}");
+}
+
+#[test]
+fn a_bad_web_config_is_one_line_and_exit_2() {
+    let dir = std::path::PathBuf::from(tempdir("web-bad-config"));
+    for (name, yaml, needle) in [
+        (
+            "unknown.yml",
+            "tls_server_config:\n  certfile: x\n",
+            "unknown field `certfile`",
+        ),
+        (
+            "missing.yml",
+            "tls_server_config:\n  cert_file: nope.crt\n  key_file: nope.key\n",
+            "nope.crt",
+        ),
+        (
+            "hash.yml",
+            "basic_auth_users:\n  prom: hunter2\n",
+            "not a bcrypt hash",
+        ),
+        (
+            "nocert.yml",
+            "tls_server_config:\n  key_file: server.key\n",
+            "cert_file is missing",
+        ),
+        (
+            "syntax.yml",
+            "basic_auth_users: [prom\n",
+            "basic_auth_users",
+        ),
+    ] {
+        let p = dir.join(name);
+        std::fs::write(&p, yaml).expect("write");
+        let out = Command::new(agent_bin())
+            .args(["run", "--listen", "127.0.0.1:0", "--web.config.file"])
+            .arg(&p)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run iolens");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(
+            err.contains("--web.config.file") && err.contains(needle),
+            "{name}: {err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{name}: one line: {err}");
+    }
+    let out = Command::new(agent_bin())
+        .args(["run", "--web.config.file", "/nonexistent/web.yml"])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run iolens");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("cannot read it"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A real Prometheus (Debian's) scrapes iolens over TLS with basic auth and
+/// stores its samples.
+#[test]
+fn prometheus_scrapes_over_tls_with_basic_auth() {
+    let test = "prometheus_scrapes_over_tls_with_basic_auth";
+    if !can_load_probes(test) {
+        return;
+    }
+    let Some(prom) = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("prometheus"))
+            .find(|p| p.is_file())
+    }) else {
+        assert!(!in_ci(), "{test}: CI=true but prometheus is not installed");
+        eprintln!("skipped {test}: prometheus not installed (apt-get install prometheus)");
+        return;
+    };
+    let Some(pki) = Pki::make("web-prometheus") else {
+        return;
+    };
+    let config = pki.config(
+        "web.yml",
+        &format!(
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n{}",
+            users_yaml()
+        ),
+    );
+    let agent = Agent::start(&["--web.config.file", &config]);
+    let prom_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let prom_addr: std::net::SocketAddr = format!("127.0.0.1:{prom_port}").parse().expect("addr");
+    let prom_yml = pki.config(
+        "prometheus.yml",
+        &format!(
+            "global:\n  scrape_interval: 1s\n\
+             scrape_configs:\n  - job_name: iolens\n    scheme: https\n\
+             \x20   tls_config:\n      ca_file: {ca}\n      server_name: localhost\n\
+             \x20   basic_auth:\n      username: {USER}\n      password: '{PASSWORD}'\n\
+             \x20   static_configs:\n      - targets: ['127.0.0.1:{port}']\n",
+            ca = pki.path("ca.crt"),
+            port = agent.addr.port(),
+        ),
+    );
+    let log_path = pki.dir.join("prometheus.log");
+    let mut child = Command::new(prom)
+        .arg(format!("--config.file={prom_yml}"))
+        .arg(format!("--storage.tsdb.path={}", pki.path("data")))
+        .arg(format!("--web.listen-address={prom_addr}"))
+        .arg("--log.level=warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).expect("log"))
+        .spawn()
+        .expect("spawn prometheus");
+    let value = |expr: &str| -> Option<f64> {
+        let (status, body) = http_get(prom_addr, &format!("/api/v1/query?query={expr}"));
+        if status != 200 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    };
+    let up = wait_until(Duration::from_secs(60), || {
+        std::net::TcpStream::connect(prom_addr).is_ok()
+            && value("count(iolens_probe_attached)").is_some_and(|n| n > 0.0)
+    });
+    let samples = value("count(iolens_probe_attached)");
+    let health = value("up");
+    let (_, targets) = if std::net::TcpStream::connect(prom_addr).is_ok() {
+        http_get(prom_addr, "/api/v1/targets")
+    } else {
+        (0, String::new())
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let plog = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        up,
+        "no iolens samples in Prometheus; targets: {targets}\nlog:\n{plog}"
+    );
+    assert_eq!(health, Some(1.0), "up; targets: {targets}");
+    assert!(
+        targets.contains("\"scrapeUrl\":\"https://127.0.0.1:"),
+        "{targets}"
+    );
+    println!("Prometheus stored {samples:?} iolens_probe_attached series over TLS with basic auth");
     let (status, log) = agent.stop();
     assert!(status.success(), "{log}");
 }

@@ -46,6 +46,8 @@ use tokio::{
 };
 use tracing::{debug, warn};
 
+use super::web_config::WebConfig;
+
 /// Renders the current metrics; shared with the background refresher.
 pub trait Render: Send + Sync + 'static {
     fn render(&self) -> Result<Vec<u8>, String>;
@@ -74,7 +76,31 @@ fn respond(
     r
 }
 
-async fn handle<R: Render>(renderer: Arc<R>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle<R: Render>(
+    renderer: Arc<R>,
+    web: Arc<WebConfig>,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    // Every path, as the exporter toolkit does; bcrypt off the async
+    // threads.
+    if web.needs_auth() {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes().to_vec());
+        let check = Arc::clone(&web);
+        let ok = tokio::task::spawn_blocking(move || check.authorized(given.as_deref()))
+            .await
+            .unwrap_or(false);
+        if !ok {
+            let mut r = respond(StatusCode::UNAUTHORIZED, "text/plain", "Unauthorized\n");
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"iolens\""),
+            );
+            return r;
+        }
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut r = respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "only GET\n");
         r.headers_mut()
@@ -375,8 +401,10 @@ pub async fn serve<R: Render>(
     renderer: Arc<R>,
     limits: Limits,
     stats: Arc<HttpStats>,
+    web: Arc<WebConfig>,
 ) {
     let registry = Arc::new(Registry::default());
+    let tls = web.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -426,6 +454,8 @@ pub async fn serve<R: Render>(
         };
         let renderer = Arc::clone(&renderer);
         let stats = Arc::clone(&stats);
+        let web = Arc::clone(&web);
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _registered = registered;
             let io = Watched {
@@ -437,9 +467,10 @@ pub async fn serve<R: Render>(
                 hyper::service::service_fn(move |req| {
                     conn.request();
                     let renderer = Arc::clone(&renderer);
+                    let web = Arc::clone(&web);
                     let conn = Arc::clone(&conn);
                     async move {
-                        let r = handle(renderer, req).await;
+                        let r = handle(renderer, web, req).await;
                         let (parts, inner) = r.into_parts();
                         Ok::<_, Infallible>(Response::from_parts(parts, Tracked { inner, conn }))
                     }
@@ -447,9 +478,27 @@ pub async fn serve<R: Render>(
             };
             // hyper's own header timer is off: the watchdog below keeps
             // the deadlines (hyper's would also cover keep-alive pauses).
-            let serving = http1::Builder::new()
-                .header_read_timeout(None)
-                .serve_connection(TokioIo::new(io), svc);
+            // The TLS handshake runs inside the same future, so the header
+            // timeout bounds it too.
+            let serving = async move {
+                let mut http = http1::Builder::new();
+                http.header_read_timeout(None);
+                match tls {
+                    Some(acceptor) => {
+                        let stream = acceptor
+                            .accept(io)
+                            .await
+                            .map_err(|e| format!("TLS handshake: {e}"))?;
+                        http.serve_connection(TokioIo::new(stream), svc)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                    None => http
+                        .serve_connection(TokioIo::new(io), svc)
+                        .await
+                        .map_err(|e| e.to_string()),
+                }
+            };
             tokio::pin!(serving);
             loop {
                 if conn.evicted.load(Ordering::SeqCst) {

@@ -15,6 +15,7 @@ mod process;
 mod sched;
 mod syscalls;
 mod waits;
+pub mod web_config;
 
 use std::{
     collections::{BTreeMap, HashMap},
