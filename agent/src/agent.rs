@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use crate::{
     metrics::{
-        self, SelfInfo, Tracker,
+        self, GroupBy, SelfInfo, Tracker,
         http::{HttpStats, Limits, Render},
         web_config::WebConfig,
     },
@@ -152,6 +152,23 @@ pub struct RunArgs {
     /// /proc/PID/cgroup) to per-process series.
     #[arg(long)]
     pub cgroup_label: bool,
+
+    /// Sum per-process series into groups, in the agent (the kernel stays
+    /// per process): pid (one series per process, the default), cgroup
+    /// (label `cgroup`), unit (the systemd unit, `unit`), container
+    /// (`container_id`, `runtime`) or pod (the Kubernetes pod: `pod_uid`,
+    /// `qos_class`). Groups are named from the process's cgroup v2 path, read
+    /// when it is first seen; a member's final counts stay in its group
+    /// after its series are dropped, so group counters never go backwards.
+    #[arg(long, value_enum, default_value_t = GroupBy::Pid, value_name = "KEY")]
+    pub group_by: GroupBy,
+
+    /// With --group-by: make at most this many groups; the processes of any
+    /// further group are summed into one labelled `other`
+    /// (iolens_groups_overflowed_total counts them).
+    #[arg(long, default_value_t = 1000, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_groups: u32,
 
     /// Export at most this many processes; beyond it the least recently
     /// active are dropped (from the export and the kernel maps) and
@@ -324,6 +341,8 @@ impl Agent {
         let expired = self
             .tracker
             .update(&mut self.snapshot, metrics::monotonic_ns());
+        // Grouped, the members' final counts stay in their groups.
+        self.tracker.fold_expired(&expired);
         for e in &expired {
             self.probes.forget(e.tgid, &e.keys, &e.uring_keys);
             self.tracker.forgot(e);
@@ -431,7 +450,8 @@ async fn run_async(args: RunArgs, web: WebConfig) -> anyhow::Result<()> {
             program_stats: args.program_stats,
             tracker: Tracker::new(args.exit_ttl)
                 .with_cgroup_label(args.cgroup_label)
-                .with_max_processes(args.max_processes as usize),
+                .with_max_processes(args.max_processes as usize)
+                .with_group_by(args.group_by, args.max_groups as usize),
             snapshot: Snapshot::default(),
         }),
     });
