@@ -188,3 +188,142 @@ fn a_cgroup_group_sums_its_members_exactly_and_keeps_their_counts_after_exit() {
         let _ = std::fs::remove_dir_all(d);
     }
 }
+
+/// A group's labels.
+type GroupLabels = Vec<(&'static str, String)>;
+
+/// Every sample whose labels include all of `group`, keyed by name and its
+/// other labels (values truncated to whole numbers).
+fn view_of(m: &Metrics, group: &[(&str, String)]) -> View {
+    m.samples
+        .iter()
+        .filter(|s| s.name != "iolens_group_members")
+        .filter(|s| {
+            group
+                .iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(v.as_str()))
+        })
+        .map(|s| {
+            let rest = s
+                .labels
+                .iter()
+                .filter(|(k, _)| !group.iter().any(|(g, _)| g == k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            ((s.name.clone(), rest), s.value as u64)
+        })
+        .collect()
+}
+
+/// Unit, container and pod groups, each from a cgroup of the shape systemd,
+/// containerd and the kubelet make (under a test cgroup): two known
+/// children in it are one group with the labels the path names, and its
+/// calls and bytes are their sum.
+#[test]
+fn unit_container_and_pod_groups_are_named_from_the_cgroup_path() {
+    let test = "unit_container_and_pod_groups_are_named_from_the_cgroup_path";
+    if !can_load_probes(test) {
+        return;
+    }
+    let Some(mount) = cgroup2_mount() else {
+        assert!(!in_ci(), "CI machines of this kind mount cgroup2");
+        eprintln!("skipped {test}: no cgroup2 mount");
+        return;
+    };
+    let me = std::process::id();
+    let id = format!("{:016x}", 0x1010_u64 * u64::from(me)).repeat(4);
+    let uid = "0d1e2f3a-4b5c-6d7e-8f90-a1b2c3d4e5f6";
+    let pod_path = format!(
+        "iolens-group-{me}/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice/cri-containerd-{id}.scope",
+        uid.replace('-', "_")
+    );
+    let unit_path = format!("iolensgroup{me}.slice/iolens{me}.service");
+    // (--group-by, the cgroup, the group's labels)
+    let cases: [(&str, &str, GroupLabels); 3] = [
+        ("unit", &unit_path, vec![("unit", unit_path.clone())]),
+        (
+            "container",
+            &pod_path,
+            vec![
+                ("container_id", id.clone()),
+                ("runtime", "containerd".into()),
+            ],
+        ),
+        (
+            "pod",
+            &pod_path,
+            vec![("pod_uid", uid.into()), ("qos_class", "Burstable".into())],
+        ),
+    ];
+    for (by, path, labels) in &cases {
+        let cg = format!("{mount}/{path}");
+        std::fs::create_dir_all(&cg).expect("create the cgroups");
+        let dirs: Vec<String> = (0..2).map(|i| tempdir(&format!("{by}-{i}"))).collect();
+        let mut children: Vec<TestChild> = dirs
+            .iter()
+            .map(|d| TestChild::spawn(CHILD, &["rw", d.as_str()]))
+            .collect();
+        for c in &children {
+            std::fs::write(format!("{cg}/cgroup.procs"), c.pid().to_string())
+                .expect("move a child");
+        }
+        let agent = Agent::start(&["--group-by", by]);
+        let before = transfers(&view_of(&agent.scrape(), labels));
+        let mut want: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+        for c in &mut children {
+            let report = c.step();
+            for k in &report.counts {
+                let e = want.entry((k.syscall.clone(), k.path.clone())).or_default();
+                e.0 += k.calls;
+                e.1 += k.bytes;
+            }
+            let e = want
+                .entry(("read".into(), "pipe_to_user".into()))
+                .or_default();
+            e.0 += 1;
+            e.1 += 3;
+            let e = want
+                .entry(("write".into(), "user_to_pipe".into()))
+                .or_default();
+            e.0 += 1;
+            e.1 += report.bytes;
+        }
+        let m = agent.scrape();
+        let members: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(
+            m.sum("iolens_group_members", &members),
+            2,
+            "--group-by {by}: members of {labels:?}"
+        );
+        let after = transfers(&view_of(&m, labels));
+        let got: BTreeMap<(String, String), (u64, u64)> = after
+            .iter()
+            .filter_map(|(k, a)| {
+                let b = before.get(k).copied().unwrap_or_default();
+                let d = (a.0 - b.0, a.1 - b.1);
+                (d != (0, 0)).then(|| (k.clone(), d))
+            })
+            .collect();
+        assert_eq!(
+            got, want,
+            "--group-by {by}: the group's delta vs its children's tallies"
+        );
+        println!("--group-by {by}: {labels:?} exact over 2 children");
+        for c in children {
+            c.finish();
+        }
+        let (status, log) = agent.stop();
+        assert!(status.success(), "{log}");
+        for d in dirs {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+    // Deepest first; the children have exited.
+    for path in [&pod_path, &unit_path] {
+        let mut p = std::path::PathBuf::from(format!("{mount}/{path}"));
+        while p != std::path::Path::new(&mount) {
+            let _ = std::fs::remove_dir(&p);
+            p.pop();
+        }
+    }
+}

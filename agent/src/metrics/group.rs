@@ -280,6 +280,30 @@ mod tests {
         );
     }
 
+    /// The shapes tests/tests/group_by.rs makes under a test cgroup.
+    #[test]
+    fn groups_below_a_test_cgroup() {
+        let id = "ab".repeat(32);
+        let pod = format!(
+            "/iolens-group-1/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0d1e2f3a_4b5c_6d7e_8f90_a1b2c3d4e5f6.slice/cri-containerd-{id}.scope"
+        );
+        assert_eq!(
+            group_labels(GroupBy::Pod, &pod),
+            vec![
+                ("pod_uid", "0d1e2f3a-4b5c-6d7e-8f90-a1b2c3d4e5f6".to_owned()),
+                ("qos_class", "Burstable".to_owned())
+            ]
+        );
+        assert_eq!(
+            group_labels(GroupBy::Container, &pod),
+            vec![("container_id", id), ("runtime", "containerd".to_owned())]
+        );
+        assert_eq!(
+            group_labels(GroupBy::Unit, "/iolensgroup1.slice/iolens1.service"),
+            vec![("unit", "iolensgroup1.slice/iolens1.service".to_owned())]
+        );
+    }
+
     #[test]
     fn groups_beyond_the_bound_are_other() {
         let mut g = Groups::new(GroupBy::Cgroup, 2);
