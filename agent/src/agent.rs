@@ -520,7 +520,7 @@ fn drop_privileges() {
             threads = kept.threads,
             bounding_set_cleared = kept.bounding_cleared,
             "dropped every capability but {}: this kernel refuses bpf(2) on held map fds without it \
-             (Linux before 6.5 with kernel.unprivileged_bpf_disabled set)",
+             (Linux before 5.19 with kernel.unprivileged_bpf_disabled set)",
             cap_names(kept.caps)
         ),
         Err(e) => warn!(

@@ -19,10 +19,12 @@
 //! it keeps counting into its map and the map reads through the held fd,
 //! while creating a new map fails.
 //!
-//! The one exception is CAP_BPF on kernels before 6.5: there bpf(2) refuses
-//! every command, reads of held fds included, to a caller without CAP_BPF
-//! while `kernel.unprivileged_bpf_disabled` is set (Debian's and Ubuntu's
-//! default); from 6.5 on only map creation and program loads check it. The
+//! The one exception is CAP_BPF on kernels before 5.19 (Ubuntu 22.04's
+//! 5.15): there bpf(2) refuses every command, reads of held fds included, to
+//! a caller without CAP_BPF while `kernel.unprivileged_bpf_disabled` is set
+//! (the distributions' default); from 5.19 on only map creation and program
+//! loads check it (Debian 12's 6.1 with the sysctl at 2: nothing kept, tried
+//! under QEMU with `agent/tests/privdrop.rs`). The
 //! drop tries it rather than reading the version: it makes a one-entry map,
 //! lowers this thread's effective set for a lookup on it, and keeps CAP_BPF
 //! if that lookup says EPERM.
@@ -193,7 +195,7 @@ fn drop_this_thread(keep: u64, clear_bounding: bool, last_cap: i32) -> Result<()
 }
 
 /// Whether bpf(2) on a map fd this process holds is refused without CAP_BPF
-/// (kernels before 6.5 with `kernel.unprivileged_bpf_disabled` set). Tried:
+/// (kernels before 5.19 with `kernel.unprivileged_bpf_disabled` set). Tried:
 /// a one-entry array map is made, then looked up with this thread's
 /// effective set emptied for the moment (the permitted set stays, so the
 /// effective set comes back).

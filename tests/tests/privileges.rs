@@ -87,7 +87,7 @@ fn capabilities_are_dropped_in_every_thread_and_counting_stays_exact() {
         "no capability drop in the log:\n{log}"
     );
     // CAP_BPF stays only where the kernel refuses bpf(2) on held fds
-    // without it (before 6.5, with unprivileged_bpf_disabled set): then the
+    // without it (before 5.19, with unprivileged_bpf_disabled set): then the
     // log says so and the sysctl must be on.
     let kept = if log.contains("dropped every capability but CAP_BPF") {
         let sysctl = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled")
