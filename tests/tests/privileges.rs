@@ -195,3 +195,69 @@ fn capabilities_are_dropped_in_every_thread_and_counting_stays_exact() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `iolens top` starts its agent with PR_SET_PDEATHSIG so that the agent
+/// detaches and exits when top dies; a credential change can clear that
+/// signal (commit_creds does when the permitted set grows, not when it
+/// shrinks), so it must be shown to survive the drop. The agent is started from a
+/// thread (the parent-death signal follows the parent thread), which ends
+/// once the agent serves.
+#[test]
+fn the_parent_death_signal_survives_the_drop() {
+    use std::{
+        io::BufRead as _,
+        os::unix::process::CommandExt as _,
+        process::{Command, Stdio},
+    };
+    let test = "the_parent_death_signal_survives_the_drop";
+    if !can_load_probes(test) {
+        return;
+    }
+    let spawner = std::thread::spawn(|| {
+        let mut cmd = Command::new(iolens_tests::agent_bin());
+        cmd.args(["run", "--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // SAFETY: only prctl, async-signal-safe, between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("spawn iolens");
+        let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let mut log = String::new();
+        for line in lines.by_ref().map_while(Result::ok) {
+            log.push_str(&line);
+            log.push('\n');
+            if line.contains("metrics on http://") {
+                break;
+            }
+        }
+        (child, lines, log)
+    });
+    let (mut child, lines, mut log) = spawner.join().expect("spawner thread");
+    assert!(log.contains("dropped every capability"), "{log}");
+    // The spawning thread is gone: the agent must get SIGTERM, detach and
+    // exit 0.
+    let exited = wait_until(Duration::from_secs(20), || {
+        child.try_wait().ok().flatten().is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    let status = child.wait().expect("wait");
+    for line in lines.map_while(Result::ok) {
+        log.push_str(&line);
+        log.push('\n');
+    }
+    assert!(exited, "the agent outlived its parent thread:\n{log}");
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(log.contains("SIGTERM received"), "{log}");
+}
