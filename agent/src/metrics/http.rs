@@ -88,10 +88,14 @@ async fn handle<R: Render>(
             .headers()
             .get(header::AUTHORIZATION)
             .map(|v| v.as_bytes().to_vec());
-        let check = Arc::clone(&web);
-        let ok = tokio::task::spawn_blocking(move || check.authorized(given.as_deref()))
-            .await
-            .unwrap_or(false);
+        let ok = web.remembered(given.as_deref()) || {
+            // Held until the check is done; the semaphore is never closed.
+            let _slot = web.bcrypt_slots.acquire().await.ok();
+            let check = Arc::clone(&web);
+            tokio::task::spawn_blocking(move || check.authorized(given.as_deref()))
+                .await
+                .unwrap_or(false)
+        };
         if !ok {
             let mut r = respond(StatusCode::UNAUTHORIZED, "text/plain", "Unauthorized\n");
             r.headers_mut().insert(

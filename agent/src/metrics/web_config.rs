@@ -66,7 +66,6 @@ struct HttpFile {
 }
 
 /// The endpoint's TLS and users, ready to serve.
-#[derive(Default)]
 pub struct WebConfig {
     /// None: plain HTTP.
     pub tls: Option<Arc<ServerConfig>>,
@@ -75,7 +74,13 @@ pub struct WebConfig {
     /// (user, password) pairs that verified: bcrypt costs tens of
     /// milliseconds a check, and Prometheus sends the same pair each scrape.
     verified: Mutex<HashSet<(String, String)>>,
+    /// bcrypt checks at once: wrong passwords cannot take more than this
+    /// many cores, and a remembered pair never waits for them.
+    pub bcrypt_slots: tokio::sync::Semaphore,
 }
+
+/// bcrypt checks that may run at once.
+const BCRYPT_SLOTS: usize = 2;
 
 /// A valid bcrypt hash (of nothing anyone knows) to check against when the
 /// user does not exist, so a missing user costs as long as a wrong password.
@@ -125,7 +130,7 @@ impl WebConfig {
         Ok(WebConfig {
             tls,
             users,
-            verified: Mutex::new(HashSet::new()),
+            ..WebConfig::default()
         })
     }
 
@@ -133,19 +138,22 @@ impl WebConfig {
         !self.users.is_empty()
     }
 
+    /// Whether the header carries a pair that verified before (no bcrypt).
+    pub fn remembered(&self, header: Option<&[u8]>) -> bool {
+        credentials(header).is_some_and(|pair| {
+            self.verified
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&pair)
+        })
+    }
+
     /// Whether an `Authorization` header value names a configured user with
     /// the right password. Blocking (bcrypt): call off the async threads.
     pub fn authorized(&self, header: Option<&[u8]>) -> bool {
-        use base64::Engine as _;
-        let Some((user, password)) = header
-            .and_then(|h| h.strip_prefix(b"Basic "))
-            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-            .and_then(|raw| String::from_utf8(raw).ok())
-            .and_then(|s| s.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())))
-        else {
+        let Some(pair) = credentials(header) else {
             return false;
         };
-        let pair = (user, password);
         if self
             .verified
             .lock()
@@ -168,6 +176,27 @@ impl WebConfig {
         }
         ok
     }
+}
+
+impl Default for WebConfig {
+    fn default() -> WebConfig {
+        WebConfig {
+            tls: None,
+            users: BTreeMap::new(),
+            verified: Mutex::new(HashSet::new()),
+            bcrypt_slots: tokio::sync::Semaphore::new(BCRYPT_SLOTS),
+        }
+    }
+}
+
+/// (user, password) of a `Basic` Authorization header.
+fn credentials(header: Option<&[u8]>) -> Option<(String, String)> {
+    use base64::Engine as _;
+    header
+        .and_then(|h| h.strip_prefix(b"Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .and_then(|s| s.split_once(':').map(|(u, p)| (u.to_owned(), p.to_owned())))
 }
 
 fn tls_config(t: TlsFile, dir: &Path) -> Result<Option<Arc<ServerConfig>>, String> {
@@ -320,9 +349,12 @@ mod tests {
                 base64::engine::general_purpose::STANDARD.encode(s)
             )
         };
+        assert!(!c.remembered(Some(b("prom:secret").as_bytes())));
         assert!(c.authorized(Some(b("prom:secret").as_bytes())));
-        assert!(c.authorized(Some(b("prom:secret").as_bytes())), "cached");
+        assert!(c.remembered(Some(b("prom:secret").as_bytes())), "cached");
+        assert!(c.authorized(Some(b("prom:secret").as_bytes())));
         assert!(!c.authorized(Some(b("prom:wrong").as_bytes())));
+        assert!(!c.remembered(Some(b("prom:wrong").as_bytes())));
         assert!(!c.authorized(Some(b("nobody:secret").as_bytes())));
         assert!(!c.authorized(Some(b"Bearer x")));
         assert!(!c.authorized(None));
