@@ -14,7 +14,12 @@ use iolens_common::{COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES};
 use tracing::{info, warn};
 
 use crate::{
-    metrics::{self, SelfInfo, Tracker, http::Render},
+    metrics::{
+        self, GroupBy, SelfInfo, Tracker,
+        http::{HttpStats, Limits, Render},
+        web_config::WebConfig,
+    },
+    privdrop,
     probes::{ProbeConfig, ProbeStatus, Probes, Snapshot, program_names, verifier},
 };
 
@@ -148,6 +153,23 @@ pub struct RunArgs {
     #[arg(long)]
     pub cgroup_label: bool,
 
+    /// Sum per-process series into groups, in the agent (the kernel stays
+    /// per process): pid (one series per process, the default), cgroup
+    /// (label `cgroup`), unit (the systemd unit, `unit`), container
+    /// (`container_id`, `runtime`) or pod (the Kubernetes pod: `pod_uid`,
+    /// `qos_class`). Groups are named from the process's cgroup v2 path, read
+    /// when it is first seen; a member's final counts stay in its group
+    /// after its series are dropped, so group counters never go backwards.
+    #[arg(long, value_enum, default_value_t = GroupBy::Pid, value_name = "KEY")]
+    pub group_by: GroupBy,
+
+    /// With --group-by: make at most this many groups; the processes of any
+    /// further group are summed into one labelled `other`
+    /// (iolens_groups_overflowed_total counts them).
+    #[arg(long, default_value_t = 1000, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_groups: u32,
+
     /// Export at most this many processes; beyond it the least recently
     /// active are dropped (from the export and the kernel maps) and
     /// iolens_processes_evicted_total counts them.
@@ -192,6 +214,47 @@ pub struct RunArgs {
     /// add to each syscall. Meant for judging the probes, not for always-on.
     #[arg(long)]
     pub program_stats: bool,
+
+    /// Close a connection that has not sent a complete request head within
+    /// this time, counted from its accept, or from its first byte after a
+    /// keep-alive pause (slow or half-sent requests; counted in
+    /// iolens_http_connections_dropped_total{reason="header_timeout"}).
+    #[arg(long = "web.header-timeout", default_value = "10s", value_parser = parse_positive_duration,
+          value_name = "DURATION")]
+    pub web_header_timeout: Duration,
+
+    /// Close a keep-alive connection that sends nothing for this long after
+    /// a response (reason="idle_timeout"). Prometheus keeps its connection
+    /// between scrapes only if this is longer than its scrape interval.
+    #[arg(long = "web.idle-timeout", default_value = "60s", value_parser = parse_positive_duration,
+          value_name = "DURATION")]
+    pub web_idle_timeout: Duration,
+
+    /// Serve at most this many connections at once. At the cap a new
+    /// connection closes the oldest one that is not being answered
+    /// (reason="evicted"), so clients holding half-sent requests cannot lock
+    /// a scraper out; if all are being answered it gets a 503
+    /// (reason="refused"). Each connection holds one file descriptor.
+    #[arg(long = "web.max-connections", default_value_t = 256, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub web_max_connections: u32,
+
+    /// TLS and basic auth for the endpoint, from a YAML file in the
+    /// Prometheus exporter toolkit's web configuration format (the one
+    /// node_exporter's --web.config.file reads): tls_server_config
+    /// (cert_file, key_file, client_auth_type, client_ca_file, min_version,
+    /// max_version) and basic_auth_users (user: bcrypt hash). Read once at
+    /// start; a bad file is one line and exit 2.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<std::path::PathBuf>,
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err(format!("`{s}` must be longer than 0"));
+    }
+    Ok(d)
 }
 
 /// Capability bits from linux/capability.h.
@@ -269,7 +332,10 @@ struct Agent {
     snapshot: Snapshot,
 }
 
-struct Shared(Mutex<Agent>);
+struct Shared {
+    agent: Mutex<Agent>,
+    http: Arc<HttpStats>,
+}
 
 impl Agent {
     fn refresh(&mut self) -> anyhow::Result<()> {
@@ -277,6 +343,8 @@ impl Agent {
         let expired = self
             .tracker
             .update(&mut self.snapshot, metrics::monotonic_ns());
+        // Grouped, the members' final counts stay in their groups.
+        self.tracker.fold_expired(&expired);
         for e in &expired {
             self.probes.forget(e.tgid, &e.keys, &e.uring_keys);
             self.tracker.forgot(e);
@@ -288,7 +356,7 @@ impl Agent {
 impl Render for Shared {
     fn render(&self) -> Result<Vec<u8>, String> {
         let mut agent = self
-            .0
+            .agent
             .lock()
             .map_err(|_| "metrics state poisoned by an earlier panic".to_owned())?;
         agent.refresh().map_err(|e| format!("{e:#}"))?;
@@ -303,6 +371,7 @@ impl Render for Shared {
             program_stats: &program_stats,
             stats_capacity: agent.probes.stats_capacity(),
             procs_capacity: agent.probes.procs_capacity(),
+            http: Some(&self.http),
         };
         let families = agent.tracker.families(&me);
         metrics::encode(&families).map_err(|e| e.to_string())
@@ -311,6 +380,12 @@ impl Render for Shared {
 
 /// `iolens run`.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
+    // The user's own file, so checked before anything else.
+    let web = match &args.web_config_file {
+        Some(path) => WebConfig::load(path)
+            .map_err(|e| UsageError(format!("--web.config.file {}: {e}", path.display())))?,
+        None => WebConfig::default(),
+    };
     check_privileges()?;
     ensure_tracefs()?;
 
@@ -319,10 +394,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(run_async(args))
+    rt.block_on(run_async(args, web))
 }
 
-async fn run_async(args: RunArgs) -> anyhow::Result<()> {
+async fn run_async(args: RunArgs, web: WebConfig) -> anyhow::Result<()> {
     // Handlers first: a signal that arrives while probes load must still
     // mean "detach and exit 0", not the default kill.
     let signals = Signals::install()?;
@@ -357,21 +432,45 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
     if attached == 0 {
         anyhow::bail!("no probe could attach; see the warnings above");
     }
+    // Everything that needs a privilege is done: the listener is bound,
+    // tracefs mounted, the probes loaded and attached, the BPF_ENABLE_STATS
+    // fd (--program-stats) opened. What follows reads and deletes through
+    // held fds and reads world-readable /proc files (privdrop's notes).
+    drop_privileges();
     info!(
         attached,
         total = probes.status().len(),
-        "iolens running; metrics on http://{local}/metrics"
+        tls = web.tls.is_some(),
+        basic_auth = web.needs_auth(),
+        "iolens running; metrics on {}://{local}/metrics",
+        if web.tls.is_some() { "https" } else { "http" }
     );
-    let shared = Arc::new(Shared(Mutex::new(Agent {
-        probes,
-        program_stats: args.program_stats,
-        tracker: Tracker::new(args.exit_ttl)
-            .with_cgroup_label(args.cgroup_label)
-            .with_max_processes(args.max_processes as usize),
-        snapshot: Snapshot::default(),
-    })));
+    let http_stats = Arc::new(HttpStats::default());
+    let shared = Arc::new(Shared {
+        http: Arc::clone(&http_stats),
+        agent: Mutex::new(Agent {
+            probes,
+            program_stats: args.program_stats,
+            tracker: Tracker::new(args.exit_ttl)
+                .with_cgroup_label(args.cgroup_label)
+                .with_max_processes(args.max_processes as usize)
+                .with_group_by(args.group_by, args.max_groups as usize),
+            snapshot: Snapshot::default(),
+        }),
+    });
 
-    let server = tokio::spawn(metrics::http::serve(listener, Arc::clone(&shared)));
+    let limits = Limits {
+        header_timeout: args.web_header_timeout,
+        idle_timeout: args.web_idle_timeout,
+        max_connections: args.web_max_connections as usize,
+    };
+    let server = tokio::spawn(metrics::http::serve(
+        listener,
+        Arc::clone(&shared),
+        limits,
+        http_stats,
+        Arc::new(web),
+    ));
     let refresher = {
         let shared = Arc::clone(&shared);
         let every = args.refresh.max(Duration::from_millis(50));
@@ -381,7 +480,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
             loop {
                 tick.tick().await;
                 let shared = Arc::clone(&shared);
-                let r = tokio::task::spawn_blocking(move || match shared.0.lock() {
+                let r = tokio::task::spawn_blocking(move || match shared.agent.lock() {
                     Ok(mut a) => a.refresh(),
                     Err(_) => Err(anyhow::anyhow!("state poisoned")),
                 })
@@ -408,6 +507,41 @@ async fn run_async(args: RunArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64() * 1e3
     );
     Ok(())
+}
+
+/// Drops every capability the agent no longer needs and logs what is kept.
+/// A failure is logged and the agent goes on as it is: it was allowed to
+/// start with these privileges, and metrics are worth more than the drop.
+fn drop_privileges() {
+    match privdrop::drop_after_attach() {
+        Ok(kept) if kept.caps == 0 => info!(
+            threads = kept.threads,
+            bounding_set_cleared = kept.bounding_cleared,
+            "dropped every capability (CapEff and CapPrm 0 in every thread, no_new_privs set)"
+        ),
+        Ok(kept) => info!(
+            threads = kept.threads,
+            bounding_set_cleared = kept.bounding_cleared,
+            "dropped every capability but {}: this kernel refuses bpf(2) on held map fds without it \
+             (Linux before 5.19 with kernel.unprivileged_bpf_disabled set)",
+            cap_names(kept.caps)
+        ),
+        Err(e) => warn!(
+            "could not drop capabilities ({e:#}); running on with the ones iolens was started with"
+        ),
+    }
+}
+
+fn cap_names(caps: u64) -> String {
+    (0..64)
+        .filter(|c| caps & (1u64 << c) != 0)
+        .map(|c| match c {
+            CAP_SYS_ADMIN => "CAP_SYS_ADMIN".to_owned(),
+            CAP_BPF => "CAP_BPF".to_owned(),
+            other => format!("capability {other}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 struct Signals {

@@ -13,10 +13,21 @@
 //! - detaches at exit by closing link and perf event fds.
 //!
 //! tracefs is mounted before the probes load, and nothing is loaded or
-//! attached later, so CAP_BPF, CAP_PERFMON and (when started as full root)
-//! everything else can go. `agent/tests/privdrop.rs` proves it with a real
-//! program on a tracepoint: it keeps counting into its map and the map
-//! reads through the held fd, while creating a new map fails.
+//! attached later, so CAP_PERFMON and (when started as full root)
+//! everything else can go, and CAP_BPF too where the kernel allows it.
+//! `agent/tests/privdrop.rs` proves it with a real program on a tracepoint:
+//! it keeps counting into its map and the map reads through the held fd,
+//! while creating a new map fails.
+//!
+//! The one exception is CAP_BPF on kernels before 5.19 (Ubuntu 22.04's
+//! 5.15): there bpf(2) refuses every command, reads of held fds included, to
+//! a caller without CAP_BPF while `kernel.unprivileged_bpf_disabled` is set
+//! (the distributions' default); from 5.19 on only map creation and program
+//! loads check it (Debian 12's 6.1 with the sysctl at 2: nothing kept, tried
+//! under QEMU with `agent/tests/privdrop.rs`). The
+//! drop tries it rather than reading the version: it makes a one-entry map,
+//! lowers this thread's effective set for a lookup on it, and keeps CAP_BPF
+//! if that lookup says EPERM.
 //!
 //! Capabilities are per thread in Linux and capset(2) changes only the
 //! calling thread, while the agent's async runtime already runs worker
@@ -37,17 +48,19 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-/// Capabilities kept after the drop: none (see the module's notes).
-const KEEP: u64 = 0;
-
 /// CAP_SETPCAP, needed to shrink the bounding set.
 const CAP_SETPCAP: u32 = 8;
+/// CAP_SYS_ADMIN: what bpf(2) accepts in place of CAP_BPF.
+const CAP_SYS_ADMIN: u32 = 21;
+/// CAP_BPF: kept only where reads of held map fds need it.
+pub const CAP_BPF: u32 = 39;
 
 /// What [`drop_after_attach`] left.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kept {
     /// Capabilities still permitted (and effective) in every thread, as a
-    /// bit mask (bit N = capability N): 0.
+    /// bit mask (bit N = capability N): 0, or CAP_BPF alone on a kernel
+    /// that refuses bpf(2) on held fds without it.
     pub caps: u64,
     /// Whether the bounding set was emptied too (needs CAP_SETPCAP).
     pub bounding_cleared: bool,
@@ -64,7 +77,14 @@ pub fn drop_after_attach() -> anyhow::Result<Kept> {
         read_caps("/proc/thread-self/status").context("reading this thread's capabilities")?;
     let clear_bounding = before.effective & (1 << CAP_SETPCAP) != 0;
     let last_cap = last_cap();
-    TARGET_KEEP.store(KEEP, Ordering::SeqCst);
+    let keep = match held_fds_need_cap_bpf(before) {
+        // bpf(2) takes CAP_SYS_ADMIN for CAP_BPF; keep whichever is there.
+        Ok(true) if before.permitted & (1 << CAP_BPF) != 0 => 1 << CAP_BPF,
+        Ok(true) => 1 << CAP_SYS_ADMIN,
+        Ok(false) => 0,
+        Err(e) => return Err(e.context("trying whether bpf(2) on held fds needs CAP_BPF")),
+    };
+    TARGET_KEEP.store(keep, Ordering::SeqCst);
     CLEAR_BOUNDING.store(clear_bounding, Ordering::SeqCst);
     LAST_CAP.store(last_cap, Ordering::SeqCst);
     HANDLER_FAILED.store(0, Ordering::SeqCst);
@@ -86,13 +106,13 @@ pub fn drop_after_attach() -> anyhow::Result<Kept> {
         return Err(std::io::Error::last_os_error())
             .context("installing the capability-drop signal handler");
     }
-    let result = broadcast(signal, clear_bounding);
+    let result = broadcast(signal, keep, clear_bounding);
     // SAFETY: restores the handler saved above.
     unsafe { libc::sigaction(signal, &old, std::ptr::null_mut()) };
     let threads = result?;
 
     Ok(Kept {
-        caps: KEEP,
+        caps: keep,
         bounding_cleared: clear_bounding,
         threads,
     })
@@ -174,6 +194,82 @@ fn drop_this_thread(keep: u64, clear_bounding: bool, last_cap: i32) -> Result<()
     Ok(())
 }
 
+/// Whether bpf(2) on a map fd this process holds is refused without CAP_BPF
+/// (kernels before 5.19 with `kernel.unprivileged_bpf_disabled` set). Tried:
+/// a one-entry array map is made, then looked up with this thread's
+/// effective set emptied for the moment (the permitted set stays, so the
+/// effective set comes back).
+fn held_fds_need_cap_bpf(now: ThreadCaps) -> anyhow::Result<bool> {
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+
+    const BPF_MAP_CREATE: libc::c_long = 0;
+    const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+    const BPF_MAP_TYPE_ARRAY: u32 = 2;
+    // The bpf(2) attribute union, as large as the commands here read.
+    #[repr(C, align(8))]
+    struct Attr([u32; 16]);
+    let bpf = |cmd: libc::c_long, attr: &Attr| {
+        // SAFETY: bpf(2) with a zero-padded attribute of the size passed;
+        // the pointers inside point to this frame's live locals.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                cmd,
+                attr as *const Attr,
+                std::mem::size_of::<Attr>() as u32,
+            )
+        };
+        if rc < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(rc)
+        }
+    };
+    let mut create = Attr([0; 16]);
+    // map_type, key_size, value_size, max_entries.
+    create.0[..4].copy_from_slice(&[BPF_MAP_TYPE_ARRAY, 4, 4, 1]);
+    let fd = bpf(BPF_MAP_CREATE, &create).context("creating a one-entry test map")?;
+    // SAFETY: a new fd the kernel just returned, owned by nobody else.
+    let map = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let key = 0u32;
+    let mut value = 0u32;
+    let mut lookup = Attr([0; 16]);
+    lookup.0[0] = map.as_raw_fd() as u32;
+    // key and value pointers, 64-bit at offsets 8 and 16.
+    let (k, v) = (&key as *const u32 as u64, &mut value as *mut u32 as u64);
+    lookup.0[2..6].copy_from_slice(&[k as u32, (k >> 32) as u32, v as u32, (v >> 32) as u32]);
+
+    set_this_thread(0, now.permitted).context("lowering this thread's effective set")?;
+    let tried = bpf(BPF_MAP_LOOKUP_ELEM, &lookup);
+    set_this_thread(now.effective, now.permitted)
+        .context("restoring this thread's effective set")?;
+    match tried {
+        Ok(_) => Ok(false),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok(true),
+        Err(e) => Err(anyhow::Error::new(e).context("looking up the test map")),
+    }
+}
+
+/// capset(2) on the calling thread, the inheritable set emptied.
+fn set_this_thread(effective: u64, permitted: u64) -> std::io::Result<()> {
+    let header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let half = |shift: u32| CapData {
+        effective: (effective >> shift) as u32,
+        permitted: (permitted >> shift) as u32,
+        inheritable: 0,
+    };
+    let data = [half(0), half(32)];
+    // SAFETY: capset(2) with a version-3 header and the two data structs
+    // that version reads; both outlive the call.
+    if unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
 /// `struct __user_cap_header_struct`.
@@ -202,7 +298,7 @@ fn last_cap() -> i32 {
 
 /// Signals every other thread until each shows the drop in its status, then
 /// drops this thread's. Returns the number of threads.
-fn broadcast(signal: libc::c_int, clear_bounding: bool) -> anyhow::Result<usize> {
+fn broadcast(signal: libc::c_int, keep: u64, clear_bounding: bool) -> anyhow::Result<usize> {
     // SAFETY: getpid and gettid cannot fail.
     let (pid, me) = unsafe { (libc::getpid(), libc::gettid()) };
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -215,7 +311,7 @@ fn broadcast(signal: libc::c_int, clear_bounding: bool) -> anyhow::Result<usize>
                 continue;
             }
             match read_caps(&format!("/proc/self/task/{tid}/status")) {
-                Ok(c) if c.done(KEEP, clear_bounding) => {}
+                Ok(c) if c.done(keep, clear_bounding) => {}
                 Ok(_) => pending.push(tid),
                 // Exited meanwhile.
                 Err(_) => threads -= 1,
@@ -229,7 +325,7 @@ fn broadcast(signal: libc::c_int, clear_bounding: bool) -> anyhow::Result<usize>
             );
         }
         if pending.is_empty() {
-            drop_this_thread(KEEP, clear_bounding, LAST_CAP.load(Ordering::SeqCst)).map_err(
+            drop_this_thread(keep, clear_bounding, LAST_CAP.load(Ordering::SeqCst)).map_err(
                 |e| {
                     anyhow::anyhow!(
                         "dropping this thread's capabilities: {}",
@@ -238,7 +334,7 @@ fn broadcast(signal: libc::c_int, clear_bounding: bool) -> anyhow::Result<usize>
                 },
             )?;
             let mine = read_caps("/proc/thread-self/status")?;
-            if !mine.done(KEEP, clear_bounding) {
+            if !mine.done(keep, clear_bounding) {
                 bail!("this thread still has capabilities after capset: {mine:?}");
             }
             return Ok(threads);

@@ -257,7 +257,15 @@ fn drops_every_capability_and_the_probe_keeps_working() {
     let setpcap = eff & (1 << 8) != 0;
     let kept = drop_after_attach().expect("drop_after_attach");
     println!("drop_after_attach: {kept:?}");
-    assert_eq!(kept.caps, 0);
+    // CAP_BPF stays only on kernels that refuse bpf(2) on held fds without
+    // it (before 5.19, with kernel.unprivileged_bpf_disabled set).
+    let unpriv_bpf_off = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled")
+        .is_ok_and(|v| v.trim() != "0");
+    assert!(
+        kept.caps == 0 || (kept.caps == 1 << 39 && unpriv_bpf_off),
+        "{kept:?}"
+    );
+    let kept_hex = format!("{:016x}", kept.caps);
     assert_eq!(kept.bounding_cleared, setpcap, "{kept:?}");
     assert!(kept.threads >= 4, "{kept:?}");
 
@@ -265,16 +273,30 @@ fn drops_every_capability_and_the_probe_keeps_working() {
     let late = std::thread::spawn(|| status_field("/proc/thread-self/status", "CapPrm:"))
         .join()
         .unwrap();
-    assert_eq!(late, "0000000000000000", "a thread started after the drop");
+    assert_eq!(late, kept_hex, "a thread started after the drop");
     for entry in std::fs::read_dir("/proc/self/task").unwrap() {
         let path = format!("{}/status", entry.unwrap().path().display());
-        for key in ["CapEff:", "CapPrm:", "CapAmb:", "CapInh:"] {
-            assert_eq!(status_field(&path, key), "0000000000000000", "{path} {key}");
+        // The joined `late` thread can still be listed for a moment after
+        // its exit, and its status is gone then (seen under QEMU).
+        let Ok(status) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let field = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_owned()))
+                .unwrap_or_else(|| panic!("no {key} in {path}"))
+        };
+        for key in ["CapEff:", "CapPrm:"] {
+            assert_eq!(field(key), kept_hex, "{path} {key}");
+        }
+        for key in ["CapAmb:", "CapInh:"] {
+            assert_eq!(field(key), "0000000000000000", "{path} {key}");
         }
         if setpcap {
-            assert_eq!(status_field(&path, "CapBnd:"), "0000000000000000", "{path}");
+            assert_eq!(field("CapBnd:"), kept_hex, "{path}");
         }
-        assert_eq!(status_field(&path, "NoNewPrivs:"), "1", "{path}");
+        assert_eq!(field("NoNewPrivs:"), "1", "{path}");
     }
 
     // The attached program still counts, and the held fd reads and writes.
@@ -287,9 +309,11 @@ fn drops_every_capability_and_the_probe_keeps_working() {
     );
     update(&map, 0).expect("BPF_MAP_UPDATE_ELEM through the held fd");
 
-    // And nothing new can be made.
-    let err = create_map().expect_err("BPF_MAP_CREATE after the drop");
-    assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+    // And nothing new can be made (a map can, where CAP_BPF had to stay).
+    if kept.caps == 0 {
+        let err = create_map().expect_err("BPF_MAP_CREATE after the drop");
+        assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+    }
     assert!(
         open_tracepoint(id, 0).is_err(),
         "perf_event_open after the drop"

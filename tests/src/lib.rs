@@ -118,9 +118,11 @@ impl Agent {
             std::thread::spawn(move || {
                 let mut tx = Some(tx);
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    // `metrics on http://ADDR/metrics`, or https with TLS.
                     if let Some(addr) = line
-                        .split("metrics on http://")
+                        .split("metrics on http")
                         .nth(1)
+                        .map(|r| r.trim_start_matches('s').trim_start_matches("://"))
                         .and_then(|r| r.split('/').next())
                         .and_then(|a| a.parse::<SocketAddr>().ok())
                         && let Some(tx) = tx.take()
@@ -452,8 +454,17 @@ pub struct Count {
 impl TestChild {
     /// Spawns the child with `args` and waits for its `ready`.
     pub fn spawn(bin: &str, args: &[&str]) -> TestChild {
-        let mut child = Command::new(bin)
-            .args(args)
+        TestChild::spawn_cmd(Command::new(bin).args(args))
+    }
+
+    /// [`TestChild::spawn`] as another user (uid and gid `uid`).
+    pub fn spawn_as(bin: &str, args: &[&str], uid: u32) -> TestChild {
+        use std::os::unix::process::CommandExt as _;
+        TestChild::spawn_cmd(Command::new(bin).args(args).uid(uid).gid(uid))
+    }
+
+    fn spawn_cmd(cmd: &mut Command) -> TestChild {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -68,6 +68,14 @@ fn bad_flags_are_one_clear_line_and_exit_2() {
             vec!["run", "--max-stats-entries", "1"],
             "not in 16..=4000000",
         ),
+        (
+            vec!["run", "--web.header-timeout", "0"],
+            "must be longer than 0",
+        ),
+        (
+            vec!["run", "--web.max-connections", "0"],
+            "not in 1..=1000000",
+        ),
     ] {
         let (code, err) = run_agent(&args, None);
         assert_eq!(code, Some(2), "{args:?}: {err}");

@@ -307,12 +307,16 @@ fn agent_runs_in_the_units_sandbox() {
     let agent_pid = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", child.id()))
         .ok()
         .and_then(|c| c.split_whitespace().next()?.parse::<u32>().ok());
-    let cap_eff = agent_pid.and_then(|pid| {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()?
-            .lines()
-            .find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_owned()))
-    });
+    let status_hex = |key: &str| {
+        agent_pid.and_then(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()?
+                .lines()
+                .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_owned()))
+        })
+    };
+    let cap_eff = status_hex("CapEff:");
+    let cap_bnd = status_hex("CapBnd:");
     // SIGTERM to the agent: it detaches and exits, then strace does.
     if let Some(pid) = agent_pid {
         // SAFETY: kill(2) on a pid this test started; no memory involved.
@@ -352,8 +356,11 @@ fn agent_runs_in_the_units_sandbox() {
         attached.iter().all(|l| l.ends_with(" 1")),
         "a probe did not attach in the sandbox: {attached:?}\nlog:\n{log}"
     );
-    // CAP_BPF is bit 39, CAP_PERFMON 38: nothing else may be effective.
-    let want: u64 = caps
+    // CAP_BPF is bit 39, CAP_PERFMON 38: nothing else may be in the
+    // bounding set, and once attached the agent drops both (privdrop),
+    // keeping CAP_BPF only where the kernel refuses reads of held map fds
+    // without it (it logs that).
+    let bounding: u64 = caps
         .iter()
         .map(|c| match c.as_str() {
             "bpf" => 1u64 << 39,
@@ -361,12 +368,21 @@ fn agent_runs_in_the_units_sandbox() {
             other => panic!("update this test for CAP_{}", other.to_uppercase()),
         })
         .sum();
+    let hex = |h: &Option<String>| h.as_deref().map(|h| u64::from_str_radix(h, 16).unwrap());
+    assert_eq!(hex(&cap_bnd), Some(bounding), "the agent's CapBnd");
+    let kept = if log.contains("dropped every capability but CAP_BPF") {
+        1 << 39
+    } else {
+        0
+    };
+    assert!(
+        log.contains("dropped every capability"),
+        "no capability drop in the log:\n{log}"
+    );
     assert_eq!(
-        cap_eff
-            .as_deref()
-            .map(|h| u64::from_str_radix(h, 16).unwrap()),
-        Some(want),
-        "the agent's CapEff"
+        hex(&cap_eff),
+        Some(kept),
+        "the agent's CapEff after the drop"
     );
     assert!(
         exit.success(),

@@ -54,6 +54,8 @@ const PACKAGES: &[&str] = &[
     "wrk",
     "nginx-light",
     "curl",
+    // The TLS tests' certificates (tests/tests/web.rs).
+    "openssl",
     "util-linux-extra",
     "tmux",
     // The kernel's syscall numbers (asm/unistd_32.h, unistd_64.h): the

@@ -156,6 +156,27 @@ impl Tracker {
         evicted
             .mut_metric()
             .push(counter_metric(vec![], self.processes_evicted as f64));
+        let mut http_dropped = family(
+            "iolens_http_connections_dropped_total",
+            "Metrics connections the agent closed without waiting for the client: header_timeout (no complete request head within --web.header-timeout), idle_timeout (a keep-alive pause over --web.idle-timeout), evicted (the oldest connection not being answered, closed at --web.max-connections to make room), refused (answered 503 at the cap: every connection was being answered).",
+            MetricType::COUNTER,
+        );
+        let mut http_open = family(
+            "iolens_http_connections",
+            "Metrics connections open (at most --web.max-connections).",
+            MetricType::GAUGE,
+        );
+        if let Some(http) = me.http {
+            for why in super::http::Dropped::ALL {
+                http_dropped.mut_metric().push(counter_metric(
+                    vec![label("reason", why.name())],
+                    http.dropped(why) as f64,
+                ));
+            }
+            http_open
+                .mut_metric()
+                .push(gauge_metric(vec![], http.open() as f64));
+        }
         vec![
             attached,
             families,
@@ -170,6 +191,8 @@ impl Tracker {
             fd_failures,
             processes,
             evicted,
+            http_dropped,
+            http_open,
         ]
     }
 }

@@ -7,6 +7,7 @@
 //! (`--exit-ttl`) so a scrape still sees a short-lived process's final
 //! counts, then they are dropped from here and from the kernel maps.
 
+mod group;
 mod health;
 pub mod http;
 mod io_uring;
@@ -15,12 +16,14 @@ mod process;
 mod sched;
 mod syscalls;
 mod waits;
+pub mod web_config;
 
 use std::{
     collections::{BTreeMap, HashMap},
     time::Duration,
 };
 
+pub use group::GroupBy;
 pub use io_uring::uring_op_name;
 use iolens_common::{
     Accumulate, COMM_LEN, Endpoint, ProcCounters, ProcInfo, StatKey, StatValue, UringKey,
@@ -148,6 +151,8 @@ struct Process {
     active_ns: u64,
     /// CLOCK_MONOTONIC ns at which we learned it exited.
     exited_ns: Option<u64>,
+    /// Its group (--group-by), named once from `cgroup`.
+    group: Option<group::GroupLabels>,
 }
 
 /// Accumulates map snapshots into monotonic per-process totals.
@@ -172,6 +177,8 @@ pub struct Tracker {
     processes_evicted: u64,
     /// Reused between updates: tgids whose counts moved.
     scratch_active: Vec<u32>,
+    /// --group-by and what it keeps.
+    groups: group::Groups,
 }
 
 /// What to delete from the kernel maps after a refresh.
@@ -230,7 +237,15 @@ impl Tracker {
             max_processes: usize::MAX,
             processes_evicted: 0,
             scratch_active: Vec::new(),
+            groups: group::Groups::new(GroupBy::Pid, usize::MAX),
         }
+    }
+
+    /// Sums per-process series into groups (see [`GroupBy`]), at most
+    /// `max_groups` of them.
+    pub fn with_group_by(mut self, by: GroupBy, max_groups: usize) -> Tracker {
+        self.groups = group::Groups::new(by, max_groups);
+        self
     }
 
     pub fn with_cgroup_label(mut self, on: bool) -> Tracker {
@@ -281,6 +296,7 @@ impl Tracker {
                     cgroup: None,
                     active_ns: now_ns,
                     exited_ns: None,
+                    group: None,
                 }
             });
         }
@@ -290,10 +306,17 @@ impl Tracker {
             }
         }
         self.scratch_active = active;
-        if self.cgroup_label {
+        let grouped = self.groups.by != GroupBy::Pid;
+        if self.cgroup_label || grouped {
             for (tgid, p) in self.procs.iter_mut() {
                 if p.cgroup.is_none() {
                     p.cgroup = Some(read_cgroup(*tgid));
+                }
+                if grouped
+                    && p.group.is_none()
+                    && let Some(c) = &p.cgroup
+                {
+                    p.group = Some(self.groups.assign(c));
                 }
             }
         }
@@ -391,6 +414,7 @@ impl Tracker {
             cgroup: None,
             active_ns: now_ns,
             exited_ns: None,
+            group: None,
         });
         if p.comm != comm {
             p.comm = comm;
@@ -479,6 +503,8 @@ pub struct SelfInfo<'a> {
     pub program_stats: &'a [(String, ProgramStats)],
     pub stats_capacity: u32,
     pub procs_capacity: u32,
+    /// The metrics endpoint's own counters (none when no endpoint serves).
+    pub http: Option<&'a http::HttpStats>,
 }
 
 fn label(name: &str, value: &str) -> LabelPair {
@@ -526,6 +552,20 @@ impl Tracker {
     /// and the agent's report on itself. Families without a series are
     /// left out.
     pub fn families(&self, me: &SelfInfo<'_>) -> Vec<MetricFamily> {
+        let mut all = self.per_process_families();
+        if self.groups.by != GroupBy::Pid {
+            all = self.grouped(all);
+        }
+        all.extend(self.health_families(me));
+        all.extend(self.group_families());
+        all.into_iter()
+            .filter(|f| !f.get_metric().is_empty())
+            .collect()
+    }
+
+    /// The families with per-process series (and the by-comm histogram),
+    /// before any grouping.
+    fn per_process_families(&self) -> Vec<MetricFamily> {
         let procs = self.proc_counters();
         let mut all = self.syscall_families();
         all.extend(self.process_families(&procs));
@@ -533,10 +573,7 @@ impl Tracker {
         all.extend(self.wait_families());
         all.extend(self.page_cache_families(&procs));
         all.extend(self.io_uring_families(&procs));
-        all.extend(self.health_families(me));
-        all.into_iter()
-            .filter(|f| !f.get_metric().is_empty())
-            .collect()
+        all
     }
 
     /// Every process's totals from PROC_COUNTERS, with the syscalls
@@ -752,6 +789,10 @@ mod tests {
             s.counters[c] += 1;
         }
         let mut t = Tracker::new(Duration::from_secs(60));
+        // The same data grouped (--group-by), for the families only
+        // grouped runs export.
+        let mut grouped = Tracker::new(Duration::from_secs(60)).with_group_by(GroupBy::Cgroup, 4);
+        grouped.update(&mut s, 0);
         t.update(&mut s, 0);
         let probes = crate::probes::PROBES
             .iter()
@@ -774,16 +815,19 @@ mod tests {
         let choices: Vec<_> = probes.iter().map(|p| p.choice.clone()).collect();
         let families = crate::probes::plan::report(&choices, &Default::default());
         let program_stats = vec![("iolens_sys_exit".to_owned(), ProgramStats::default())];
+        let http_stats = http::HttpStats::default();
         let me = SelfInfo {
             probes: &probes,
             families: &families,
             program_stats: &program_stats,
             stats_capacity: 16,
             procs_capacity: 16,
+            http: Some(&http_stats),
         };
         let exported: std::collections::BTreeSet<String> = t
             .families(&me)
             .iter()
+            .chain(grouped.families(&me).iter())
             .map(|f| f.name().to_owned())
             .collect();
         let missing: Vec<_> = exported.difference(&documented).collect();
@@ -834,6 +878,7 @@ mod tests {
             program_stats: &[],
             stats_capacity: 1,
             procs_capacity: 1,
+            http: None,
         });
         let text = String::from_utf8(encode(&fams).expect("encode")).expect("utf8");
         assert!(
