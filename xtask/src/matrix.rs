@@ -19,7 +19,8 @@ use crate::{
 };
 
 /// The end-to-end tests that load probes: one binary per probe family,
-/// and the agent's behaviour (filters, both fd paths, the family report).
+/// the agent's behaviour (filters, both fd paths, the family report), and
+/// its privileges after the drop.
 pub const PROBE_SUITES: &[&str] = &[
     "syscalls",
     "sched",
@@ -28,6 +29,9 @@ pub const PROBE_SUITES: &[&str] = &[
     "io_uring",
     "process",
     "agent_behaviour",
+    // What capabilities the agent can drop after attaching depends on the
+    // kernel (CAP_BPF to read held map fds before 5.19).
+    "privileges",
 ];
 
 /// One kernel's results.
