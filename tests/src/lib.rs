@@ -118,6 +118,13 @@ impl Agent {
             std::thread::spawn(move || {
                 let mut tx = Some(tx);
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    // Logged before the address is handed over, so a test
+                    // that reads the log after start sees this line (CI
+                    // once read it just before it was pushed).
+                    if let Ok(mut l) = log.lock() {
+                        l.push_str(&line);
+                        l.push('\n');
+                    }
                     // `metrics on http://ADDR/metrics`, or https with TLS.
                     if let Some(addr) = line
                         .split("metrics on http")
@@ -128,10 +135,6 @@ impl Agent {
                         && let Some(tx) = tx.take()
                     {
                         let _ = tx.send(addr);
-                    }
-                    if let Ok(mut l) = log.lock() {
-                        l.push_str(&line);
-                        l.push('\n');
                     }
                 }
             });

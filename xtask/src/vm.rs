@@ -542,11 +542,22 @@ fn boot(vm: &Vm, kernel: &Prepared, command: &[String], scratch: &Path) -> anyho
     }
 
     let cwd = std::env::current_dir().context("the current directory")?;
-    let env: Vec<(String, String)> = std::env::vars()
+    let mut env: Vec<(String, String)> = std::env::vars()
         // CI=true too: the tests refuse to skip anything under it.
         .filter(|(k, _)| k.starts_with("IOLENS_") || k.starts_with("RUST_") || k == "CI")
-        .filter(|(k, _)| k != "IOLENS_TEST_DISK")
+        .filter(|(k, _)| k != "IOLENS_TEST_DISK" && k != "IOLENS_KERNEL_CONFIG")
         .collect();
+    // The booted kernel's config (Debian's kernels have no /proc/config.gz,
+    // and the host's /boot has the host kernel's).
+    let config = kernel
+        .vmlinuz
+        .with_file_name(format!("config-{}", kernel.release));
+    if config.is_file() {
+        env.push((
+            "IOLENS_KERNEL_CONFIG".to_owned(),
+            config.to_string_lossy().into_owned(),
+        ));
+    }
     std::fs::write(&script, guest_script(&cwd, command, &env))
         .with_context(|| format!("writing {}", script.display()))?;
 
