@@ -594,15 +594,7 @@ pub fn check(strict: bool) -> anyhow::Result<()> {
     println!("families:");
     let mut lost = 0;
     for f in probes.families() {
-        let how = f
-            .probes
-            .iter()
-            .map(|(p, a)| match a {
-                Some(a) => format!("{p} {a}"),
-                None => format!("{p} -"),
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
+        let how = f.attachments();
         let mut line = format!("{:<11} {:<12} {how}", f.family.name(), f.status());
         if !f.lost.is_empty() {
             lost += 1;

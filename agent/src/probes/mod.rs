@@ -477,15 +477,7 @@ impl Probes {
         let choices: Vec<plan::Choice> = status.iter().map(|s| s.choice.clone()).collect();
         let families = plan::report(&choices, &offsets);
         for f in &families {
-            let how = f
-                .probes
-                .iter()
-                .map(|(p, a)| match a {
-                    Some(a) => format!("{p} {a}"),
-                    None => format!("{p} -"),
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
+            let how = f.attachments();
             if f.lost.is_empty() {
                 info!("family {} {}: {how}", f.family, f.status());
             } else {

@@ -439,6 +439,19 @@ impl FamilyReport {
         }
     }
 
+    /// Each probe and where it is attached (`-`: nowhere), as the log and
+    /// `iolens check` print it.
+    pub fn attachments(&self) -> String {
+        self.probes
+            .iter()
+            .map(|(p, a)| match a {
+                Some(a) => format!("{p} {a}"),
+                None => format!("{p} -"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// The mechanisms in use, e.g. `fexit+fentry+tracepoint+tp_btf`.
     pub fn mechanism(&self) -> String {
         let mut kinds: Vec<&str> = Vec::new();
