@@ -41,9 +41,14 @@ const DISK_LABEL: &str = "iolens-disk";
 /// modprobe), mkfs.ext4, udev (virtme-ng-init needs udevd to name its
 /// virtio-serial ports; without it the command's stdout and exit status
 /// are lost), findfs (util-linux, essential),
-/// `file` (virtme-ng reads the kernel's version with it) and the venv.
+/// `file` (virtme-ng reads the kernel's version with it), busybox
+/// (virtme-ng builds the initramfs that loads Debian's 9p and virtio
+/// modules from it: "initramfs is needed, and no busybox was found" on a
+/// machine without it), `bc` (the guest script's timings) and the venv.
 pub const PACKAGES: &[&str] = &[
     "qemu-system-x86",
+    "busybox-static",
+    "bc",
     "kmod",
     "e2fsprogs",
     "udev",
@@ -248,6 +253,8 @@ fn check_tools() -> anyhow::Result<()> {
         ("depmod", "kmod"),
         ("mkfs.ext4", "e2fsprogs"),
         ("file", "file"),
+        ("busybox", "busybox-static"),
+        ("bc", "bc"),
         ("dpkg", "dpkg"),
         ("apt-get", "apt"),
     ] {
