@@ -102,21 +102,50 @@ fn test_binaries(only: Option<&str>) -> anyhow::Result<Vec<PathBuf>> {
     Ok(found.into_iter().map(|(_, p)| p).collect())
 }
 
-/// The guest's script: each binary in turn, its wall time, and a non-zero
-/// exit if any failed.
-fn guest_script(bins: &[PathBuf], extra: &[String]) -> anyhow::Result<String> {
+/// How long one test binary may run in the guest before the watchdog dumps
+/// what every process is waiting on and kills it. The slowest binary
+/// (syscalls) took 169 s on 6.1 in CI; a hang once ate the whole VM's
+/// 2400 s with nothing to show but the name of the test that never ended.
+const BINARY_LIMIT_S: u64 = 600;
+
+/// The guest's watchdog dump: each process's state and wait channel, the
+/// kernel stacks of the test's processes, and the kernel log's tail.
+const HANG_DUMP: &str = r#"hang_dump() {
+  echo "xtask: guest: $1 still running after $2 s; what each process waits on:" >&2
+  ps -eo pid,ppid,pgid,stat,wchan:32,etime,args | grep -v ' \[' >&2
+  for t in /proc/[0-9]*/task/[0-9]*; do
+    p=${t#/proc/}; p=${p%%/*}
+    [ "$(cut -d' ' -f5 /proc/$p/stat 2>/dev/null)" = "$3" ] || continue
+    echo "--- task ${t##*/} of $p ($(cat $t/comm 2>/dev/null)): $(cut -d' ' -f3 $t/stat 2>/dev/null) in $(cat $t/wchan 2>/dev/null)" >&2
+    cat $t/stack >&2 2>/dev/null
+  done
+  dmesg | tail -40 >&2
+}
+"#;
+
+/// The guest's script: each binary in turn under a watchdog, its wall
+/// time, and a non-zero exit if any failed.
+fn guest_script(bins: &[PathBuf], extra: &[String], limit_s: u64) -> anyhow::Result<String> {
     let mut s = String::from(
         "#!/bin/sh\n# Written by `cargo xtask test`: the probe suites in a VM.\n\
          export TMPDIR=\"$IOLENS_TEST_DISK/tmp\"\nmkdir -p \"$TMPDIR\" || exit 125\nrc=0\n",
     );
+    s.push_str(HANG_DUMP);
     let extra: Vec<String> = extra.iter().map(|a| vm::sh_quote(a)).collect();
     for b in bins {
         let b = b.to_str().context("non-UTF-8 test binary path")?;
+        // setsid: the binary leads its own process group (a background job
+        // of a script is not a group leader, so setsid execs in place and
+        // $! is that group), so a kill takes its agents and children too.
         let _ = writeln!(
             s,
             "t0=$(cut -d' ' -f1 /proc/uptime)\n\
              echo \"xtask: guest: {b}\" >&2\n\
-             {} --test-threads=1 {} || rc=1\n\
+             setsid {} --test-threads=1 {} &\n\
+             pid=$!; waited=0\n\
+             while kill -0 $pid 2>/dev/null && [ $waited -lt {limit_s} ]; do sleep 1; waited=$((waited + 1)); done\n\
+             if kill -0 $pid 2>/dev/null; then hang_dump $(basename {b}) $waited $pid; kill -9 -$pid; rc=1; fi\n\
+             wait $pid || rc=1\n\
              echo \"xtask: guest: $(basename {b}) took $(echo \"$(cut -d' ' -f1 /proc/uptime) - $t0\" | bc) s\" >&2",
             vm::sh_quote(b),
             extra.join(" ")
@@ -136,7 +165,7 @@ pub fn run_in_vm(
     let dir = repo_root().join("target/vm");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let script = dir.join(format!("suite-{kernel}-{}.sh", std::process::id()));
-    std::fs::write(&script, guest_script(&bins, extra)?)
+    std::fs::write(&script, guest_script(&bins, extra, BINARY_LIMIT_S)?)
         .with_context(|| format!("writing {}", script.display()))?;
     let script_s = script.to_str().context("non-UTF-8 path")?.to_owned();
     let vm = vm::Vm {
@@ -179,10 +208,63 @@ mod tests {
         let s = guest_script(
             &[PathBuf::from("/t/a-1"), PathBuf::from("/t/b-2")],
             &["name with space".to_owned()],
+            BINARY_LIMIT_S,
         )
         .expect("script");
-        assert!(s.contains("/t/a-1 --test-threads=1 'name with space' || rc=1"));
-        assert!(s.contains("/t/b-2 --test-threads=1 'name with space' || rc=1"));
+        assert!(s.contains("setsid /t/a-1 --test-threads=1 'name with space' &"));
+        assert!(s.contains("setsid /t/b-2 --test-threads=1 'name with space' &"));
+        assert_eq!(s.matches("wait $pid || rc=1").count(), 2);
+        assert_eq!(s.matches("kill -9 -$pid; rc=1").count(), 2);
         assert!(s.trim_end().ends_with("exit $rc"));
+    }
+
+    /// The watchdog for real, with sh: a binary that passes, one that
+    /// fails, and one that hangs with a child of its own; the hung one is
+    /// dumped and killed with its child, and the script still reaches the
+    /// next binary and exits non-zero.
+    #[test]
+    fn the_watchdog_kills_a_hung_binary_with_its_children_and_goes_on() {
+        let dir = std::env::temp_dir().join(format!("iolens-watchdog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let bin = |name: &str, body: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).expect("write");
+            std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .expect("chmod");
+            p
+        };
+        let marker = dir.join("child-pid");
+        let bins = [
+            bin("ok", "exit 0"),
+            bin(
+                "hangs",
+                &format!("sleep 1000 & echo $! > {}; wait", marker.display()),
+            ),
+            bin("fails", "exit 3"),
+            bin("after", &format!("touch {}/after-ran", dir.display())),
+        ];
+        let script = guest_script(&bins, &[], 2).expect("script");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script.replace("$IOLENS_TEST_DISK", &dir.display().to_string()))
+            .output()
+            .expect("sh");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("xtask: guest: hangs still running after 2 s"),
+            "{err}"
+        );
+        assert!(!err.contains("xtask: guest: ok still running"), "{err}");
+        assert!(dir.join("after-ran").exists(), "{err}");
+        let child: i32 = std::fs::read_to_string(&marker)
+            .expect("marker")
+            .trim()
+            .parse()
+            .expect("pid");
+        // SAFETY: signal 0 only checks that the pid exists.
+        let alive = unsafe { libc::kill(child, 0) } == 0;
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(!alive, "the hung binary's child {child} outlived the kill");
     }
 }
