@@ -244,13 +244,33 @@ mod tests {
             bin("after", &format!("touch {}/after-ran", dir.display())),
         ];
         let script = guest_script(&bins, &[], 2).expect("script");
-        let out = std::process::Command::new("sh")
+        // The script runs in a process group of its own, under a bound of
+        // this test's: a watchdog that fails to kill would otherwise hang
+        // the script's `wait`, and this test with it, instead of failing.
+        let mut sh = std::process::Command::new("sh");
+        std::os::unix::process::CommandExt::process_group(&mut sh, 0);
+        let mut sh = sh
             .arg("-c")
             .arg(script.replace("$IOLENS_TEST_DISK", &dir.display().to_string()))
-            .output()
+            // Files, not pipes: the hang dump (ps, stacks, dmesg) can fill
+            // a pipe that nobody reads while the loop below waits.
+            .stdout(std::fs::File::create(dir.join("stdout")).expect("stdout file"))
+            .stderr(std::fs::File::create(dir.join("stderr")).expect("stderr file"))
+            .spawn()
             .expect("sh");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{err}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while sh.try_wait().expect("try_wait").is_none() {
+            if std::time::Instant::now() > deadline {
+                // SAFETY: kills the process group this test made for sh.
+                unsafe { libc::kill(-(sh.id() as i32), libc::SIGKILL) };
+                let _ = sh.wait();
+                panic!("the guest script still ran after 60 s: its watchdog did not kill");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let status = sh.wait().expect("sh status");
+        let err = std::fs::read_to_string(dir.join("stderr")).expect("stderr");
+        assert_eq!(status.code(), Some(1), "{err}");
         assert!(
             err.contains("xtask: guest: hangs still running after 2 s"),
             "{err}"
