@@ -5,15 +5,20 @@
 //! lacks) is reported as not attached and the rest keep running, unless the
 //! caller asked for strict mode.
 
+mod batch;
 pub mod btf;
 pub mod plan;
 pub mod verifier;
 
-use std::{borrow::Cow, os::fd::OwnedFd, path::Path};
+use std::{
+    borrow::Cow,
+    os::fd::{AsFd as _, OwnedFd},
+    path::Path,
+};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap},
+    maps::{HashMap, IterableMap as _, MapData, PerCpuArray, PerCpuHashMap},
     programs::{BtfTracePoint, FEntry, FExit, TracePoint},
 };
 use iolens_common::{
@@ -82,6 +87,14 @@ pub enum ProbeError {
         #[source]
         source: aya::maps::MapError,
     },
+    #[error("map `{name}`: batch lookup: {source}")]
+    Batch {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading the possible CPUs (/sys/devices/system/cpu/possible): {0}")]
+    Cpus(#[source] std::io::Error),
     #[error("--strict: degraded on this kernel: {0}")]
     Degraded(String),
 }
@@ -171,6 +184,8 @@ pub struct Snapshot {
     pub wait_hist: Vec<([u8; COMM_LEN], [u64; WAIT_SLOTS])>,
     /// Indexed by [`counter`] constants, summed over CPUs.
     pub counters: [u64; counter::COUNT as usize],
+    /// The batch reads' buffers, kept from one read to the next.
+    pub(crate) scratch: batch::BatchBuf,
 }
 
 /// Loaded and attached programs with handles on their maps.
@@ -186,6 +201,8 @@ pub struct Probes {
     families: Vec<FamilyReport>,
     stats_capacity: u32,
     procs_capacity: u32,
+    /// Possible CPUs: per-CPU maps hold a value for each.
+    cpus: usize,
     /// Keeps kernel run-time accounting on while iolens runs; closing it
     /// turns it off again.
     _stats_fd: Option<OwnedFd>,
@@ -509,6 +526,7 @@ impl Probes {
         let pstats = take_map(&mut ebpf, maps::PROC_COUNTERS)?;
         let uring = take_map(&mut ebpf, maps::URING_STATS)?;
         let wait_hist = take_map(&mut ebpf, maps::EPOLL_WAIT_HIST)?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
         Ok(Probes {
             ebpf,
             stats,
@@ -521,6 +539,7 @@ impl Probes {
             families,
             stats_capacity: config.stats_entries,
             procs_capacity: config.proc_entries,
+            cpus,
             _stats_fd: stats_fd,
         })
     }
@@ -566,17 +585,45 @@ impl Probes {
                 })?;
             *slot = per_cpu.iter().sum();
         }
-        read_summed(&self.stats, maps::SYSCALL_STATS, &mut snap.stats)?;
-        read_summed(&self.pstats, maps::PROC_COUNTERS, &mut snap.pstats)?;
-        read_summed(&self.uring, maps::URING_STATS, &mut snap.uring)?;
-        read_summed(&self.wait_hist, maps::EPOLL_WAIT_HIST, &mut snap.wait_hist)?;
+        let cpus = self.cpus;
+        let buf = &mut snap.scratch;
+        read_summed(&self.stats, maps::SYSCALL_STATS, &mut snap.stats, buf, cpus)?;
+        read_summed(
+            &self.pstats,
+            maps::PROC_COUNTERS,
+            &mut snap.pstats,
+            buf,
+            cpus,
+        )?;
+        read_summed(&self.uring, maps::URING_STATS, &mut snap.uring, buf, cpus)?;
+        read_summed(
+            &self.wait_hist,
+            maps::EPOLL_WAIT_HIST,
+            &mut snap.wait_hist,
+            buf,
+            cpus,
+        )?;
         snap.procs.clear();
-        for item in self.procs.iter() {
-            let (tgid, info) = item.map_err(|source| ProbeError::Map {
-                name: maps::PROC_INFO,
-                source,
-            })?;
-            snap.procs.push((tgid, info));
+        let procs = &mut snap.procs;
+        let batched = batch::lookup_all(
+            self.procs.map().fd().as_fd(),
+            size_of::<u32>(),
+            size_of::<ProcInfo>(),
+            buf,
+            |k, v| procs.push((pod_from(k), pod_from(v))),
+        )
+        .map_err(|source| ProbeError::Batch {
+            name: maps::PROC_INFO,
+            source,
+        })?;
+        if !batched {
+            for item in self.procs.iter() {
+                let (tgid, info) = item.map_err(|source| ProbeError::Map {
+                    name: maps::PROC_INFO,
+                    source,
+                })?;
+                snap.procs.push((tgid, info));
+            }
         }
         Ok(())
     }
@@ -595,18 +642,54 @@ impl Probes {
     }
 }
 
+/// A Pod value from the bytes the kernel wrote (any bytes are a valid
+/// value; the slice may be unaligned).
+fn pod_from<T: aya::Pod>(bytes: &[u8]) -> T {
+    assert!(bytes.len() >= size_of::<T>(), "short map entry");
+    // SAFETY: T is Pod, so any bit pattern is a valid T, and the slice
+    // holds at least size_of::<T>() bytes (checked above).
+    unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }
+}
+
 /// Reads a per-CPU hash map into `out` (emptied first, its buffer reused):
-/// each key once, its values summed over CPUs.
+/// each key once, its values summed over CPUs. One bpf(2) call per few
+/// thousand keys ([`batch`]); by iteration on a kernel without batch
+/// lookups.
 fn read_summed<K, V>(
     map: &PerCpuHashMap<MapData, K, V>,
     name: &'static str,
     out: &mut Vec<(K, V)>,
+    buf: &mut batch::BatchBuf,
+    cpus: usize,
 ) -> Result<(), ProbeError>
 where
     K: aya::Pod,
     V: aya::Pod + Accumulate,
 {
     out.clear();
+    // Per key, every possible CPU's value, each rounded up to 8 bytes.
+    let stride = size_of::<V>().next_multiple_of(8);
+    let batched = batch::lookup_all(
+        map.map().fd().as_fd(),
+        size_of::<K>(),
+        stride * cpus,
+        buf,
+        |k, v| {
+            let mut per_cpu = v.chunks_exact(stride);
+            let Some(first) = per_cpu.next() else {
+                return;
+            };
+            let mut total: V = pod_from(first);
+            for c in per_cpu {
+                total.accumulate(&pod_from(c));
+            }
+            out.push((pod_from(k), total));
+        },
+    )
+    .map_err(|source| ProbeError::Batch { name, source })?;
+    if batched {
+        return Ok(());
+    }
     for item in map.iter() {
         let (key, per_cpu) = item.map_err(|source| ProbeError::Map { name, source })?;
         let mut cpus = per_cpu.iter();
