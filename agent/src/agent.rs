@@ -374,7 +374,7 @@ impl Render for Shared {
             http: Some(&self.http),
         };
         let families = agent.tracker.families(&me);
-        metrics::encode(&families).map_err(|e| e.to_string())
+        Ok(metrics::encode(&families))
     }
 }
 
