@@ -266,9 +266,17 @@ impl Tracker {
     pub fn update(&mut self, snap: &mut Snapshot, now_ns: u64) -> Vec<Expired> {
         let mut active = std::mem::take(&mut self.scratch_active);
         active.clear();
-        fold(&mut self.series, &mut snap.stats, |k| active.push(k.tgid));
-        fold(&mut self.pseries, &mut snap.pstats, |k| active.push(*k));
-        fold(&mut self.useries, &mut snap.uring, |k| active.push(k.tgid));
+        // A map the background refresh did not read again holds what was
+        // folded last time: folding it again would change nothing.
+        if !snap.unchanged[0] {
+            fold(&mut self.series, &mut snap.stats, |k| active.push(k.tgid));
+        }
+        if !snap.unchanged[1] {
+            fold(&mut self.pseries, &mut snap.pstats, |k| active.push(*k));
+        }
+        if !snap.unchanged[2] {
+            fold(&mut self.useries, &mut snap.uring, |k| active.push(k.tgid));
+        }
         self.wait_hist.clone_from(&snap.wait_hist);
 
         for (tgid, info) in &snap.procs {
@@ -288,7 +296,13 @@ impl Tracker {
             .map(|k| k.tgid)
             .chain(pseries.keys().copied())
             .chain(useries.keys().map(|k| k.tgid));
+        // Keys come in tgid order: look each process up once.
+        let mut last = None;
         for tgid in tgids {
+            if last == Some(tgid) {
+                continue;
+            }
+            last = Some(tgid);
             procs.entry(tgid).or_insert_with(|| {
                 let comm = std::fs::read_to_string(format!("/proc/{tgid}/comm"))
                     .map(|s| s.trim_end().to_owned())
@@ -410,16 +424,17 @@ impl Tracker {
     }
 
     fn observe_proc(&mut self, tgid: u32, info: &ProcInfo, now_ns: u64) {
-        let comm = comm_string(&info.comm);
         let p = self.procs.entry(tgid).or_insert_with(|| Process {
-            comm: comm.clone(),
+            comm: comm_string(&info.comm),
             cgroup: None,
             active_ns: now_ns,
             exited_ns: None,
             group: None,
         });
-        if p.comm != comm {
-            p.comm = comm;
+        // Compared as bytes: no String per process per read.
+        let raw = &info.comm[..info.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN)];
+        if p.comm.as_bytes() != raw {
+            p.comm = comm_string(&info.comm);
         }
         if info.exit_ns != 0 {
             // The kernel's stamp is exact; ours is when we noticed.
