@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use super::{Expired, Family, Kind, Mode, Tracker, family::GroupKey};
+use super::{Expired, Family, Kind, Mode, Tracker, text::GroupKey};
 use crate::identity;
 
 /// What per-process series are summed by.

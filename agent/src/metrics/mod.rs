@@ -7,7 +7,6 @@
 //! (`--exit-ttl`) so a scrape still sees a short-lived process's final
 //! counts, then they are dropped from here and from the kernel maps.
 
-mod family;
 mod group;
 mod health;
 pub mod http;
@@ -16,6 +15,7 @@ mod page_cache;
 mod process;
 mod sched;
 mod syscalls;
+mod text;
 mod waits;
 pub mod web_config;
 
@@ -24,14 +24,14 @@ use std::{
     time::Duration,
 };
 
-use family::Mode;
-pub use family::{Family, Kind};
 pub use group::GroupBy;
 pub use io_uring::uring_op_name;
 use iolens_common::{
     Accumulate, COMM_LEN, Endpoint, ProcCounters, ProcInfo, StatKey, StatValue, UringKey,
     UringValue, WAIT_SLOTS, counter,
 };
+use text::Mode;
+pub use text::{Family, Kind};
 
 use crate::probes::{ProbeStatus, ProgramStats, Snapshot};
 
@@ -634,7 +634,7 @@ impl Tracker {
 
 /// Renders families in the Prometheus text format.
 pub fn encode(families: &[Family<'_>]) -> Vec<u8> {
-    family::encode(families)
+    text::encode(families)
 }
 
 #[cfg(test)]
