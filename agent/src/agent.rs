@@ -338,8 +338,14 @@ struct Shared {
 }
 
 impl Agent {
-    fn refresh(&mut self) -> anyhow::Result<()> {
-        self.probes.read(&mut self.snapshot)?;
+    /// `full`: read every map (a scrape); else only what may have changed
+    /// in a way a later read could not see (the background refresh).
+    fn refresh(&mut self, full: bool) -> anyhow::Result<()> {
+        if full {
+            self.probes.read(&mut self.snapshot)?;
+        } else {
+            self.probes.read_changed(&mut self.snapshot)?;
+        }
         let expired = self
             .tracker
             .update(&mut self.snapshot, metrics::monotonic_ns());
@@ -348,6 +354,10 @@ impl Agent {
         for e in &expired {
             self.probes.forget(e.tgid, &e.keys, &e.uring_keys);
             self.tracker.forgot(e);
+        }
+        if !expired.is_empty() {
+            // The snapshot still holds the deleted keys.
+            self.snapshot.invalidate();
         }
         Ok(())
     }
@@ -359,7 +369,7 @@ impl Render for Shared {
             .agent
             .lock()
             .map_err(|_| "metrics state poisoned by an earlier panic".to_owned())?;
-        agent.refresh().map_err(|e| format!("{e:#}"))?;
+        agent.refresh(true).map_err(|e| format!("{e:#}"))?;
         let program_stats: Vec<_> = program_names()
             .into_iter()
             .filter(|_| agent.program_stats)
@@ -374,7 +384,23 @@ impl Render for Shared {
             http: Some(&self.http),
         };
         let families = agent.tracker.families(&me);
-        metrics::encode(&families).map_err(|e| e.to_string())
+        let body = metrics::encode(&families);
+        drop(families);
+        release_free_memory();
+        Ok(body)
+    }
+}
+
+/// Gives the memory malloc holds free back to the kernel. A scrape builds
+/// megabytes of text in buffers that grow as they fill (15 MB at 10,000
+/// processes); glibc keeps what is freed in its arenas (one per thread that
+/// allocated), so without this the agent's RSS stayed at its peak.
+fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free pages to the kernel; it has
+    // no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
@@ -481,7 +507,7 @@ async fn run_async(args: RunArgs, web: WebConfig) -> anyhow::Result<()> {
                 tick.tick().await;
                 let shared = Arc::clone(&shared);
                 let r = tokio::task::spawn_blocking(move || match shared.agent.lock() {
-                    Ok(mut a) => a.refresh(),
+                    Ok(mut a) => a.refresh(false),
                     Err(_) => Err(anyhow::anyhow!("state poisoned")),
                 })
                 .await;

@@ -8,6 +8,7 @@
 //! second run costs a few `dpkg-query`/`--version` calls.
 
 mod bench_overhead;
+mod bench_scale;
 mod bench_workloads;
 mod cpucap;
 mod demo;
@@ -129,6 +130,10 @@ enum Cmd {
         calls: u64,
         cpu: usize,
     },
+    /// Internal: `bench scale`'s helper, which forks and holds the
+    /// processes the agent is measured with.
+    #[command(name = "__scale-helper", hide = true)]
+    ScaleHelper,
 }
 
 /// A kernel the probe suite runs on.
@@ -158,6 +163,9 @@ enum Bench {
     Overhead(bench_overhead::Args),
     /// Reactor/proactor servers vs nginx, filesend modes vs nginx sendfile.
     Workloads(bench_workloads::Args),
+    /// Agent memory, scrape time and size, series and CPU with 1k-10k live
+    /// processes for every --group-by, and repeated fork storms.
+    Scale(bench_scale::Args),
 }
 
 fn dpkg_installed(pkg: &str) -> bool {
@@ -467,11 +475,15 @@ fn main() -> ExitCode {
         Cmd::Bench {
             which: Bench::Workloads(args),
         } => bench_workloads::run(args),
+        Cmd::Bench {
+            which: Bench::Scale(args),
+        } => bench_scale::run_bench(args),
         Cmd::Vm(args) => match vm::main(args) {
             Ok(code) => return code,
             Err(e) => Err(e),
         },
         Cmd::SyscallLoop { kind, calls, cpu } => bench_overhead::syscall_loop(&kind, calls, cpu),
+        Cmd::ScaleHelper => bench_scale::helper(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

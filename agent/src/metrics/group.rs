@@ -13,9 +13,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use prometheus::proto::{MetricFamily, MetricType};
-
-use super::{Expired, Tracker, counter_metric, family, gauge_metric, label};
+use super::{Expired, Family, Kind, Mode, Tracker, text::GroupKey};
 use crate::identity;
 
 /// What per-process series are summed by.
@@ -66,7 +64,7 @@ pub(super) fn group_labels(by: GroupBy, cgroup: &str) -> GroupLabels {
 }
 
 /// One grouped sample: its family and its labels (group first).
-type SampleKey = (String, Vec<(String, String)>);
+type SampleKey = (&'static str, GroupKey);
 
 /// The grouping state the tracker keeps.
 #[derive(Debug, Default)]
@@ -78,7 +76,7 @@ pub(super) struct Groups {
     /// Processes summed into the `other` group.
     pub overflowed: u64,
     /// Final counts of members whose series were dropped.
-    folded: BTreeMap<SampleKey, f64>,
+    pub(super) folded: BTreeMap<SampleKey, f64>,
 }
 
 impl Groups {
@@ -108,22 +106,11 @@ impl Groups {
     }
 }
 
-/// Labels that name the process, replaced by its group's.
-const PROCESS_LABELS: [&str; 3] = ["pid", "comm", "cgroup"];
-
 impl Tracker {
-    /// The sample key of a per-process sample under grouping, or None if
-    /// the sample is not per process.
-    fn grouped_key(&self, name: &str, m: &prometheus::proto::Metric) -> Option<(u32, SampleKey)> {
-        let tgid: u32 = m
-            .get_label()
-            .iter()
-            .find(|l| l.name() == "pid")?
-            .value()
-            .parse()
-            .ok()?;
-        let group = self
-            .procs
+    /// The labels of a process's group: `unknown` values for a process
+    /// whose cgroup was never read.
+    pub(super) fn group_key(&self, tgid: u32) -> GroupKey {
+        self.procs
             .get(&tgid)
             .and_then(|p| p.group.clone())
             .unwrap_or_else(|| {
@@ -131,59 +118,7 @@ impl Tracker {
                     .into_iter()
                     .map(|(k, _)| (k, "unknown".to_owned()))
                     .collect()
-            });
-        let mut labels: Vec<(String, String)> =
-            group.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-        labels.extend(
-            m.get_label()
-                .iter()
-                .filter(|l| !PROCESS_LABELS.contains(&l.name()))
-                .map(|l| (l.name().to_owned(), l.value().to_owned())),
-        );
-        Some((tgid, (name.to_owned(), labels)))
-    }
-
-    /// Sums per-process counter families into groups, adding what dropped
-    /// members had counted. Other families pass unchanged.
-    pub(super) fn grouped(&self, families: Vec<MetricFamily>) -> Vec<MetricFamily> {
-        families
-            .into_iter()
-            .map(|f| {
-                let per_process = f.get_field_type() == MetricType::COUNTER
-                    && f.get_metric()
-                        .iter()
-                        .any(|m| m.get_label().iter().any(|l| l.name() == "pid"));
-                let has_folded = self
-                    .groups
-                    .folded
-                    .range((f.name().to_owned(), Vec::new())..)
-                    .next()
-                    .is_some_and(|((n, _), _)| n == f.name());
-                if !per_process && !has_folded {
-                    return f;
-                }
-                let mut sums: BTreeMap<Vec<(String, String)>, f64> = self
-                    .groups
-                    .folded
-                    .range((f.name().to_owned(), Vec::new())..)
-                    .take_while(|((n, _), _)| n == f.name())
-                    .map(|((_, l), v)| (l.clone(), *v))
-                    .collect();
-                for m in f.get_metric() {
-                    if let Some((_, (_, labels))) = self.grouped_key(f.name(), m) {
-                        *sums.entry(labels).or_default() += m.get_counter().get_value();
-                    }
-                }
-                let mut g = family(f.name(), f.help(), MetricType::COUNTER);
-                for (labels, v) in sums {
-                    g.mut_metric().push(counter_metric(
-                        labels.iter().map(|(k, v)| label(k, v)).collect(),
-                        v,
-                    ));
-                }
-                g
             })
-            .collect()
     }
 
     /// Folds the final counts of processes about to be dropped into their
@@ -194,17 +129,12 @@ impl Tracker {
         }
         let gone: HashSet<u32> = expired.iter().map(|e| e.tgid).collect();
         let mut add = Vec::new();
-        for f in self.per_process_families() {
-            if f.get_field_type() != MetricType::COUNTER {
+        for f in self.per_process_families(Mode::Fold(&gone)) {
+            if f.kind() != Kind::Counter {
                 continue;
             }
-            for m in f.get_metric() {
-                if let Some((tgid, key)) = self.grouped_key(f.name(), m)
-                    && gone.contains(&tgid)
-                {
-                    add.push((key, m.get_counter().get_value()));
-                }
-            }
+            let name = f.name();
+            add.extend(f.into_sums().into_iter().map(|(k, v)| ((name, k), v)));
         }
         for (key, v) in add {
             *self.groups.folded.entry(key).or_default() += v;
@@ -212,16 +142,16 @@ impl Tracker {
     }
 
     /// Members per group and the overflow counter (grouped runs only).
-    pub(super) fn group_families(&self) -> Vec<MetricFamily> {
-        let mut members = family(
+    pub(super) fn group_families(&self) -> Vec<Family<'static>> {
+        let mut members = Family::new(
             "iolens_group_members",
             "Processes with series summed into the group now (--group-by), exited ones in their grace period included.",
-            MetricType::GAUGE,
+            Kind::Gauge,
         );
-        let mut overflowed = family(
+        let mut overflowed = Family::new(
             "iolens_groups_overflowed_total",
             "Processes summed into the group labelled `other` because --max-groups groups already existed.",
-            MetricType::COUNTER,
+            Kind::Counter,
         );
         if self.groups.by == GroupBy::Pid {
             return vec![members, overflowed];
@@ -233,14 +163,10 @@ impl Tracker {
             }
         }
         for (g, n) in count {
-            members.mut_metric().push(gauge_metric(
-                g.iter().map(|(k, v)| label(k, v)).collect(),
-                n as f64,
-            ));
+            let labels: Vec<(&str, &str)> = g.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            members.sample(&labels, n as f64);
         }
-        overflowed
-            .mut_metric()
-            .push(counter_metric(vec![], self.groups.overflowed as f64));
+        overflowed.sample(&[], self.groups.overflowed as f64);
         vec![members, overflowed]
     }
 }

@@ -3,76 +3,72 @@
 //! created.
 
 use iolens_common::{ProcCounters, Syscall};
-use prometheus::proto::{MetricFamily, MetricType};
 
-use super::{ProcGet, Tracker, counter_metric, family, label};
+use super::{Family, Kind, Mode, ProcGet, Tracker};
 
 impl Tracker {
-    pub(super) fn io_uring_families(&self, procs: &[(u32, ProcCounters)]) -> Vec<MetricFamily> {
-        let mut enter_sqes = family(
+    pub(super) fn io_uring_families<'m>(
+        &self,
+        procs: &[(u32, ProcCounters)],
+        mode: Mode<'m>,
+    ) -> Vec<Family<'m>> {
+        let mut enter_sqes = Family::new(
             "iolens_io_uring_enter_submitted_total",
             "SQEs consumed by io_uring_enter calls (their return values); with iolens_syscalls_total{syscall=\"io_uring_enter\"} this gives operations per syscall. SQPOLL rings submit without io_uring_enter.",
-            MetricType::COUNTER,
-        );
+            Kind::Counter,
+        )
+        .with_mode(mode);
         for (key, series) in &self.series {
             if Syscall::from_u8(key.syscall) == Some(Syscall::IoUringEnter) && key.failed == 0 {
-                enter_sqes.mut_metric().push(counter_metric(
-                    self.proc_labels(key.tgid),
-                    series.total().bytes as f64,
-                ));
+                enter_sqes.proc_sample(self, key.tgid, &[], series.total().bytes as f64);
             }
         }
-        let specs: [(&str, &str, ProcGet); 1] = [(
+        let specs: [(&'static str, &'static str, ProcGet); 1] = [(
             "iolens_io_uring_rings_created_total",
             "io_uring instances the process created.",
             |p| p.rings_created as f64,
         )];
-        let mut all = self.uring_families();
+        let mut all = self.uring_families(mode);
         all.push(enter_sqes);
         // Most processes never create a ring: no series for them.
-        all.extend(self.proc_counter_families(procs, &specs, true));
+        all.extend(self.proc_counter_families(procs, &specs, true, mode));
         all
     }
 
-    fn uring_families(&self) -> Vec<MetricFamily> {
-        let mut sqes = family(
+    fn uring_families<'m>(&self, mode: Mode<'m>) -> Vec<Family<'m>> {
+        let mut sqes = Family::new(
             "iolens_io_uring_sqes_total",
             "io_uring submission queue entries the kernel took, by opcode; work of io-wq and SQPOLL threads counts for the ring's owner.",
-            MetricType::COUNTER,
-        );
-        let mut cqes = family(
+            Kind::Counter,
+        )
+        .with_mode(mode);
+        let mut cqes = Family::new(
             "iolens_io_uring_cqes_total",
             "io_uring completions posted, by opcode (multishot requests post several per SQE).",
-            MetricType::COUNTER,
-        );
-        let mut failed = family(
+            Kind::Counter,
+        )
+        .with_mode(mode);
+        let mut failed = Family::new(
             "iolens_io_uring_failures_total",
             "io_uring completions with a negative result, by opcode.",
-            MetricType::COUNTER,
-        );
-        let mut bytes = family(
+            Kind::Counter,
+        )
+        .with_mode(mode);
+        let mut bytes = Family::new(
             "iolens_io_uring_bytes_total",
             "Bytes moved by io_uring read, write, send, recv, splice and tee opcodes (positive results).",
-            MetricType::COUNTER,
-        );
+            Kind::Counter,
+        )
+        .with_mode(mode);
         for (key, series) in &self.useries {
             let t = series.total();
-            let labels = || {
-                let mut l = self.proc_labels(key.tgid);
-                l.push(label("opcode", &uring_op_name(key.opcode)));
-                l
-            };
-            sqes.mut_metric()
-                .push(counter_metric(labels(), t.submitted as f64));
-            cqes.mut_metric()
-                .push(counter_metric(labels(), t.completed as f64));
-            failed
-                .mut_metric()
-                .push(counter_metric(labels(), t.failed as f64));
+            let op = uring_op_name(key.opcode);
+            let labels = [("opcode", op.as_str())];
+            sqes.proc_sample(self, key.tgid, &labels, t.submitted as f64);
+            cqes.proc_sample(self, key.tgid, &labels, t.completed as f64);
+            failed.proc_sample(self, key.tgid, &labels, t.failed as f64);
             if iolens_common::uring_op_moves_bytes(key.opcode) {
-                bytes
-                    .mut_metric()
-                    .push(counter_metric(labels(), t.bytes as f64));
+                bytes.proc_sample(self, key.tgid, &labels, t.bytes as f64);
             }
         }
         vec![sqes, cqes, failed, bytes]

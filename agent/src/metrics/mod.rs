@@ -15,6 +15,7 @@ mod page_cache;
 mod process;
 mod sched;
 mod syscalls;
+mod text;
 mod waits;
 pub mod web_config;
 
@@ -29,7 +30,8 @@ use iolens_common::{
     Accumulate, COMM_LEN, Endpoint, ProcCounters, ProcInfo, StatKey, StatValue, UringKey,
     UringValue, WAIT_SLOTS, counter,
 };
-use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use text::Mode;
+pub use text::{Family, Kind};
 
 use crate::probes::{ProbeStatus, ProgramStats, Snapshot};
 
@@ -264,9 +266,17 @@ impl Tracker {
     pub fn update(&mut self, snap: &mut Snapshot, now_ns: u64) -> Vec<Expired> {
         let mut active = std::mem::take(&mut self.scratch_active);
         active.clear();
-        fold(&mut self.series, &mut snap.stats, |k| active.push(k.tgid));
-        fold(&mut self.pseries, &mut snap.pstats, |k| active.push(*k));
-        fold(&mut self.useries, &mut snap.uring, |k| active.push(k.tgid));
+        // A map the background refresh did not read again holds what was
+        // folded last time: folding it again would change nothing.
+        if !snap.unchanged[0] {
+            fold(&mut self.series, &mut snap.stats, |k| active.push(k.tgid));
+        }
+        if !snap.unchanged[1] {
+            fold(&mut self.pseries, &mut snap.pstats, |k| active.push(*k));
+        }
+        if !snap.unchanged[2] {
+            fold(&mut self.useries, &mut snap.uring, |k| active.push(k.tgid));
+        }
         self.wait_hist.clone_from(&snap.wait_hist);
 
         for (tgid, info) in &snap.procs {
@@ -286,7 +296,13 @@ impl Tracker {
             .map(|k| k.tgid)
             .chain(pseries.keys().copied())
             .chain(useries.keys().map(|k| k.tgid));
+        // Keys come in tgid order: look each process up once.
+        let mut last = None;
         for tgid in tgids {
+            if last == Some(tgid) {
+                continue;
+            }
+            last = Some(tgid);
             procs.entry(tgid).or_insert_with(|| {
                 let comm = std::fs::read_to_string(format!("/proc/{tgid}/comm"))
                     .map(|s| s.trim_end().to_owned())
@@ -408,16 +424,17 @@ impl Tracker {
     }
 
     fn observe_proc(&mut self, tgid: u32, info: &ProcInfo, now_ns: u64) {
-        let comm = comm_string(&info.comm);
         let p = self.procs.entry(tgid).or_insert_with(|| Process {
-            comm: comm.clone(),
+            comm: comm_string(&info.comm),
             cgroup: None,
             active_ns: now_ns,
             exited_ns: None,
             group: None,
         });
-        if p.comm != comm {
-            p.comm = comm;
+        // Compared as bytes: no String per process per read.
+        let raw = &info.comm[..info.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN)];
+        if p.comm.as_bytes() != raw {
+            p.comm = comm_string(&info.comm);
         }
         if info.exit_ns != 0 {
             // The kernel's stamp is exact; ours is when we noticed.
@@ -507,37 +524,6 @@ pub struct SelfInfo<'a> {
     pub http: Option<&'a http::HttpStats>,
 }
 
-fn label(name: &str, value: &str) -> LabelPair {
-    let mut l = LabelPair::default();
-    l.set_name(name.to_owned());
-    l.set_value(value.to_owned());
-    l
-}
-
-fn family(name: &str, help: &str, kind: MetricType) -> MetricFamily {
-    let mut f = MetricFamily::default();
-    f.set_name(name.to_owned());
-    f.set_help(help.to_owned());
-    f.set_field_type(kind);
-    f
-}
-
-fn counter_metric(labels: Vec<LabelPair>, value: f64) -> Metric {
-    let mut m = Metric::from_label(labels);
-    let mut c = Counter::default();
-    c.set_value(value);
-    m.set_counter(c);
-    m
-}
-
-fn gauge_metric(labels: Vec<LabelPair>, value: f64) -> Metric {
-    let mut m = Metric::from_label(labels);
-    let mut g = Gauge::default();
-    g.set_value(value);
-    m.set_gauge(g);
-    m
-}
-
 /// `file_to_user`, `pipe_to_socket`, …: the `path` label.
 pub fn path_label(src: Endpoint, dst: Endpoint) -> String {
     format!("{}_to_{}", src.name(), dst.name())
@@ -551,108 +537,104 @@ impl Tracker {
     /// Builds every metric family, family by family: per-process counters
     /// and the agent's report on itself. Families without a series are
     /// left out.
-    pub fn families(&self, me: &SelfInfo<'_>) -> Vec<MetricFamily> {
-        let mut all = self.per_process_families();
-        if self.groups.by != GroupBy::Pid {
-            all = self.grouped(all);
+    pub fn families(&self, me: &SelfInfo<'_>) -> Vec<Family<'_>> {
+        let mode = if self.groups.by == GroupBy::Pid {
+            Mode::PerProcess
+        } else {
+            Mode::Grouped(&self.groups.folded)
+        };
+        let mut all = self.per_process_families(mode);
+        for f in &mut all {
+            f.finish();
         }
         all.extend(self.health_families(me));
         all.extend(self.group_families());
-        all.into_iter()
-            .filter(|f| !f.get_metric().is_empty())
-            .collect()
+        all.into_iter().filter(|f| !f.is_empty()).collect()
     }
 
     /// The families with per-process series (and the by-comm histogram),
-    /// before any grouping.
-    fn per_process_families(&self) -> Vec<MetricFamily> {
+    /// per process, grouped, or only some processes' (`mode`).
+    fn per_process_families<'m>(&self, mode: Mode<'m>) -> Vec<Family<'m>> {
         let procs = self.proc_counters();
-        let mut all = self.syscall_families();
-        all.extend(self.process_families(&procs));
-        all.extend(self.sched_families(&procs));
-        all.extend(self.wait_families());
-        all.extend(self.page_cache_families(&procs));
-        all.extend(self.io_uring_families(&procs));
+        let mut all = self.syscall_families(mode);
+        all.extend(self.process_families(&procs, mode));
+        all.extend(self.sched_families(&procs, mode));
+        all.extend(self.wait_families(mode));
+        all.extend(self.page_cache_families(&procs, mode));
+        all.extend(self.io_uring_families(&procs, mode));
         all
     }
 
     /// Every process's totals from PROC_COUNTERS, with the syscalls
     /// accounted per syscall in SYSCALL_STATS added back into `syscalls`
     /// (the kernel keeps each syscall in one of the two; a process may
-    /// have only one).
+    /// have only one). In tgid order.
     fn proc_counters(&self) -> Vec<(u32, ProcCounters)> {
-        let mut accounted: BTreeMap<u32, u64> = BTreeMap::new();
-        for (key, series) in &self.series {
-            *accounted.entry(key.tgid).or_default() += series.total().calls;
-        }
-        let tgids: std::collections::BTreeSet<u32> = self
+        let mut out: Vec<(u32, ProcCounters)> = self
             .pseries
-            .keys()
-            .copied()
-            .chain(accounted.keys().copied())
+            .iter()
+            .map(|(tgid, s)| (*tgid, s.total()))
             .collect();
-        tgids
-            .into_iter()
-            .map(|tgid| {
-                let mut t = self
-                    .pseries
-                    .get(&tgid)
-                    .map(Series::total)
-                    .unwrap_or_default();
-                t.syscalls += accounted.get(&tgid).copied().unwrap_or(0);
-                (tgid, t)
-            })
-            .collect()
+        // Both maps are in tgid order: merge the syscall counts in.
+        let mut i = 0;
+        let mut extra = Vec::new();
+        let mut series = self.series.iter().peekable();
+        while let Some((key, _)) = series.peek() {
+            let tgid = key.tgid;
+            let mut calls = 0;
+            while let Some((_, s)) = series.next_if(|(k, _)| k.tgid == tgid) {
+                calls += s.total().calls;
+            }
+            while i < out.len() && out[i].0 < tgid {
+                i += 1;
+            }
+            match out.get_mut(i) {
+                Some((t, c)) if *t == tgid => c.syscalls += calls,
+                _ => extra.push((
+                    tgid,
+                    ProcCounters {
+                        syscalls: calls,
+                        ..ProcCounters::default()
+                    },
+                )),
+            }
+        }
+        if !extra.is_empty() {
+            out.extend(extra);
+            out.sort_unstable_by_key(|(t, _)| *t);
+        }
+        out
     }
 
     /// One counter family per (name, help, value) spec, a series per
     /// process; `skip_zero`: no series for a process whose value is 0.
-    fn proc_counter_families(
+    fn proc_counter_families<'m>(
         &self,
         procs: &[(u32, ProcCounters)],
-        specs: &[(&str, &str, ProcGet)],
+        specs: &[(&'static str, &'static str, ProcGet)],
         skip_zero: bool,
-    ) -> Vec<MetricFamily> {
+        mode: Mode<'m>,
+    ) -> Vec<Family<'m>> {
         specs
             .iter()
             .map(|(name, help, get)| {
-                let mut f = family(name, help, MetricType::COUNTER);
+                let mut f = Family::new(name, help, Kind::Counter).with_mode(mode);
                 for (tgid, t) in procs {
                     let v = get(t);
                     if skip_zero && v == 0.0 {
                         continue;
                     }
-                    f.mut_metric()
-                        .push(counter_metric(self.proc_labels(*tgid), v));
+                    f.proc_sample(self, *tgid, &[], v);
                 }
                 f
             })
             .collect()
     }
-
-    /// `pid`, `comm` and, with --cgroup-label, `cgroup`.
-    fn proc_labels(&self, tgid: u32) -> Vec<LabelPair> {
-        let p = self.procs.get(&tgid);
-        let mut l = vec![
-            label("pid", &tgid.to_string()),
-            label("comm", p.map_or("unknown", |p| &p.comm)),
-        ];
-        if self.cgroup_label {
-            l.push(label(
-                "cgroup",
-                p.and_then(|p| p.cgroup.as_deref()).unwrap_or("unknown"),
-            ));
-        }
-        l
-    }
 }
 
 /// Renders families in the Prometheus text format.
-pub fn encode(families: &[MetricFamily]) -> Result<Vec<u8>, prometheus::Error> {
-    use prometheus::Encoder as _;
-    let mut out = Vec::with_capacity(16 * 1024);
-    prometheus::TextEncoder::new().encode(families, &mut out)?;
-    Ok(out)
+pub fn encode(families: &[Family<'_>]) -> Vec<u8> {
+    text::encode(families)
 }
 
 #[cfg(test)]
@@ -880,7 +862,7 @@ mod tests {
             procs_capacity: 1,
             http: None,
         });
-        let text = String::from_utf8(encode(&fams).expect("encode")).expect("utf8");
+        let text = String::from_utf8(encode(&fams)).expect("utf8");
         assert!(
             text.contains(r#"iolens_syscalls_total{pid="4000000000",comm="dd",syscall="write",path="file_to_user"} 1"#),
             "{text}"

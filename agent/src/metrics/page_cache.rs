@@ -2,13 +2,16 @@
 //! dirtied, faults and fault-around per process.
 
 use iolens_common::ProcCounters;
-use prometheus::proto::MetricFamily;
 
-use super::{ProcGet, Tracker};
+use super::{Family, Mode, ProcGet, Tracker};
 
 impl Tracker {
-    pub(super) fn page_cache_families(&self, procs: &[(u32, ProcCounters)]) -> Vec<MetricFamily> {
-        let specs: [(&str, &str, ProcGet); 5] = [
+    pub(super) fn page_cache_families<'m>(
+        &self,
+        procs: &[(u32, ProcCounters)],
+        mode: Mode<'m>,
+    ) -> Vec<Family<'m>> {
+        let specs: [(&'static str, &'static str, ProcGet); 5] = [
             (
                 "iolens_page_cache_lookup_pages_total",
                 "Page-cache pages looked up by reads (filemap:mm_filemap_get_pages ranges). Hit ratio, after bcc cachestat: (lookups - max(0, added - dirtied)) / lookups, clamped to [0, 1]; readahead can add more pages than a read looked up, and dirtied counts folios, so for processes that write it is a lower bound.",
@@ -35,6 +38,6 @@ impl Tracker {
                 |p| p.cache_dirtied_pages as f64,
             ),
         ];
-        self.proc_counter_families(procs, &specs, false)
+        self.proc_counter_families(procs, &specs, false, mode)
     }
 }

@@ -2,13 +2,16 @@
 //! accounted or not, and the mode switches they cost.
 
 use iolens_common::ProcCounters;
-use prometheus::proto::MetricFamily;
 
-use super::{ProcGet, Tracker};
+use super::{Family, Mode, ProcGet, Tracker};
 
 impl Tracker {
-    pub(super) fn process_families(&self, procs: &[(u32, ProcCounters)]) -> Vec<MetricFamily> {
-        let specs: [(&str, &str, ProcGet); 2] = [
+    pub(super) fn process_families<'m>(
+        &self,
+        procs: &[(u32, ProcCounters)],
+        mode: Mode<'m>,
+    ) -> Vec<Family<'m>> {
+        let specs: [(&'static str, &'static str, ProcGet); 2] = [
             (
                 "iolens_process_syscalls_total",
                 "Every syscall the process completed, accounted or not.",
@@ -20,6 +23,6 @@ impl Tracker {
                 |p| 2.0 * p.syscalls as f64,
             ),
         ];
-        self.proc_counter_families(procs, &specs, false)
+        self.proc_counter_families(procs, &specs, false, mode)
     }
 }

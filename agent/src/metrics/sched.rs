@@ -2,13 +2,16 @@
 //! time per process.
 
 use iolens_common::ProcCounters;
-use prometheus::proto::{MetricFamily, MetricType};
 
-use super::{ProcGet, Tracker, counter_metric, family, label};
+use super::{Family, Kind, Mode, ProcGet, Tracker};
 
 impl Tracker {
-    pub(super) fn sched_families(&self, procs: &[(u32, ProcCounters)]) -> Vec<MetricFamily> {
-        let specs: [(&str, &str, ProcGet); 2] = [
+    pub(super) fn sched_families<'m>(
+        &self,
+        procs: &[(u32, ProcCounters)],
+        mode: Mode<'m>,
+    ) -> Vec<Family<'m>> {
+        let specs: [(&'static str, &'static str, ProcGet); 2] = [
             (
                 "iolens_cpu_seconds_total",
                 "Time on CPU: the scheduler's own runtime of each thread (se.sum_exec_runtime), counted at its switch-outs.",
@@ -20,17 +23,16 @@ impl Tracker {
                 |p| p.sleep_ns as f64 / 1e9,
             ),
         ];
-        let mut fams = self.proc_counter_families(procs, &specs, false);
-        let mut cs = family(
+        let mut fams = self.proc_counter_families(procs, &specs, false, mode);
+        let mut cs = Family::new(
             "iolens_context_switches_total",
             "Scheduler context switches away from the process's threads: voluntary (blocked, nvcsw) or involuntary (preempted or yielded while runnable, nivcsw).",
-            MetricType::COUNTER,
-        );
+            Kind::Counter,
+        )
+        .with_mode(mode);
         for (tgid, t) in procs {
             for (kind, v) in [("voluntary", t.vcsw), ("involuntary", t.ivcsw)] {
-                let mut labels = self.proc_labels(*tgid);
-                labels.push(label("kind", kind));
-                cs.mut_metric().push(counter_metric(labels, v as f64));
+                cs.proc_sample(self, *tgid, &[("kind", kind)], v as f64);
             }
         }
         fams.push(cs);

@@ -4,27 +4,29 @@
 use std::collections::BTreeMap;
 
 use iolens_common::{Endpoint, Syscall};
-use prometheus::proto::{MetricFamily, MetricType};
 
-use super::{Tracker, counter_metric, family, label, path_label};
+use super::{Family, Kind, Mode, Tracker, path_label};
 
 impl Tracker {
-    pub(super) fn syscall_families(&self) -> Vec<MetricFamily> {
-        let mut calls = family(
+    pub(super) fn syscall_families<'m>(&self, mode: Mode<'m>) -> Vec<Family<'m>> {
+        let mut calls = Family::new(
             "iolens_syscalls_total",
             "Completed read/write-family, sendfile, splice, vmsplice, tee and copy_file_range syscalls per process, by path as in iolens_io_bytes_total; failed calls have path=\"error\".",
-            MetricType::COUNTER,
-        );
-        let mut errors = family(
+            Kind::Counter,
+        )
+        .with_mode(mode);
+        let mut errors = Family::new(
             "iolens_syscall_errors_total",
             "Syscalls counted in iolens_syscalls_total that returned an error.",
-            MetricType::COUNTER,
-        );
-        let mut bytes = family(
+            Kind::Counter,
+        )
+        .with_mode(mode);
+        let mut bytes = Family::new(
             "iolens_io_bytes_total",
             "Bytes moved by successful syscalls, by path: <source>_to_<destination> where user is a user-space buffer and file, socket, pipe, other are the fd's type. Paths without `user` are zero-copy in the sense that the bytes never enter user space.",
-            MetricType::COUNTER,
-        );
+            Kind::Counter,
+        )
+        .with_mode(mode);
 
         // Errors carry no path (the call failed before moving anything), so
         // they are summed per syscall.
@@ -46,25 +48,17 @@ impl Tracker {
             } else {
                 "none".to_owned()
             };
-            let mut labels = self.proc_labels(key.tgid);
-            labels.push(label("syscall", sc.name()));
-            labels.push(label("path", &path));
+            let labels = [("syscall", sc.name()), ("path", path.as_str())];
             if transfer && !failed {
-                bytes
-                    .mut_metric()
-                    .push(counter_metric(labels.clone(), t.bytes as f64));
+                bytes.proc_sample(self, key.tgid, &labels, t.bytes as f64);
             }
-            calls
-                .mut_metric()
-                .push(counter_metric(labels, t.calls as f64));
+            calls.proc_sample(self, key.tgid, &labels, t.calls as f64);
         }
         for ((tgid, sc), e) in per_syscall {
             let Some(sc) = Syscall::from_u8(sc) else {
                 continue;
             };
-            let mut labels = self.proc_labels(tgid);
-            labels.push(label("syscall", sc.name()));
-            errors.mut_metric().push(counter_metric(labels, e as f64));
+            errors.proc_sample(self, tgid, &[("syscall", sc.name())], e as f64);
         }
         vec![calls, errors, bytes]
     }
