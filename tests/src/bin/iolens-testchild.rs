@@ -492,8 +492,9 @@ fn scenario_ctxsw_signals(
     };
     let stop = Arc::new(AtomicBool::new(false));
     let tid = Arc::new(AtomicI32::new(0));
-    let sleeps = Arc::new(AtomicU64::new(0));
-    let (stop_s, tid_s, sleeps_s) = (stop.clone(), tid.clone(), sleeps.clone());
+    // The sleeper's voluntary switches so far (getrusage, RUSAGE_THREAD).
+    let switches = Arc::new(AtomicU64::new(0));
+    let (stop_s, tid_s, switches_s) = (stop.clone(), tid.clone(), switches.clone());
     let (start_rd, start_wr) = pipe();
     let sleeper = spawn(Box::new(move || {
         pin_to(0);
@@ -509,7 +510,13 @@ fn scenario_ctxsw_signals(
         while !stop_s.load(Ordering::Relaxed) {
             // SAFETY: a valid timespec; an early return is fine.
             unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
-            sleeps_s.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: a zeroed rusage is valid; getrusage fills it.
+            let nvcsw = unsafe {
+                let mut ru: libc::rusage = std::mem::zeroed();
+                libc::getrusage(libc::RUSAGE_THREAD, &mut ru);
+                ru.ru_nvcsw
+            };
+            switches_s.store(nvcsw as u64, Ordering::Relaxed);
         }
         park();
     }));
@@ -530,12 +537,15 @@ fn scenario_ctxsw_signals(
         std::thread::yield_now();
     }
     let target = tid.load(Ordering::SeqCst);
-    // `run_for`, and until the sleeper slept 400 times: under an emulated
-    // CPU (TCG) the hog beside it leaves it few turns in 1.5 s (fewer than
-    // 200 sleeps were seen on 6.12). At most 30 s more.
+    // `run_for`, and until the sleeper switched out voluntarily 400 times
+    // (its tests want 200 in the process): under an emulated CPU (TCG) the
+    // hog beside it leaves it few turns in 1.5 s (fewer than 200 sleeps
+    // were seen on 6.12). Switches, not sleeps: a nanosleep the signal cuts
+    // short before it blocks is no switch, and a run on 6.1 under TCG that
+    // waited for 400 sleeps had 180 voluntary switches. At most 30 s more.
     let start = std::time::Instant::now();
     while start.elapsed() < run_for
-        || (sleeps.load(Ordering::Relaxed) < 400
+        || (switches.load(Ordering::Relaxed) < 400
             && start.elapsed() < run_for + Duration::from_secs(30))
     {
         // SAFETY: signals a thread of this process.
