@@ -30,7 +30,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::util::{have, repo_root, run};
+use crate::util::{have, repo_root};
 
 /// Options for `cargo xtask bench overhead`.
 #[derive(Debug, clap::Args)]
@@ -329,12 +329,7 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
     if args.against.is_none() && !have("bpftrace") {
         bail!("bpftrace is not installed: run `cargo xtask setup`");
     }
-    run(Command::new("cargo").current_dir(repo_root()).args([
-        "build",
-        "--release",
-        "-p",
-        "iolens",
-    ]))?;
+    crate::build_release()?;
     if args.calls == 0 || args.rounds == 0 {
         bail!("--calls and --rounds must be positive");
     }

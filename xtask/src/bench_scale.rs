@@ -34,7 +34,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::util::{is_root, median, repo_root, run};
+use crate::util::{is_root, median, repo_root};
 
 /// Options for `cargo xtask bench scale`.
 #[derive(Debug, clap::Args)]
@@ -608,12 +608,7 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
         Some(b) if b.is_file() => b.clone(),
         Some(b) => bail!("--iolens {}: no such file", b.display()),
         None => {
-            run(Command::new("cargo").current_dir(repo_root()).args([
-                "build",
-                "--release",
-                "-p",
-                "iolens",
-            ]))?;
+            crate::build_release()?;
             repo_root().join("target/release/iolens")
         }
     };

@@ -315,7 +315,8 @@ fn fmt_check() -> anyhow::Result<()> {
     run(c.args(["fmt", "--all", "--check"]))
 }
 
-fn build_release() -> anyhow::Result<()> {
+/// The release agent, `target/release/iolens` (the benches measure it).
+pub(crate) fn build_release() -> anyhow::Result<()> {
     run(cargo().args(["build", "--release", "-p", "iolens"]))
 }
 
