@@ -1,7 +1,7 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns},
     macros::{map, tracepoint},
-    maps::{LruHashMap, LruPerCpuHashMap},
+    maps::{Array, LruHashMap, LruPerCpuHashMap},
     programs::TracePointContext,
 };
 use iolens_common::{COMM_LEN, DEFAULT_PROC_ENTRIES, ProcCounters, ProcInfo, counter};
@@ -22,6 +22,11 @@ pub(crate) static PROC_INFO: LruHashMap<u32, ProcInfo> =
 pub(crate) static PROC_COUNTERS: LruPerCpuHashMap<u32, ProcCounters> =
     LruPerCpuHashMap::with_max_entries(DEFAULT_PROC_ENTRIES, 0);
 
+/// All-zero counters, never written: the value a new process's counters
+/// are inserted with (see `with_proc`).
+#[map]
+pub(crate) static ZERO_PROC: Array<ProcCounters> = Array::with_max_entries(1, 0);
+
 /// The process's name as recorded in PROC_INFO, else the thread's.
 #[inline(always)]
 pub(crate) fn process_comm(tgid: u32) -> [u8; COMM_LEN] {
@@ -40,7 +45,10 @@ pub(crate) fn with_proc(tgid: u32, name: bool, f: impl Fn(&mut ProcCounters)) {
     let inserted = add_to(
         &PROC_COUNTERS,
         &tgid,
-        || Some(ProcCounters::default()),
+        // From ZERO_PROC, not an 88-byte zero (and a memset call) on the
+        // stack of every caller: in the slot's flush it set the deepest
+        // stack of sys_exit and sched_switch (see `slot::flush`).
+        || ZERO_PROC.get(0),
         &f,
         Some(counter::PROC_COUNTERS_INSERTS),
         counter::OTHER_DROPS,
