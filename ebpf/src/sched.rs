@@ -10,7 +10,7 @@ use crate::{
     process::with_proc,
     slot::{CPU_SLOT, flush},
     thread::thread_state,
-    waits::in_epoll_wait,
+    waits::in_syscall,
 };
 
 /// `sched_switch(preempt, prev, next, prev_state)`, BTF-typed so prev and
@@ -174,7 +174,9 @@ pub(crate) fn switch_out(prev: *const u8, tid: u32, valid: bool, guess: bool) ->
         if voluntary && valid && rd(&OFFSETS.sched_info_valid) != 0 {
             let now = rq_clock(prev);
             (*t).sleep_start = now;
-            if now != 0 && in_epoll_wait(prev) {
+            // Inside a syscall: the sleep is that call's, settled when it
+            // returns (sys_exit knows which call it was).
+            if now != 0 && in_syscall(prev) {
                 (*t).wait_sleep = now;
             }
         }

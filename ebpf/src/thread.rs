@@ -20,8 +20,8 @@ pub(crate) struct ThreadEntry {
     /// The task (`struct task_struct *`) that holds the entry, 0 if none.
     /// Taken with a compare-and-swap from 0 (two threads whose ids share
     /// the index may race for it); then only the holder writes the entry.
-    owner: u64,
-    state: ThreadState,
+    pub(crate) owner: u64,
+    pub(crate) state: ThreadState,
 }
 
 /// Per-thread state in the task itself (task local storage), for threads

@@ -1,20 +1,19 @@
 use aya_ebpf::{
     helpers::bpf_get_current_task_btf,
     macros::map,
-    maps::{Array, PerCpuHashMap},
+    maps::{Array, LruPerCpuHashMap, PerCpuHashMap},
 };
 use iolens_common::{
-    COMM_LEN, Syscall, SyscallInfo, WAIT_BUCKETS, WAIT_HIST_ENTRIES, WAIT_SLOT_COUNT,
-    WAIT_SLOT_SUM_NS, WAIT_SLOTS, counter,
+    COMM_LEN, OFFCPU_ENTRIES, OFFCPU_OTHER, OffcpuKey, OffcpuValue, THREAD_SLOTS, WAIT_BUCKETS,
+    WAIT_HIST_ENTRIES, WAIT_SLOT_COUNT, WAIT_SLOT_SUM_NS, WAIT_SLOTS, counter,
 };
 
 use crate::{
     kernel::{OFFSETS, load, rd, rdonly_cast},
     process::process_comm,
-    regs::{PT_REGS_ORIG_AX, REGS_AT, in_compat_syscall, learn_regs_at},
-    syscalls::syscall_info,
+    regs::{PT_REGS_ORIG_AX, REGS_AT, learn_regs_at},
     tally::add_to,
-    thread::thread_state,
+    thread::{THREAD_ENTRIES, thread_state},
 };
 
 /// Process name -> blocked-time histogram of epoll waits.
@@ -27,9 +26,16 @@ pub(crate) static EPOLL_WAIT_HIST: PerCpuHashMap<[u8; COMM_LEN], [u64; WAIT_SLOT
 #[map]
 pub(crate) static ZERO_HIST: Array<[u64; WAIT_SLOTS]> = Array::with_max_entries(1, 0);
 
-/// Records an epoll wait that returned in the histogram of the process's
-/// name: the time the thread slept inside it, which sched_switch gathers
-/// (a wait that found events at once blocked 0 ns).
+/// Process and syscall -> time its threads slept inside that syscall.
+#[map]
+pub(crate) static SYSCALL_OFFCPU: LruPerCpuHashMap<OffcpuKey, OffcpuValue> =
+    LruPerCpuHashMap::with_max_entries(OFFCPU_ENTRIES, 0);
+
+/// Settles the syscall `nr` that returned: the time the thread slept
+/// inside it, which sched_switch gathers, goes to SYSCALL_OFFCPU if it
+/// slept at all, and an epoll wait (`epoll` set) is recorded in the
+/// histogram of the process's name even if it slept 0 ns (it found events
+/// at once).
 ///
 /// A global function, which the verifier checks once on its own: inlined
 /// into sys_exit, the ways to the thread's state (its entry, taking one,
@@ -38,14 +44,14 @@ pub(crate) static ZERO_HIST: Array<[u64; WAIT_SLOTS]> = Array::with_max_entries(
 /// global function takes no typed pointers).
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn iolens_record_wait(tgid: u32) -> u32 {
-    record_wait_time(tgid);
+pub extern "C" fn iolens_record_wait(tgid: u32, nr: u64, epoll: u32) -> u32 {
+    record_wait_time(tgid, nr, epoll != 0);
     // The verifier supports only global functions that return a number.
     0
 }
 
 #[inline(always)]
-pub(crate) fn record_wait_time(tgid: u32) {
+pub(crate) fn record_wait_time(tgid: u32, nr: u64, epoll: bool) {
     if rd(&OFFSETS.valid) == 0 {
         return;
     }
@@ -68,6 +74,26 @@ pub(crate) fn record_wait_time(tgid: u32) {
         }
         ns
     };
+    if ns != 0 {
+        let key = OffcpuKey {
+            tgid,
+            nr: if nr < 1024 { nr as u32 } else { OFFCPU_OTHER },
+        };
+        add_to(
+            &SYSCALL_OFFCPU,
+            &key,
+            || Some(OffcpuValue::default()),
+            |v: &mut OffcpuValue| {
+                v.ns += ns;
+                v.calls += 1;
+            },
+            Some(counter::OFFCPU_INSERTS),
+            counter::OTHER_DROPS,
+        );
+    }
+    if !epoll {
+        return;
+    }
     let bucket = if ns == 0 {
         0
     } else {
@@ -95,10 +121,31 @@ pub(crate) fn record_wait_time(tgid: u32) {
     );
 }
 
-/// Whether `task`, switching out, sleeps inside an epoll wait: the syscall
-/// number in its saved user registers. Asked only at voluntary switches.
+/// Whether the current thread (`task`, typed; `tid` its id) may have slept
+/// inside the syscall now returning: it holds its THREAD_ENTRIES entry
+/// and a sleep is stamped there, or its state is elsewhere (task local
+/// storage, which only `iolens_record_wait` looks up: a helper call, ~60
+/// ns). Inline, a few loads: sys_exit asks it at every syscall, and most
+/// did not sleep.
 #[inline(always)]
-pub(crate) fn in_epoll_wait(task: *const u8) -> bool {
+pub(crate) fn may_have_slept(task: *const u8, tid: u32) -> bool {
+    let Some(e) = THREAD_ENTRIES.get(tid & (THREAD_SLOTS - 1)) else {
+        return false;
+    };
+    // A thread whose entry is free or another's either never switched out
+    // (so never slept) or keeps its state in task local storage.
+    if e.owner != task as u64 {
+        return e.owner != 0;
+    }
+    (e.state.wait_sleep | e.state.wait_blocked) != 0
+}
+
+/// Whether `task`, switching out, sleeps inside a syscall: the syscall
+/// number in its saved user registers is not -1 (an interrupt or exception
+/// from user space, a page fault say, stores -1 there). Asked only at
+/// voluntary switches; which syscall it was is settled at its exit.
+#[inline(always)]
+pub(crate) fn in_syscall(task: *const u8) -> bool {
     let at = REGS_AT.get(0).copied().unwrap_or(0);
     let regs = if at > 1 && rd(&OFFSETS.cast_valid) != 0 && rd(&OFFSETS.btf_pt_regs) != 0 {
         // SAFETY: a typed task pointer at a verifier-known offset; then its
@@ -131,11 +178,6 @@ pub(crate) fn in_epoll_wait(task: *const u8) -> bool {
         return false;
     }
     // SAFETY: a typed pointer and a constant offset (uapi pt_regs).
-    let nr: u64 = unsafe { load(regs, PT_REGS_ORIG_AX) };
-    let nr = if in_compat_syscall(task) {
-        Syscall::i386_to_x86_64(nr)
-    } else {
-        nr
-    };
-    syscall_info(nr).is_some_and(SyscallInfo::is_epoll)
+    let nr: i64 = unsafe { load(regs, PT_REGS_ORIG_AX) };
+    nr >= 0
 }

@@ -188,8 +188,24 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
+        // Whether it was still running: a failed test says if the agent
+        // died under it, and shows its log.
+        let exited = self.child.try_wait().ok().flatten();
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!(
+                "iolens {} ; the last lines of its log:",
+                exited.map_or("was still running".to_owned(), |s| format!(
+                    "had exited: {s}"
+                ))
+            );
+            for l in tail.iter().rev() {
+                eprintln!("  {l}");
+            }
+        }
     }
 }
 

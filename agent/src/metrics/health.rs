@@ -78,14 +78,17 @@ impl Tracker {
         );
         let mut capacity = Family::new(
             "iolens_map_capacity",
-            "Maximum entries of a kernel map (--max-stats-entries; --max-proc-entries for PROC_INFO and PROC_COUNTERS; URING_STATS is fixed).",
+            "Maximum entries of a kernel map (--max-stats-entries; --max-proc-entries for PROC_INFO and PROC_COUNTERS; URING_STATS and SYSCALL_OFFCPU are fixed).",
             Kind::Gauge,
         );
-        let caps = [
+        // Typed with MAPS' length: a map added there and not here fails to
+        // compile instead of panicking at the first scrape.
+        let caps: [u32; MAPS.len()] = [
             me.stats_capacity,
             me.procs_capacity,
             me.procs_capacity,
             iolens_common::URING_ENTRIES,
+            iolens_common::OFFCPU_ENTRIES,
         ];
         for (i, (map, _)) in MAPS.iter().enumerate() {
             let (live, cap) = (self.live[i], caps[i]);

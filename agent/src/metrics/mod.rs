@@ -27,8 +27,8 @@ use std::{
 pub use group::GroupBy;
 pub use io_uring::uring_op_name;
 use iolens_common::{
-    Accumulate, COMM_LEN, Endpoint, ProcCounters, ProcInfo, StatKey, StatValue, UringKey,
-    UringValue, WAIT_SLOTS, counter,
+    Accumulate, COMM_LEN, Endpoint, OffcpuKey, OffcpuValue, ProcCounters, ProcInfo, StatKey,
+    StatValue, UringKey, UringValue, WAIT_SLOTS, counter,
 };
 use text::Mode;
 pub use text::{Family, Kind};
@@ -67,13 +67,20 @@ impl Accum for UringValue {
     }
 }
 
+impl Accum for OffcpuValue {
+    fn marker(&self) -> u64 {
+        self.calls
+    }
+}
+
 /// The LRU maps whose fill and evictions are exported, with the kernel
 /// counter of their inserts. Indices of Tracker's per-map arrays.
-const MAPS: [(&str, u32); 4] = [
+const MAPS: [(&str, u32); 5] = [
     ("SYSCALL_STATS", counter::SYSCALL_STATS_INSERTS),
     ("PROC_INFO", counter::PROC_INFO_INSERTS),
     ("PROC_COUNTERS", counter::PROC_COUNTERS_INSERTS),
     ("URING_STATS", counter::URING_STATS_INSERTS),
+    ("SYSCALL_OFFCPU", counter::OFFCPU_INSERTS),
 ];
 
 /// Totals for one kernel key.
@@ -163,15 +170,16 @@ pub struct Tracker {
     series: BTreeMap<StatKey, Series<StatValue>>,
     pseries: BTreeMap<u32, Series<ProcCounters>>,
     useries: BTreeMap<UringKey, Series<UringValue>>,
+    oseries: BTreeMap<OffcpuKey, Series<OffcpuValue>>,
     wait_hist: Vec<([u8; COMM_LEN], [u64; WAIT_SLOTS])>,
     procs: HashMap<u32, Process>,
     exit_ttl: Duration,
     /// Keys this process removed itself (not evictions), per [`MAPS`].
-    forgotten: [u64; 4],
+    forgotten: [u64; 5],
     /// Derived LRU evictions, per [`MAPS`].
-    evictions: [u64; 4],
+    evictions: [u64; 5],
     /// Entries at the last read, per [`MAPS`].
-    live: [usize; 4],
+    live: [usize; 5],
     counters: [u64; counter::COUNT as usize],
     cgroup_label: bool,
     max_processes: usize,
@@ -189,6 +197,7 @@ pub struct Expired {
     pub tgid: u32,
     pub keys: Vec<StatKey>,
     pub uring_keys: Vec<UringKey>,
+    pub offcpu_keys: Vec<OffcpuKey>,
 }
 
 /// Reads CLOCK_MONOTONIC, the clock `bpf_ktime_get_ns` uses.
@@ -228,12 +237,13 @@ impl Tracker {
             series: BTreeMap::new(),
             pseries: BTreeMap::new(),
             useries: BTreeMap::new(),
+            oseries: BTreeMap::new(),
             wait_hist: Vec::new(),
             procs: HashMap::new(),
             exit_ttl,
-            forgotten: [0; 4],
-            evictions: [0; 4],
-            live: [0; 4],
+            forgotten: [0; 5],
+            evictions: [0; 5],
+            live: [0; 5],
             counters: [0; counter::COUNT as usize],
             cgroup_label: false,
             max_processes: usize::MAX,
@@ -277,6 +287,9 @@ impl Tracker {
         if !snap.unchanged[2] {
             fold(&mut self.useries, &mut snap.uring, |k| active.push(k.tgid));
         }
+        if !snap.unchanged[3] {
+            fold(&mut self.oseries, &mut snap.offcpu, |k| active.push(k.tgid));
+        }
         self.wait_hist.clone_from(&snap.wait_hist);
 
         for (tgid, info) in &snap.procs {
@@ -288,6 +301,7 @@ impl Tracker {
             series,
             pseries,
             useries,
+            oseries,
             procs,
             ..
         } = self;
@@ -295,7 +309,8 @@ impl Tracker {
             .keys()
             .map(|k| k.tgid)
             .chain(pseries.keys().copied())
-            .chain(useries.keys().map(|k| k.tgid));
+            .chain(useries.keys().map(|k| k.tgid))
+            .chain(oseries.keys().map(|k| k.tgid));
         // Keys come in tgid order: look each process up once.
         let mut last = None;
         for tgid in tgids {
@@ -355,6 +370,7 @@ impl Tracker {
             snap.procs.len(),
             snap.pstats.len(),
             snap.uring.len(),
+            snap.offcpu.len(),
         ];
         // Every key the kernel inserted is live, was removed by us, or was
         // evicted. Reads race with inserts, so never let it go backwards.
@@ -418,6 +434,12 @@ impl Tracker {
                 tgid: *tgid,
                 keys,
                 uring_keys,
+                offcpu_keys: self
+                    .oseries
+                    .range(OffcpuKey { tgid: *tgid, nr: 0 }..)
+                    .take_while(|(k, _)| k.tgid == *tgid)
+                    .map(|(k, _)| *k)
+                    .collect(),
             });
         }
         expired
@@ -469,6 +491,15 @@ impl Tracker {
                 .is_some_and(|s| s.last.marker() > 0)
             {
                 self.forgotten[3] += 1;
+            }
+        }
+        for key in &expired.offcpu_keys {
+            if self
+                .oseries
+                .remove(key)
+                .is_some_and(|s| s.last.marker() > 0)
+            {
+                self.forgotten[4] += 1;
             }
         }
     }
@@ -758,6 +789,13 @@ mod tests {
                 completed: 1,
                 failed: 1,
                 bytes: 1,
+            },
+        ));
+        s.offcpu.push((
+            OffcpuKey { tgid: pid, nr: 202 },
+            OffcpuValue {
+                ns: 1_000,
+                calls: 1,
             },
         ));
         let mut comm = [0u8; COMM_LEN];

@@ -40,6 +40,7 @@ pub mod maps {
     pub const URING_STATS: &str = "URING_STATS";
     pub const RING_OWNERS: &str = "RING_OWNERS";
     pub const EPOCH: &str = "EPOCH";
+    pub const SYSCALL_OFFCPU: &str = "SYSCALL_OFFCPU";
 }
 
 /// Names of the global configuration variables the agent sets at load time.
@@ -92,4 +93,8 @@ mod pod {
     unsafe impl aya::Pod for super::UringKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::UringValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::OffcpuKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::OffcpuValue {}
 }

@@ -6,7 +6,7 @@
 pub const THREAD_SLOTS: u32 = 16_384;
 
 /// Per-thread scheduler state, written only at the thread's own
-/// switch-outs and epoll returns, so that nothing runs for the task coming
+/// switch-outs and syscall returns, so that nothing runs for the task coming
 /// on CPU.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -23,9 +23,10 @@ pub struct ThreadState {
     /// is what the kernel counted.
     pub nvcsw_seen: u64,
     pub nivcsw_seen: u64,
-    /// Run-queue clock when the thread last went to sleep inside an epoll
-    /// wait (0: not asleep in one).
+    /// Run-queue clock when the thread last went to sleep inside a
+    /// syscall (0: not asleep in one).
     pub wait_sleep: u64,
-    /// ns slept so far in the current epoll wait.
+    /// ns slept so far in the current syscall, before that last sleep;
+    /// both are settled (and cleared) when the call returns.
     pub wait_blocked: u64,
 }

@@ -21,7 +21,7 @@ use crate::{
     regs::{SyscallArgs, in_compat_syscall},
     slot::{CPU_SLOT, SLOT_FLUSH_EVENTS, SLOT_KEYS, Slot, flush, slot_tag, zero},
     tally::add_to,
-    waits::iolens_record_wait,
+    waits::{iolens_record_wait, may_have_slept},
 };
 
 pub(crate) mod fd_class;
@@ -115,6 +115,26 @@ pub(crate) fn try_sys_exit(ctx: &BtfTracePointContext) {
         // An fd was closed or replaced: its remembered class is retired.
         bump_epoch();
     }
+    // The time the thread slept inside this call, if it did (off CPU by
+    // syscall); an epoll wait is recorded in its histogram either way.
+    // Asked at every call, so the common answer (no sleep) is a few loads.
+    settle_sleep(task, tgid, nr);
+}
+
+/// Settles the off-CPU time of the syscall `nr` now returning (see
+/// `iolens_record_wait`), if the thread may have slept in it or it is an
+/// epoll wait.
+#[inline(always)]
+fn settle_sleep(task: *const u8, tgid: u32, nr: u64) {
+    if rd(&OFFSETS.valid) == 0 {
+        return;
+    }
+    let epoll = syscall_info(nr).is_some_and(SyscallInfo::is_epoll);
+    // SAFETY: a typed task pointer at a verifier-known offset.
+    let tid: u32 = unsafe { load(task, rd(&OFFSETS.task_pid)) };
+    if epoll || may_have_slept(task, tid) {
+        let _ = iolens_record_wait(tgid, nr, u32::from(epoll));
+    }
 }
 
 /// The current task, whose saved user registers are at `regs`. With
@@ -199,9 +219,6 @@ pub(crate) fn account_syscall(
             Shape::Events => (Endpoint::Other, Endpoint::Other),
         }
     };
-    if info.is_epoll() {
-        let _ = iolens_record_wait(slot.tgid);
-    }
     let bytes = if ret <= 0 {
         0
     } else if info.counts_messages() {

@@ -765,7 +765,7 @@ fn scenario_epoll(rounds: usize, timeouts: usize, t: &mut Tally) {
         // The waits' own wall time: what they can have slept at most.
         let started = std::time::Instant::now();
         for _ in 0..timeouts {
-            let n = libc::epoll_wait(ep, events.as_mut_ptr(), 8, 1);
+            let n = libc::epoll_wait(ep, events.as_mut_ptr(), 8, 10);
             assert_eq!(n, 0, "nothing should be ready");
             t.add("epoll_wait", "events", 0);
         }
@@ -1055,6 +1055,122 @@ fn scenario_paced(
     });
 }
 
+/// The calling thread's CPU time (the kernel's own).
+fn thread_cpu_ns() -> u128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
+}
+
+/// Sleeps of known length inside three syscalls, one after another, each
+/// `rounds` times `nap`: nanosleep; read on an empty pipe that a helper
+/// thread writes a byte into every `nap` (it sleeps in clock_nanosleep,
+/// another syscall); a futex wait the helper wakes every `nap`. Prints
+/// each loop's wall time, which bounds what its calls can have slept.
+fn scenario_offcpu(rounds: u32, nap: Duration) {
+    let ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: nap.as_nanos() as libc::c_long,
+    };
+    let helper_nap = move || {
+        // SAFETY: a valid timespec; raw, so it is clock_nanosleep whatever
+        // libc's nanosleep() uses.
+        unsafe {
+            libc::syscall(
+                libc::SYS_clock_nanosleep,
+                libc::CLOCK_MONOTONIC,
+                0,
+                &ts,
+                std::ptr::null_mut::<libc::timespec>(),
+            )
+        };
+    };
+    let (started, cpu) = (std::time::Instant::now(), thread_cpu_ns());
+    for _ in 0..rounds {
+        // SAFETY: a valid timespec; raw nanosleep (glibc's nanosleep()
+        // calls clock_nanosleep).
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_nanosleep,
+                &ts,
+                std::ptr::null_mut::<libc::timespec>(),
+            )
+        };
+        check(r as isize, "nanosleep");
+    }
+    println!("offcpu nanosleep ns {}", started.elapsed().as_nanos());
+    println!("offcpu nanosleep cpu ns {}", thread_cpu_ns() - cpu);
+
+    let (rd, wr) = pipe();
+    let writer = std::thread::spawn(move || {
+        for _ in 0..rounds {
+            helper_nap();
+            // SAFETY: a valid one-byte buffer and the pipe's write end.
+            check(
+                unsafe { libc::write(wr, [1u8].as_ptr().cast(), 1) },
+                "write",
+            );
+        }
+    });
+    let (started, cpu) = (std::time::Instant::now(), thread_cpu_ns());
+    let mut byte = [0u8; 1];
+    for _ in 0..rounds {
+        // SAFETY: a valid one-byte buffer and the pipe's read end.
+        check(
+            unsafe { libc::read(rd, byte.as_mut_ptr().cast(), 1) },
+            "read",
+        );
+    }
+    println!("offcpu read ns {}", started.elapsed().as_nanos());
+    println!("offcpu read cpu ns {}", thread_cpu_ns() - cpu);
+    // Not joined: pthread_join sleeps in a futex wait, and this process's
+    // futex sleeps are measured next.
+    drop(writer);
+
+    static WORD: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let waker = std::thread::spawn(move || {
+        for i in 1..=rounds {
+            helper_nap();
+            WORD.store(i, std::sync::atomic::Ordering::SeqCst);
+            // SAFETY: FUTEX_WAKE on a static word.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    WORD.as_ptr(),
+                    libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                    1,
+                )
+            };
+        }
+    });
+    let (started, cpu) = (std::time::Instant::now(), thread_cpu_ns());
+    let mut waits = 0;
+    for i in 0..rounds {
+        while WORD.load(std::sync::atomic::Ordering::SeqCst) == i {
+            // SAFETY: FUTEX_WAIT on a static word while it holds `i`, no
+            // timeout.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    WORD.as_ptr(),
+                    libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                    i,
+                    std::ptr::null::<libc::timespec>(),
+                )
+            };
+            waits += 1;
+        }
+    }
+    println!("offcpu futex ns {}", started.elapsed().as_nanos());
+    println!("offcpu futex cpu ns {}", thread_cpu_ns() - cpu);
+    println!("futex waits {waits}");
+    drop(waker);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let scenario = args.get(1).map(String::as_str).unwrap_or("");
@@ -1075,7 +1191,7 @@ fn main() {
         }
         "exit" | "idle" | "ctxsw" | "syscalls" | "epoll" | "uring" | "uring-async"
         | "uring-sqpoll" | "fdreuse" | "ctxsw-signals" | "ctxsw-shared" | "cache-dirty"
-        | "mmsg" | "ia32" => {}
+        | "mmsg" | "ia32" | "offcpu" => {}
         other => panic!("unknown scenario `{other}`"),
     }
     if scenario.starts_with("cache") {
@@ -1095,6 +1211,17 @@ fn main() {
     let mut line = String::new();
     writeln!(stdout, "ready").expect("stdout");
     stdout.flush().expect("stdout");
+    if scenario == "offcpu" {
+        // Waits for the go in poll, so that the read below does not sleep:
+        // that sleep would be settled (as read's) after the baseline.
+        let mut pfd = libc::pollfd {
+            fd: 0,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        check(unsafe { libc::poll(&mut pfd, 1, -1) } as isize, "poll");
+    }
     stdin.lock().read_line(&mut line).expect("stdin");
 
     let mut t = Tally::default();
@@ -1169,6 +1296,7 @@ fn main() {
             sendfile_all(&sock, &file, 1 << 20, &mut t);
         }
         "epoll" => scenario_epoll(100, 10, &mut t),
+        "offcpu" => scenario_offcpu(5, Duration::from_millis(20)),
         "uring" => scenario_uring(&dir, 50, "plain"),
         "uring-async" => scenario_uring(&dir, 50, "async"),
         "uring-sqpoll" => scenario_uring(&dir, 50, "sqpoll"),
