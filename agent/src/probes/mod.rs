@@ -298,7 +298,7 @@ impl Probes {
         }
         if offsets.valid != 0 && offsets.sched_info_valid == 0 {
             warn!(
-                "kernel BTF lacks task_struct.sched_info.last_arrival (CONFIG_SCHED_INFO off?) or the run-queue clock (CONFIG_FAIR_GROUP_SCHED off?): sleep time and epoll blocked time are not measured"
+                "kernel BTF lacks task_struct.sched_info.last_arrival (CONFIG_SCHED_INFO off?) or the run-queue clock (CONFIG_FAIR_GROUP_SCHED off?): sleep time, epoll blocked time and off-CPU time by syscall are not measured"
             );
         }
         // The kfunc calls aya cannot relocate, put in place by hand.

@@ -168,7 +168,7 @@ pub const PROBES: &[ProbeSpec] = &[
     ProbeSpec {
         name: "sched_switch",
         family: Family::Sched,
-        counts: "context switches, CPU and sleep time, epoll blocked time",
+        counts: "context switches, CPU and sleep time, epoll blocked time, off-CPU time by syscall",
         // `prev_state` is argument 3 since 5.18; before, the program loads
         // it from the task (`switch_prev_state_arg`).
         variants: &[v("iolens_sched_switch", TpBtf("sched_switch"), Any)],
@@ -563,7 +563,7 @@ fn offset_losses(family: Family, o: &KernelOffsets, choices: &[Choice]) -> Vec<S
         Family::Sched | Family::Waits if o.valid != 0 && o.sched_info_valid == 0 => lost.push(
             match family {
                 Family::Sched => "sleep time",
-                _ => "epoll blocked time",
+                _ => "epoll blocked time and off-CPU time by syscall",
             }
             .to_owned()
                 + ": no task_struct.sched_info.last_arrival (CONFIG_SCHED_INFO) or run-queue clock (CONFIG_FAIR_GROUP_SCHED) in the kernel's BTF",
