@@ -1,6 +1,6 @@
 //! The waits family: epoll, poll and select calls, events, timeouts and
-//! scanned fds, and epoll blocked time, against a child that makes an
-//! exactly known number of calls.
+//! scanned fds, epoll blocked time and off-CPU time by syscall, against a
+//! child that makes an exactly known number of calls.
 
 mod common;
 
