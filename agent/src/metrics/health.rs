@@ -78,7 +78,7 @@ impl Tracker {
         );
         let mut capacity = Family::new(
             "iolens_map_capacity",
-            "Maximum entries of a kernel map (--max-stats-entries; --max-proc-entries for PROC_INFO and PROC_COUNTERS; URING_STATS is fixed).",
+            "Maximum entries of a kernel map (--max-stats-entries; --max-proc-entries for PROC_INFO and PROC_COUNTERS; URING_STATS and BLOCK_STATS are fixed).",
             Kind::Gauge,
         );
         let caps = [
@@ -86,6 +86,7 @@ impl Tracker {
             me.procs_capacity,
             me.procs_capacity,
             iolens_common::URING_ENTRIES,
+            iolens_common::BLOCK_ENTRIES,
         ];
         for (i, (map, _)) in MAPS.iter().enumerate() {
             let (live, cap) = (self.live[i], caps[i]);

@@ -7,6 +7,7 @@
 //! (`--exit-ttl`) so a scrape still sees a short-lived process's final
 //! counts, then they are dropped from here and from the kernel maps.
 
+mod block;
 mod group;
 mod health;
 pub mod http;
@@ -27,8 +28,8 @@ use std::{
 pub use group::GroupBy;
 pub use io_uring::uring_op_name;
 use iolens_common::{
-    Accumulate, COMM_LEN, Endpoint, ProcCounters, ProcInfo, StatKey, StatValue, UringKey,
-    UringValue, WAIT_SLOTS, counter,
+    Accumulate, BLOCK_UNATTRIBUTED, BlockHistKey, BlockKey, BlockValue, COMM_LEN, Endpoint,
+    ProcCounters, ProcInfo, StatKey, StatValue, UringKey, UringValue, WAIT_SLOTS, counter,
 };
 use text::Mode;
 pub use text::{Family, Kind};
@@ -67,13 +68,20 @@ impl Accum for UringValue {
     }
 }
 
+impl Accum for BlockValue {
+    fn marker(&self) -> u64 {
+        self.bytes + self.requests
+    }
+}
+
 /// The LRU maps whose fill and evictions are exported, with the kernel
 /// counter of their inserts. Indices of Tracker's per-map arrays.
-const MAPS: [(&str, u32); 4] = [
+const MAPS: [(&str, u32); 5] = [
     ("SYSCALL_STATS", counter::SYSCALL_STATS_INSERTS),
     ("PROC_INFO", counter::PROC_INFO_INSERTS),
     ("PROC_COUNTERS", counter::PROC_COUNTERS_INSERTS),
     ("URING_STATS", counter::URING_STATS_INSERTS),
+    ("BLOCK_STATS", counter::BLOCK_STATS_INSERTS),
 ];
 
 /// Totals for one kernel key.
@@ -164,14 +172,18 @@ pub struct Tracker {
     pseries: BTreeMap<u32, Series<ProcCounters>>,
     useries: BTreeMap<UringKey, Series<UringValue>>,
     wait_hist: Vec<([u8; COMM_LEN], [u64; WAIT_SLOTS])>,
+    bseries: BTreeMap<BlockKey, Series<BlockValue>>,
+    block_hist: Vec<(BlockHistKey, [u64; WAIT_SLOTS])>,
+    /// dev_t -> block device name (from /sys/dev/block), looked up once.
+    devices: BTreeMap<u32, String>,
     procs: HashMap<u32, Process>,
     exit_ttl: Duration,
     /// Keys this process removed itself (not evictions), per [`MAPS`].
-    forgotten: [u64; 4],
+    forgotten: [u64; 5],
     /// Derived LRU evictions, per [`MAPS`].
-    evictions: [u64; 4],
+    evictions: [u64; 5],
     /// Entries at the last read, per [`MAPS`].
-    live: [usize; 4],
+    live: [usize; 5],
     counters: [u64; counter::COUNT as usize],
     cgroup_label: bool,
     max_processes: usize,
@@ -189,6 +201,7 @@ pub struct Expired {
     pub tgid: u32,
     pub keys: Vec<StatKey>,
     pub uring_keys: Vec<UringKey>,
+    pub block_keys: Vec<BlockKey>,
 }
 
 /// Reads CLOCK_MONOTONIC, the clock `bpf_ktime_get_ns` uses.
@@ -229,11 +242,14 @@ impl Tracker {
             pseries: BTreeMap::new(),
             useries: BTreeMap::new(),
             wait_hist: Vec::new(),
+            bseries: BTreeMap::new(),
+            block_hist: Vec::new(),
+            devices: BTreeMap::new(),
             procs: HashMap::new(),
             exit_ttl,
-            forgotten: [0; 4],
-            evictions: [0; 4],
-            live: [0; 4],
+            forgotten: [0; 5],
+            evictions: [0; 5],
+            live: [0; 5],
             counters: [0; counter::COUNT as usize],
             cgroup_label: false,
             max_processes: usize::MAX,
@@ -277,7 +293,20 @@ impl Tracker {
         if !snap.unchanged[2] {
             fold(&mut self.useries, &mut snap.uring, |k| active.push(k.tgid));
         }
+        if !snap.unchanged[3] {
+            fold(&mut self.bseries, &mut snap.block, |k| {
+                if k.tgid != BLOCK_UNATTRIBUTED {
+                    active.push(k.tgid);
+                }
+            });
+        }
         self.wait_hist.clone_from(&snap.wait_hist);
+        self.block_hist.clone_from(&snap.block_hist);
+        for key in self.bseries.keys() {
+            self.devices
+                .entry(key.dev)
+                .or_insert_with(|| block::device_name(key.dev));
+        }
 
         for (tgid, info) in &snap.procs {
             self.observe_proc(*tgid, info, now_ns);
@@ -288,6 +317,7 @@ impl Tracker {
             series,
             pseries,
             useries,
+            bseries,
             procs,
             ..
         } = self;
@@ -295,7 +325,14 @@ impl Tracker {
             .keys()
             .map(|k| k.tgid)
             .chain(pseries.keys().copied())
-            .chain(useries.keys().map(|k| k.tgid));
+            .chain(useries.keys().map(|k| k.tgid))
+            // The unattributed owner is no process.
+            .chain(
+                bseries
+                    .keys()
+                    .map(|k| k.tgid)
+                    .filter(|t| *t != BLOCK_UNATTRIBUTED),
+            );
         // Keys come in tgid order: look each process up once.
         let mut last = None;
         for tgid in tgids {
@@ -355,6 +392,7 @@ impl Tracker {
             snap.procs.len(),
             snap.pstats.len(),
             snap.uring.len(),
+            snap.block.len(),
         ];
         // Every key the kernel inserted is live, was removed by us, or was
         // evicted. Reads race with inserts, so never let it go backwards.
@@ -414,10 +452,17 @@ impl Tracker {
                 .filter(|k| k.tgid == *tgid)
                 .copied()
                 .collect();
+            let block_keys = self
+                .bseries
+                .keys()
+                .filter(|k| k.tgid == *tgid)
+                .copied()
+                .collect();
             expired.push(Expired {
                 tgid: *tgid,
                 keys,
                 uring_keys,
+                block_keys,
             });
         }
         expired
@@ -471,6 +516,15 @@ impl Tracker {
                 self.forgotten[3] += 1;
             }
         }
+        for key in &expired.block_keys {
+            if self
+                .bseries
+                .remove(key)
+                .is_some_and(|s| s.last.marker() > 0)
+            {
+                self.forgotten[4] += 1;
+            }
+        }
     }
 
     pub fn processes(&self) -> usize {
@@ -500,6 +554,15 @@ impl Tracker {
             .iter()
             .filter(|(k, _)| k.tgid == tgid)
             .map(|(k, s)| (k.opcode, s.total()))
+            .collect()
+    }
+
+    /// Block totals of one process, by (device, op) (for `compare`).
+    pub fn block_totals(&self, tgid: u32) -> BTreeMap<(u32, u8), BlockValue> {
+        self.bseries
+            .iter()
+            .filter(|(k, _)| k.tgid == tgid)
+            .map(|(k, s)| ((k.dev, k.op), s.total()))
             .collect()
     }
 
@@ -562,6 +625,7 @@ impl Tracker {
         all.extend(self.wait_families(mode));
         all.extend(self.page_cache_families(&procs, mode));
         all.extend(self.io_uring_families(&procs, mode));
+        all.extend(self.block_families(mode));
         all
     }
 
@@ -760,12 +824,34 @@ mod tests {
                 bytes: 1,
             },
         ));
+        for tgid in [pid, BLOCK_UNATTRIBUTED] {
+            s.block.push((
+                BlockKey {
+                    tgid,
+                    dev: 7 << 20,
+                    op: iolens_common::BLOCK_OP_READ,
+                    _pad: [0; 7],
+                },
+                BlockValue {
+                    bytes: 4096,
+                    requests: 1,
+                },
+            ));
+        }
         let mut comm = [0u8; COMM_LEN];
         comm[..4].copy_from_slice(b"test");
         let mut hist = [0u64; iolens_common::WAIT_SLOTS];
         hist[0] = 1;
         hist[iolens_common::WAIT_SLOT_COUNT] = 1;
         s.wait_hist.push((comm, hist));
+        s.block_hist.push((
+            BlockHistKey {
+                comm,
+                op: iolens_common::BLOCK_OP_READ,
+                _pad: [0; 7],
+            },
+            hist,
+        ));
         s.procs.push((pid, ProcInfo { comm, exit_ns: 0 }));
         for c in 0..counter::COUNT as usize {
             s.counters[c] += 1;

@@ -22,9 +22,9 @@ use aya::{
     programs::{BtfTracePoint, FEntry, FExit, TracePoint},
 };
 use iolens_common::{
-    Accumulate, COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES, KernelOffsets, ProcCounters,
-    ProcInfo, RDONLY_CAST_PLACEHOLDER, StatKey, StatValue, UringKey, UringValue, WAIT_SLOTS,
-    counter, globals, maps,
+    Accumulate, BlockHistKey, BlockKey, BlockValue, COMM_LEN, DEFAULT_PROC_ENTRIES,
+    DEFAULT_STATS_ENTRIES, KernelOffsets, ProcCounters, ProcInfo, RDONLY_CAST_PLACEHOLDER, StatKey,
+    StatValue, UringKey, UringValue, WAIT_SLOTS, counter, globals, maps,
 };
 pub use plan::{Attach, Family, FamilyReport, PROBES, ProbeSpec, Variant, program_names};
 use tracing::{info, warn};
@@ -182,18 +182,23 @@ pub struct Snapshot {
     pub uring: Vec<(UringKey, UringValue)>,
     /// Per process name: epoll blocked-time histogram, summed over CPUs.
     pub wait_hist: Vec<([u8; COMM_LEN], [u64; WAIT_SLOTS])>,
+    /// Per (owner, device, op): block bytes and requests, summed over CPUs.
+    pub block: Vec<(BlockKey, BlockValue)>,
+    /// Per (process name, op): block latency histogram, summed over CPUs.
+    pub block_hist: Vec<(BlockHistKey, [u64; WAIT_SLOTS])>,
     /// Indexed by [`counter`] constants, summed over CPUs.
     pub counters: [u64; counter::COUNT as usize],
     /// The batch reads' buffers, kept from one read to the next.
     pub(crate) scratch: batch::BatchBuf,
     /// Per per-CPU map with an insert counter (SYSCALL_STATS,
-    /// PROC_COUNTERS, URING_STATS): the counter when the map was last read.
-    pub(crate) read_inserts: [Option<u64>; 3],
+    /// PROC_COUNTERS, URING_STATS, BLOCK_STATS): the counter when the map
+    /// was last read.
+    pub(crate) read_inserts: [Option<u64>; 4],
     /// Keys were deleted since the last read: read every map next time.
     pub(crate) stale: bool,
-    /// `stats`, `pstats`, `uring`: not read again by the last
+    /// `stats`, `pstats`, `uring`, `block`: not read again by the last
     /// [`Probes::read_changed`] (as they were the read before).
-    pub(crate) unchanged: [bool; 3],
+    pub(crate) unchanged: [bool; 4],
     /// PROC_INFO's insert counter when it was last read, and background
     /// reads since that skipped it.
     pub(crate) procs_read: Option<u64>,
@@ -233,6 +238,8 @@ pub struct Probes {
     pstats: PerCpuHashMap<MapData, u32, ProcCounters>,
     uring: PerCpuHashMap<MapData, UringKey, UringValue>,
     wait_hist: PerCpuHashMap<MapData, [u8; COMM_LEN], [u64; WAIT_SLOTS]>,
+    block: PerCpuHashMap<MapData, BlockKey, BlockValue>,
+    block_hist: PerCpuHashMap<MapData, BlockHistKey, [u64; WAIT_SLOTS]>,
     status: Vec<ProbeStatus>,
     families: Vec<FamilyReport>,
     stats_capacity: u32,
@@ -562,6 +569,8 @@ impl Probes {
         let pstats = take_map(&mut ebpf, maps::PROC_COUNTERS)?;
         let uring = take_map(&mut ebpf, maps::URING_STATS)?;
         let wait_hist = take_map(&mut ebpf, maps::EPOLL_WAIT_HIST)?;
+        let block = take_map(&mut ebpf, maps::BLOCK_STATS)?;
+        let block_hist = take_map(&mut ebpf, maps::BLOCK_HIST)?;
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
         Ok(Probes {
             ebpf,
@@ -571,6 +580,8 @@ impl Probes {
             pstats,
             uring,
             wait_hist,
+            block,
+            block_hist,
             status,
             families,
             stats_capacity: config.stats_entries,
@@ -646,13 +657,14 @@ impl Probes {
             counter::SYSCALL_STATS_INSERTS,
             counter::PROC_COUNTERS_INSERTS,
             counter::URING_STATS_INSERTS,
+            counter::BLOCK_STATS_INSERTS,
         ]
         .map(|c| snap.counters[c as usize]);
         let read_all = all || std::mem::take(&mut snap.stale) || snap.since_full + 1 >= FULL_EVERY;
         snap.since_full = if read_all { 0 } else { snap.since_full + 1 };
         // Counters were read before the maps: an insert after that moves
         // the counter past what is recorded, and the map is read next time.
-        let mut due = [false; 3];
+        let mut due = [false; 4];
         for (i, d) in due.iter_mut().enumerate() {
             *d = read_all || snap.read_inserts[i] != Some(inserts[i]);
             if *d {
@@ -680,6 +692,18 @@ impl Probes {
             &self.wait_hist,
             maps::EPOLL_WAIT_HIST,
             &mut snap.wait_hist,
+            buf,
+            cpus,
+        )?;
+        if due[3] {
+            read_summed(&self.block, maps::BLOCK_STATS, &mut snap.block, buf, cpus)?;
+        }
+        // No insert counter (a histogram per name is never evicted): read
+        // every time, as the epoll histograms.
+        read_summed(
+            &self.block_hist,
+            maps::BLOCK_HIST,
+            &mut snap.block_hist,
             buf,
             cpus,
         )?;
@@ -723,10 +747,19 @@ impl Probes {
     }
 
     /// Forgets a process: its keys in every map.
-    pub fn forget(&mut self, tgid: u32, keys: &[StatKey], uring_keys: &[UringKey]) {
+    pub fn forget(
+        &mut self,
+        tgid: u32,
+        keys: &[StatKey],
+        uring_keys: &[UringKey],
+        block_keys: &[BlockKey],
+    ) {
         // Already gone (evicted) is fine throughout.
         for key in keys {
             let _ = self.stats.remove(key);
+        }
+        for key in block_keys {
+            let _ = self.block.remove(key);
         }
         for key in uring_keys {
             let _ = self.uring.remove(key);

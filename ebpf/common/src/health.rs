@@ -17,5 +17,7 @@ pub mod counter {
     pub const URING_STATS_INSERTS: u32 = 5;
     /// Updates to the other maps that failed.
     pub const OTHER_DROPS: u32 = 6;
-    pub const COUNT: u32 = 7;
+    /// New keys inserted into BLOCK_STATS.
+    pub const BLOCK_STATS_INSERTS: u32 = 7;
+    pub const COUNT: u32 = 8;
 }

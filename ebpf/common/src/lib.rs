@@ -5,6 +5,7 @@
 //! rebuilding both sides, which the workspace does in one `cargo build`.
 #![no_std]
 
+mod block;
 mod health;
 mod io_uring;
 mod kernel;
@@ -13,6 +14,7 @@ mod sched;
 mod syscalls;
 mod waits;
 
+pub use block::*;
 pub use health::counter;
 pub use io_uring::*;
 pub use kernel::*;
@@ -40,6 +42,8 @@ pub mod maps {
     pub const URING_STATS: &str = "URING_STATS";
     pub const RING_OWNERS: &str = "RING_OWNERS";
     pub const EPOCH: &str = "EPOCH";
+    pub const BLOCK_STATS: &str = "BLOCK_STATS";
+    pub const BLOCK_HIST: &str = "BLOCK_HIST";
 }
 
 /// Names of the global configuration variables the agent sets at load time.
@@ -92,4 +96,10 @@ mod pod {
     unsafe impl aya::Pod for super::UringKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::UringValue {}
+    // SAFETY: as above (explicit padding field).
+    unsafe impl aya::Pod for super::BlockKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::BlockValue {}
+    // SAFETY: as above (explicit padding field).
+    unsafe impl aya::Pod for super::BlockHistKey {}
 }
