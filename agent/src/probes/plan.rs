@@ -736,6 +736,25 @@ mod tests {
             ),
             None
         );
+        // Block: the owner at block_io_start (6.12, 6.18), else at the
+        // scheduler insert (6.1); the completion's byte count is arg 2.
+        let rq = ["struct request *"];
+        assert_eq!(
+            pick("block_start", "block_io_start", &rq),
+            Some("iolens_block_start")
+        );
+        assert_eq!(
+            pick("block_start", "block_rq_insert", &rq),
+            Some("iolens_block_start")
+        );
+        assert_eq!(
+            pick(
+                "block_complete",
+                "block_rq_complete",
+                &["struct request *", "blk_status_t", "unsigned int"]
+            ),
+            Some("iolens_block_complete")
+        );
         // 5.15, on paper.
         assert_eq!(
             pick(
