@@ -21,9 +21,10 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use iolens_common::{
-    BLOCK_ENTRIES, BLOCK_HIST_ENTRIES, BLOCK_OP_FLUSH, BLOCK_OP_WRITE, BLOCK_REQ_ENTRIES,
-    BLOCK_UNATTRIBUTED, BlockHistKey, BlockKey, BlockReq, BlockValue, WAIT_BUCKETS,
-    WAIT_SLOT_COUNT, WAIT_SLOT_SUM_NS, WAIT_SLOTS, block_op, counter,
+    BLOCK_ENTRIES, BLOCK_HIST_ENTRIES, BLOCK_OP_FLUSH, BLOCK_OP_WRITE, BLOCK_REQ_DONE,
+    BLOCK_REQ_ENTRIES, BLOCK_REQ_LIVE, BLOCK_REQ_SKIP, BLOCK_UNATTRIBUTED, BlockHistKey, BlockKey,
+    BlockReq, BlockValue, WAIT_BUCKETS, WAIT_SLOT_COUNT, WAIT_SLOT_SUM_NS, WAIT_SLOTS, block_op,
+    counter,
 };
 
 use crate::{
@@ -34,9 +35,11 @@ use crate::{
     waits::ZERO_HIST,
 };
 
-/// Requests in flight (`struct request *`) -> owner. LRU: a request whose
-/// completion was never seen (it cannot be, short of a kernel path that
-/// frees one without completing it) ages out.
+/// Request structs (`struct request *`) -> owner of their current use.
+/// An entry stays after its request completed, marked done, and is
+/// overwritten in place when the struct is used again: the structs are a
+/// fixed pool per queue, so the keys stay few. LRU: the structs of a
+/// queue that went away age out.
 #[map]
 pub(crate) static BLOCK_REQS: LruHashMap<u64, BlockReq> =
     LruHashMap::with_max_entries(BLOCK_REQ_ENTRIES, 0);
@@ -54,26 +57,47 @@ pub(crate) static BLOCK_HIST: PerCpuHashMap<BlockHistKey, [u64; WAIT_SLOTS]> =
 /// PF_KTHREAD (include/linux/sched.h).
 const PF_KTHREAD: u32 = 0x0020_0000;
 
-/// The current task as the owner of a new request entry.
+/// Makes the current task the owner of request entry `e`, issued at
+/// `issue_ns` (0: not yet).
 #[inline(always)]
-fn current_owner(issue_ns: u64) -> BlockReq {
+fn own(e: &mut BlockReq, issue_ns: u64) {
     let tgid = current_tgid();
+    e.tgid = tgid;
+    e.issue_ns = issue_ns;
     if !passes_filters(tgid) {
-        return BlockReq {
-            tgid,
-            skip: 1,
-            issue_ns,
-            comm: [0; 16],
-        };
+        e.state = BLOCK_REQ_SKIP;
+        return;
     }
+    e.state = BLOCK_REQ_LIVE;
     // Named in the process table, so the agent labels the owner even when
     // it does nothing else iolens sees (a kworker doing writeback).
     remember_process(tgid);
-    BlockReq {
-        tgid,
-        skip: 0,
-        issue_ns,
-        comm: process_comm(tgid),
+    let comm = process_comm(tgid);
+    e.comm = comm;
+}
+
+/// Owns `rq` for the current task: in place when the request struct has
+/// an entry from an earlier use (no allocation: an LRU insert took more
+/// than a lookup and the rest of the program together), else in a new
+/// entry, filled in place too (the verifier refuses one store
+/// instruction for both a map value and the stack).
+#[inline(always)]
+fn own_request(rq: u64, issue_ns: u64) {
+    let mut e = BLOCK_REQS.get_ptr_mut(rq);
+    if e.is_none() {
+        let blank = BlockReq {
+            tgid: 0,
+            state: BLOCK_REQ_DONE,
+            issue_ns: 0,
+            comm: [0; 16],
+        };
+        let _ = BLOCK_REQS.insert(rq, blank, 0);
+        e = BLOCK_REQS.get_ptr_mut(rq);
+    }
+    if let Some(e) = e {
+        // SAFETY: a valid map value pointer; a request is started, issued
+        // and completed one after another, never at once.
+        own(unsafe { &mut *e }, issue_ns);
     }
 }
 
@@ -85,14 +109,14 @@ fn current_owner(issue_ns: u64) -> BlockReq {
 #[btf_tracepoint(function = "block_io_start")]
 pub fn iolens_block_start(ctx: BtfTracePointContext) -> i32 {
     let rq: u64 = ctx.arg(0);
-    if let Some(e) = BLOCK_REQS.get_ptr(rq)
+    if current_is_kthread()
+        && let Some(e) = BLOCK_REQS.get_ptr(rq)
         // SAFETY: a valid map value pointer.
-        && unsafe { (*e).issue_ns } != 0
-        && current_is_kthread()
+        && unsafe { (*e).state != BLOCK_REQ_DONE && (*e).issue_ns != 0 }
     {
         return 0;
     }
-    let _ = BLOCK_REQS.insert(rq, current_owner(0), 0);
+    own_request(rq, 0);
     0
 }
 
@@ -119,12 +143,9 @@ pub fn iolens_block_issue(ctx: BtfTracePointContext) -> i32 {
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     match BLOCK_REQS.get_ptr_mut(rq) {
-        // SAFETY: a valid map value pointer; a request is issued by one
-        // CPU at a time.
-        Some(e) => unsafe { (*e).issue_ns = now },
-        None => {
-            let _ = BLOCK_REQS.insert(rq, current_owner(now), 0);
-        }
+        // SAFETY: a valid map value pointer; see own_request.
+        Some(e) if unsafe { (*e).state } != BLOCK_REQ_DONE => unsafe { (*e).issue_ns = now },
+        _ => own_request(rq, now),
     }
     0
 }
@@ -181,15 +202,22 @@ pub fn iolens_block_complete(ctx: BtfTracePointContext) -> i32 {
     };
     let done = nr_bytes >= left;
     let bytes = if done && left != 0 { left } else { nr_bytes };
-    let owner = BLOCK_REQS.get_ptr(key).map(|e| {
-        // SAFETY: a valid map value pointer, copied at once.
-        unsafe { *e }
-    });
-    if done {
-        let _ = BLOCK_REQS.remove(key);
-    }
+    // The entry stays for the struct's next use (see own_request),
+    // marked done.
+    let owner = match BLOCK_REQS.get_ptr_mut(key) {
+        // SAFETY: a valid map value pointer, copied at once; see
+        // own_request.
+        Some(e) if unsafe { (*e).state } != BLOCK_REQ_DONE => unsafe {
+            let owner = *e;
+            if done {
+                (*e).state = BLOCK_REQ_DONE;
+            }
+            Some(owner)
+        },
+        _ => None,
+    };
     let tgid = match &owner {
-        Some(e) if e.skip != 0 => return 0,
+        Some(e) if e.state == BLOCK_REQ_SKIP => return 0,
         Some(e) => e.tgid,
         // Unattributed work is outside any filter the user asked for.
         None if filters_active() => return 0,

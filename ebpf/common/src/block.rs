@@ -46,14 +46,22 @@ pub const fn block_op_name(op: u8) -> &'static str {
     }
 }
 
-/// A request in flight: who owns it, since when.
+/// A request struct's entry: its current use completed (no owner).
+pub const BLOCK_REQ_DONE: u32 = 0;
+/// In flight, owned by `tgid`.
+pub const BLOCK_REQ_LIVE: u32 = 1;
+/// In flight, owned by a process outside --pid/--comm/--cgroup: not
+/// counted.
+pub const BLOCK_REQ_SKIP: u32 = 2;
+
+/// A request struct's current use: who owns it, since when.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlockReq {
-    /// Owner's tgid; `BLOCK_UNATTRIBUTED` never (no entry instead).
+    /// Owner's tgid.
     pub tgid: u32,
-    /// 1: the owner is outside --pid/--comm/--cgroup: not counted.
-    pub skip: u32,
+    /// `BLOCK_REQ_*`.
+    pub state: u32,
     /// bpf_ktime_get_ns at the last issue to the driver; 0 before.
     pub issue_ns: u64,
     /// The owner's process name, for the latency histogram (the owner is
