@@ -61,3 +61,14 @@ pub(crate) fn passes_filters(tgid: u32) -> bool {
     }
     true
 }
+
+/// Whether any of --pid, --comm, --cgroup is in force.
+#[inline(always)]
+pub(crate) fn filters_active() -> bool {
+    // SAFETY: plain reads of globals the loader wrote before attaching.
+    unsafe {
+        core::ptr::read_volatile(&FILTER_PIDS) != 0
+            || core::ptr::read_volatile(&FILTER_COMMS) != 0
+            || core::ptr::read_volatile(&FILTER_CGROUPS) != 0
+    }
+}

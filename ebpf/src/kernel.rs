@@ -47,6 +47,13 @@ pub(crate) static OFFSETS: KernelOffsets = KernelOffsets {
     uring_create_ctx: 0,
     switch_prev_state_arg: 0,
     task_state: 0,
+    block_valid: 0,
+    rq_q: 0,
+    rq_cmd_flags: 0,
+    rq_data_len: 0,
+    queue_disk: 0,
+    disk_major: 0,
+    disk_first_minor: 0,
 };
 
 pub(crate) const BPF_NOEXIST: u64 = 1;

@@ -483,6 +483,16 @@ fn expected_attachments() -> Vec<(&'static str, String)> {
                 "iolens_uring_complete_res",
             ),
         ),
+        (
+            "block_start",
+            or(
+                has("block", "block_io_start"),
+                "tp_btf/block_io_start",
+                "tp_btf/block_rq_insert",
+            ),
+        ),
+        ("block_issue", "tp_btf/block_rq_issue".into()),
+        ("block_complete", "tp_btf/block_rq_complete".into()),
     ]
 }
 
@@ -526,6 +536,7 @@ fn every_family_is_complete_through_the_variant_this_kernel_has() {
         "page_cache",
         "io_uring",
         "process",
+        "block",
     ];
     for f in families {
         let line = text

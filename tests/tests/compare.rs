@@ -72,6 +72,27 @@ fn filesend_suite_shows_the_copy_model_and_the_page_cache() {
         // checked first — are in probes_full.rs.) 8 is half the 64 KiB
         // file, so a fully cold read can never pass for a warm one. Seen: 5.
         const STRAY: u64 = 8;
+        // Disk reads (block family), measured: O_DIRECT reads the file
+        // from disk for every response (served bytes include ~100-byte
+        // heads, hence a little under 1); a cold file is read from disk
+        // once, readahead stopping at EOF, with the same STRAY pages of
+        // slack as the misses; a warm one not at all, STRAY aside.
+        let disk = f(r, "disk_bytes_per_byte") * f(&r["load"], "bytes");
+        let file = pages * 4096;
+        let stray = STRAY * 4096;
+        match mode {
+            "direct-aio" => assert!(
+                (0.95..=1.0).contains(&f(r, "disk_bytes_per_byte")),
+                "{name}: disk B/B {}",
+                f(r, "disk_bytes_per_byte")
+            ),
+            _ if cold => assert!(
+                (file as f64 * 0.99..=(file + stray) as f64 + 0.5).contains(&disk),
+                "{name}: {disk} disk bytes for a {file}-byte file"
+            ),
+            _ => assert!(disk <= stray as f64 + 0.5, "{name}: {disk} disk bytes warm"),
+        }
+        assert_eq!(f(r, "model_disk_dma_per_byte"), 1.0);
         if mode == "direct-aio" || !cold {
             assert!(misses <= STRAY, "{name}: {misses} page-cache misses");
         } else {

@@ -15,7 +15,8 @@
 //! Loops: 1-byte read() of /dev/zero; getppid(), which iolens counts but
 //! does not account bytes for, to show what every other syscall pays; a
 //! two-thread pipe ping-pong on one CPU (context switches); an io_uring NOP
-//! loop.
+//! loop; O_DIRECT 4 KiB reads of a file on the host's disk (a block request
+//! each: the block family's three tracepoints and a syscall).
 //!
 //! The cost lands on the traced process (enabling syscall tracepoints sends
 //! every syscall through the slow entry path), so it is measured there, as
@@ -65,6 +66,7 @@ pub fn syscall_loop(kind: &str, calls: u64, cpu: usize) -> anyhow::Result<()> {
     let zero = std::fs::File::open("/dev/zero").context("opening /dev/zero")?;
     let fd = std::os::fd::AsRawFd::as_raw_fd(&zero);
     let mut b = [0u8; 1];
+    let cpu0 = cpu_ns()?;
     let start = Instant::now();
     match kind {
         "read" => {
@@ -82,11 +84,35 @@ pub fn syscall_loop(kind: &str, calls: u64, cpu: usize) -> anyhow::Result<()> {
         }
         "pingpong" => pingpong(calls, cpu)?,
         "uring-nop" => uring_nops(calls)?,
+        "odirect" => odirect_reads(calls)?,
         other => bail!("unknown loop `{other}`"),
     }
-    let ns = start.elapsed().as_nanos() as f64 / calls as f64;
+    let ns = if kind == "odirect" {
+        // The loop's CPU time, not its wall time: a read from this
+        // machine's disk takes 60-120 µs and varies by more than 10 µs
+        // from one run to the next, which buries the microsecond the
+        // probes add on the submitting CPU (where sys_exit, the start and
+        // the issue run, and the completion too when its interrupt lands
+        // on this CPU, as blk-mq steers it).
+        (cpu_ns()? - cpu0) as f64 / calls as f64
+    } else {
+        start.elapsed().as_nanos() as f64 / calls as f64
+    };
     println!("{ns:.2}");
     Ok(())
+}
+
+/// This process's CPU time so far (user + system), in ns.
+fn cpu_ns() -> anyhow::Result<u64> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec into the valid pointer.
+    if unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) } != 0 {
+        bail!("clock_gettime: {}", std::io::Error::last_os_error());
+    }
+    Ok(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64)
 }
 
 fn pin(cpu: usize) -> anyhow::Result<()> {
@@ -146,6 +172,53 @@ fn uring_nops(n: u64) -> anyhow::Result<()> {
         ring.completion().for_each(drop);
     }
     Ok(())
+}
+
+/// The odirect loop's file: on /var/tmp, a real disk here (/tmp may be
+/// memory, where O_DIRECT reaches no block device).
+const ODIRECT_FILE: &str = "/var/tmp/iolens-bench-odirect";
+/// Its size: 4 KiB reads cycle through it.
+const ODIRECT_SIZE: u64 = 16 << 20;
+
+/// `n` O_DIRECT reads of 4 KiB, sequential through the file and around:
+/// each is one pread64 and one block request from the disk.
+fn odirect_reads(n: u64) -> anyhow::Result<()> {
+    use std::os::{fd::AsRawFd as _, unix::fs::OpenOptionsExt as _};
+    if std::fs::metadata(ODIRECT_FILE).map(|m| m.len()).ok() != Some(ODIRECT_SIZE) {
+        let data = vec![0x5au8; ODIRECT_SIZE as usize];
+        std::fs::write(ODIRECT_FILE, &data).with_context(|| format!("writing {ODIRECT_FILE}"))?;
+        std::fs::File::open(ODIRECT_FILE)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("syncing {ODIRECT_FILE}"))?;
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(ODIRECT_FILE)
+        .with_context(|| format!("opening {ODIRECT_FILE} with O_DIRECT"))?;
+    let layout = std::alloc::Layout::from_size_align(4096, 4096).context("layout")?;
+    // SAFETY: a non-zero size; freed below.
+    let buf = unsafe { std::alloc::alloc(layout) };
+    if buf.is_null() {
+        bail!("allocating an aligned buffer");
+    }
+    let blocks = ODIRECT_SIZE / 4096;
+    let mut failed = None;
+    for i in 0..n {
+        let off = ((i % blocks) * 4096) as libc::off_t;
+        // SAFETY: a valid, aligned 4 KiB buffer and an open fd.
+        let r = unsafe { libc::pread(f.as_raw_fd(), buf.cast(), 4096, off) };
+        if r != 4096 {
+            failed = Some(std::io::Error::last_os_error());
+            break;
+        }
+    }
+    // SAFETY: allocated above with this layout.
+    unsafe { std::alloc::dealloc(buf, layout) };
+    match failed {
+        Some(e) => bail!("O_DIRECT read of {ODIRECT_FILE}: {e}"),
+        None => Ok(()),
+    }
 }
 
 /// ns per event of `calls` events: the fastest of five runs of a fifth
@@ -286,7 +359,7 @@ struct Kind {
 /// every syscall (iolens counts every syscall per process, its mode
 /// switches), plus the loop's own events. The read loop keeps the script
 /// issue #2 names, which counts reads alone.
-const KINDS: [Kind; 4] = [
+const KINDS: [Kind; 5] = [
     Kind {
         name: "read",
         unit: "read() of 1 byte (bpftrace: sys_enter_read by pid)",
@@ -308,6 +381,15 @@ const KINDS: [Kind; 4] = [
         unit: "io_uring NOP = 1 SQE + 1 CQE + 1 io_uring_enter (bpftrace: all three, by pid)",
         bpftrace: "tracepoint:io_uring:io_uring_submit_req { @s[pid] = count(); } \
                    tracepoint:io_uring:io_uring_complete { @c[pid] = count(); } \
+                   tracepoint:raw_syscalls:sys_exit { @e[pid] = count(); }",
+    },
+    Kind {
+        name: "odirect",
+        unit: "O_DIRECT 4 KiB pread64 = 1 syscall + 1 block request started, issued and completed + 2 context switches (waiting for the disk), in CPU ns of the loop (user + system), not wall ns (bpftrace: all of them, by pid)",
+        bpftrace: "tracepoint:block:block_io_start { @s[pid] = count(); } \
+                   tracepoint:sched:sched_switch { @w[pid] = count(); } \
+                   tracepoint:block:block_rq_issue { @i[pid] = count(); } \
+                   tracepoint:block:block_rq_complete { @c[pid] = count(); } \
                    tracepoint:raw_syscalls:sys_exit { @e[pid] = count(); }",
     },
 ];
@@ -354,6 +436,11 @@ pub fn run_bench(args: Args) -> anyhow::Result<()> {
             // Fewer events for the slow loops, so each stays near a second.
             let n = match kind.name {
                 "pingpong" | "uring-nop" => args.calls / 10,
+                // A disk read takes tens of microseconds, not hundreds of
+                // nanoseconds: 30,000 of them (~3 s here), as 3,000 left
+                // each sub-run at ~50 ms, where one burst of the host's
+                // moved the figure by 10%.
+                "odirect" => args.calls / 100,
                 _ => args.calls,
             }
             .max(1);

@@ -160,6 +160,13 @@ pub struct Row {
     /// Bytes through user space per byte served: the copy model's CPU
     /// copies (an estimate: loopback has no NIC DMA).
     pub est_cpu_copies_per_byte: f64,
+    /// Bytes the disk read for the workload process per byte served
+    /// (block family: requests it submitted, readahead included), measured.
+    pub disk_bytes_per_byte: f64,
+    /// What the copy model assumes for the same: one disk DMA per byte
+    /// served, on every path (its table counts it in "DMA copies"), cold
+    /// or warm; the measured column says when the page cache made it 0.
+    pub model_disk_dma_per_byte: f64,
     /// Largest transfer syscall count per MiB served on a zero-copy path.
     pub transfer_calls_per_mib: f64,
     pub page_cache_misses: u64,
@@ -315,6 +322,8 @@ struct Totals {
     proc: ProcCounters,
     uring_submitted: u64,
     uring_completed: u64,
+    /// Block bytes read for the process, every device.
+    disk_read: u64,
 }
 
 fn totals(
@@ -331,6 +340,12 @@ fn totals(
         proc: tracker.proc_totals(pid),
         uring_submitted: uring.values().map(|v| v.submitted).sum(),
         uring_completed: uring.values().map(|v| v.completed).sum(),
+        disk_read: tracker
+            .block_totals(pid)
+            .iter()
+            .filter(|((_, op), _)| *op == iolens_common::BLOCK_OP_READ)
+            .map(|(_, v)| v.bytes)
+            .sum(),
     })
 }
 
@@ -442,6 +457,8 @@ fn derive(case: &Case, load: Load, before: &Totals, after: &Totals) -> Row {
         voluntary_cs_per_request: p(|c| c.vcsw) as f64 / reqs,
         involuntary_cs_per_request: p(|c| c.ivcsw) as f64 / reqs,
         est_cpu_copies_per_byte: user_bytes as f64 / served,
+        disk_bytes_per_byte: after.disk_read.saturating_sub(before.disk_read) as f64 / served,
+        model_disk_dma_per_byte: 1.0,
         transfer_calls_per_mib: zero_copy_calls as f64 / mib,
         bytes_by_path: by_path,
         page_cache_misses: added.saturating_sub(dirtied),

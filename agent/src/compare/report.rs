@@ -56,6 +56,8 @@ fn columns(suite: Suite) -> Vec<Col> {
                     ("cpu ms/MiB", |r| Some(r.cpu_ms_per_mib)),
                     ("syscalls/MiB", |r| Some(r.syscalls_per_mib)),
                     ("copies/B", |r| Some(r.est_cpu_copies_per_byte)),
+                    ("disk B/B", |r| Some(r.disk_bytes_per_byte)),
+                    ("model disk/B", |r| Some(r.model_disk_dma_per_byte)),
                     ("misses", |r| Some(r.page_cache_misses as f64)),
                     ("hit ratio", |r| r.page_cache_hit_ratio),
                 ],
@@ -96,7 +98,7 @@ pub fn table(suite: Suite, rows: &[Row]) -> String {
         out.push('\n');
     }
     out.push_str(
-        "\nCPU and syscalls are the workload process's own (from the probes); copies/B is bytes through user space per byte served, the copy model's CPU copies (an estimate: loopback has no NIC DMA).\n\n",
+        "\nCPU and syscalls are the workload process's own (from the probes); copies/B is bytes through user space per byte served, the copy model's CPU copies (an estimate: loopback has no NIC DMA). disk B/B is measured: bytes the disk read for the workload (its requests, readahead included) per byte served; model disk/B is the copy model's one disk DMA per byte, which a warm page cache makes 0.\n\n",
     );
     for r in rows.iter().filter(|r| r.verdict != Verdict::Measured) {
         let mark = match r.verdict {

@@ -78,7 +78,7 @@ impl Tracker {
         );
         let mut capacity = Family::new(
             "iolens_map_capacity",
-            "Maximum entries of a kernel map (--max-stats-entries; --max-proc-entries for PROC_INFO and PROC_COUNTERS; URING_STATS and SYSCALL_OFFCPU are fixed).",
+            "Maximum entries of a kernel map (--max-stats-entries; --max-proc-entries for PROC_INFO and PROC_COUNTERS; URING_STATS, SYSCALL_OFFCPU and BLOCK_STATS are fixed).",
             Kind::Gauge,
         );
         // Typed with MAPS' length: a map added there and not here fails to
@@ -89,6 +89,7 @@ impl Tracker {
             me.procs_capacity,
             iolens_common::URING_ENTRIES,
             iolens_common::OFFCPU_ENTRIES,
+            iolens_common::BLOCK_ENTRIES,
         ];
         for (i, (map, _)) in MAPS.iter().enumerate() {
             let (live, cap) = (self.live[i], caps[i]);

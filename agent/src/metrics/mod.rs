@@ -7,6 +7,7 @@
 //! (`--exit-ttl`) so a scrape still sees a short-lived process's final
 //! counts, then they are dropped from here and from the kernel maps.
 
+mod block;
 mod group;
 mod health;
 pub mod http;
@@ -27,8 +28,9 @@ use std::{
 pub use group::GroupBy;
 pub use io_uring::uring_op_name;
 use iolens_common::{
-    Accumulate, COMM_LEN, Endpoint, OffcpuKey, OffcpuValue, ProcCounters, ProcInfo, StatKey,
-    StatValue, UringKey, UringValue, WAIT_SLOTS, counter,
+    Accumulate, BLOCK_UNATTRIBUTED, BlockHistKey, BlockKey, BlockValue, COMM_LEN, Endpoint,
+    OffcpuKey, OffcpuValue, ProcCounters, ProcInfo, StatKey, StatValue, UringKey, UringValue,
+    WAIT_SLOTS, counter,
 };
 use text::Mode;
 pub use text::{Family, Kind};
@@ -73,14 +75,21 @@ impl Accum for OffcpuValue {
     }
 }
 
+impl Accum for BlockValue {
+    fn marker(&self) -> u64 {
+        self.bytes + self.requests
+    }
+}
+
 /// The LRU maps whose fill and evictions are exported, with the kernel
 /// counter of their inserts. Indices of Tracker's per-map arrays.
-const MAPS: [(&str, u32); 5] = [
+const MAPS: [(&str, u32); 6] = [
     ("SYSCALL_STATS", counter::SYSCALL_STATS_INSERTS),
     ("PROC_INFO", counter::PROC_INFO_INSERTS),
     ("PROC_COUNTERS", counter::PROC_COUNTERS_INSERTS),
     ("URING_STATS", counter::URING_STATS_INSERTS),
     ("SYSCALL_OFFCPU", counter::OFFCPU_INSERTS),
+    ("BLOCK_STATS", counter::BLOCK_STATS_INSERTS),
 ];
 
 /// Totals for one kernel key.
@@ -172,14 +181,18 @@ pub struct Tracker {
     useries: BTreeMap<UringKey, Series<UringValue>>,
     oseries: BTreeMap<OffcpuKey, Series<OffcpuValue>>,
     wait_hist: Vec<([u8; COMM_LEN], [u64; WAIT_SLOTS])>,
+    bseries: BTreeMap<BlockKey, Series<BlockValue>>,
+    block_hist: Vec<(BlockHistKey, [u64; WAIT_SLOTS])>,
+    /// dev_t -> block device name (from /sys/dev/block), looked up once.
+    devices: BTreeMap<u32, String>,
     procs: HashMap<u32, Process>,
     exit_ttl: Duration,
     /// Keys this process removed itself (not evictions), per [`MAPS`].
-    forgotten: [u64; 5],
+    forgotten: [u64; 6],
     /// Derived LRU evictions, per [`MAPS`].
-    evictions: [u64; 5],
+    evictions: [u64; 6],
     /// Entries at the last read, per [`MAPS`].
-    live: [usize; 5],
+    live: [usize; 6],
     counters: [u64; counter::COUNT as usize],
     cgroup_label: bool,
     max_processes: usize,
@@ -198,6 +211,7 @@ pub struct Expired {
     pub keys: Vec<StatKey>,
     pub uring_keys: Vec<UringKey>,
     pub offcpu_keys: Vec<OffcpuKey>,
+    pub block_keys: Vec<BlockKey>,
 }
 
 /// Reads CLOCK_MONOTONIC, the clock `bpf_ktime_get_ns` uses.
@@ -239,11 +253,14 @@ impl Tracker {
             useries: BTreeMap::new(),
             oseries: BTreeMap::new(),
             wait_hist: Vec::new(),
+            bseries: BTreeMap::new(),
+            block_hist: Vec::new(),
+            devices: BTreeMap::new(),
             procs: HashMap::new(),
             exit_ttl,
-            forgotten: [0; 5],
-            evictions: [0; 5],
-            live: [0; 5],
+            forgotten: [0; 6],
+            evictions: [0; 6],
+            live: [0; 6],
             counters: [0; counter::COUNT as usize],
             cgroup_label: false,
             max_processes: usize::MAX,
@@ -290,7 +307,20 @@ impl Tracker {
         if !snap.unchanged[3] {
             fold(&mut self.oseries, &mut snap.offcpu, |k| active.push(k.tgid));
         }
+        if !snap.unchanged[4] {
+            fold(&mut self.bseries, &mut snap.block, |k| {
+                if k.tgid != BLOCK_UNATTRIBUTED {
+                    active.push(k.tgid);
+                }
+            });
+        }
         self.wait_hist.clone_from(&snap.wait_hist);
+        self.block_hist.clone_from(&snap.block_hist);
+        for key in self.bseries.keys() {
+            self.devices
+                .entry(key.dev)
+                .or_insert_with(|| block::device_name(key.dev));
+        }
 
         for (tgid, info) in &snap.procs {
             self.observe_proc(*tgid, info, now_ns);
@@ -302,6 +332,7 @@ impl Tracker {
             pseries,
             useries,
             oseries,
+            bseries,
             procs,
             ..
         } = self;
@@ -310,7 +341,14 @@ impl Tracker {
             .map(|k| k.tgid)
             .chain(pseries.keys().copied())
             .chain(useries.keys().map(|k| k.tgid))
-            .chain(oseries.keys().map(|k| k.tgid));
+            .chain(oseries.keys().map(|k| k.tgid))
+            // The unattributed owner is no process.
+            .chain(
+                bseries
+                    .keys()
+                    .map(|k| k.tgid)
+                    .filter(|t| *t != BLOCK_UNATTRIBUTED),
+            );
         // Keys come in tgid order: look each process up once.
         let mut last = None;
         for tgid in tgids {
@@ -371,6 +409,7 @@ impl Tracker {
             snap.pstats.len(),
             snap.uring.len(),
             snap.offcpu.len(),
+            snap.block.len(),
         ];
         // Every key the kernel inserted is live, was removed by us, or was
         // evicted. Reads race with inserts, so never let it go backwards.
@@ -430,6 +469,12 @@ impl Tracker {
                 .filter(|k| k.tgid == *tgid)
                 .copied()
                 .collect();
+            let block_keys = self
+                .bseries
+                .keys()
+                .filter(|k| k.tgid == *tgid)
+                .copied()
+                .collect();
             expired.push(Expired {
                 tgid: *tgid,
                 keys,
@@ -440,6 +485,7 @@ impl Tracker {
                     .take_while(|(k, _)| k.tgid == *tgid)
                     .map(|(k, _)| *k)
                     .collect(),
+                block_keys,
             });
         }
         expired
@@ -502,6 +548,15 @@ impl Tracker {
                 self.forgotten[4] += 1;
             }
         }
+        for key in &expired.block_keys {
+            if self
+                .bseries
+                .remove(key)
+                .is_some_and(|s| s.last.marker() > 0)
+            {
+                self.forgotten[5] += 1;
+            }
+        }
     }
 
     pub fn processes(&self) -> usize {
@@ -531,6 +586,15 @@ impl Tracker {
             .iter()
             .filter(|(k, _)| k.tgid == tgid)
             .map(|(k, s)| (k.opcode, s.total()))
+            .collect()
+    }
+
+    /// Block totals of one process, by (device, op) (for `compare`).
+    pub fn block_totals(&self, tgid: u32) -> BTreeMap<(u32, u8), BlockValue> {
+        self.bseries
+            .iter()
+            .filter(|(k, _)| k.tgid == tgid)
+            .map(|(k, s)| ((k.dev, k.op), s.total()))
             .collect()
     }
 
@@ -593,6 +657,7 @@ impl Tracker {
         all.extend(self.wait_families(mode));
         all.extend(self.page_cache_families(&procs, mode));
         all.extend(self.io_uring_families(&procs, mode));
+        all.extend(self.block_families(mode));
         all
     }
 
@@ -798,12 +863,34 @@ mod tests {
                 calls: 1,
             },
         ));
+        for tgid in [pid, BLOCK_UNATTRIBUTED] {
+            s.block.push((
+                BlockKey {
+                    tgid,
+                    dev: 7 << 20,
+                    op: iolens_common::BLOCK_OP_READ,
+                    _pad: [0; 7],
+                },
+                BlockValue {
+                    bytes: 4096,
+                    requests: 1,
+                },
+            ));
+        }
         let mut comm = [0u8; COMM_LEN];
         comm[..4].copy_from_slice(b"test");
         let mut hist = [0u64; iolens_common::WAIT_SLOTS];
         hist[0] = 1;
         hist[iolens_common::WAIT_SLOT_COUNT] = 1;
         s.wait_hist.push((comm, hist));
+        s.block_hist.push((
+            BlockHistKey {
+                comm,
+                op: iolens_common::BLOCK_OP_READ,
+                _pad: [0; 7],
+            },
+            hist,
+        ));
         s.procs.push((pid, ProcInfo { comm, exit_ns: 0 }));
         for c in 0..counter::COUNT as usize {
             s.counters[c] += 1;

@@ -432,7 +432,26 @@ impl Btf {
         let task_state = self
             .member_offset("task_struct", "__state")
             .or_else(|_| self.member_offset("task_struct", "state"));
+        // The block family's request fields; `request_queue.disk` since 5.15.
+        let block = (|| -> Result<[u32; 6], BtfError> {
+            Ok([
+                self.member_offset("request", "q")?,
+                self.member_offset("request", "cmd_flags")?,
+                self.member_offset("request", "__data_len")?,
+                self.member_offset("request_queue", "disk")?,
+                self.member_offset("gendisk", "major")?,
+                self.member_offset("gendisk", "first_minor")?,
+            ])
+        })();
+        let blk = |i: usize| block.as_ref().map_or(0, |b| b[i]);
         Ok(KernelOffsets {
+            block_valid: u32::from(block.is_ok()),
+            rq_q: blk(0),
+            rq_cmd_flags: blk(1),
+            rq_data_len: blk(2),
+            queue_disk: blk(3),
+            disk_major: blk(4),
+            disk_first_minor: blk(5),
             cast_valid: 0,
             btf_kiocb: casts.0,
             kiocb_filp: casts.1,
@@ -638,6 +657,12 @@ mod tests {
             ("task_struct", "stack"),
             ("task_struct", "thread_info"),
             ("thread_info", "status"),
+            ("request", "q"),
+            ("request", "cmd_flags"),
+            ("request", "__data_len"),
+            ("request_queue", "disk"),
+            ("gendisk", "major"),
+            ("gendisk", "first_minor"),
         ] {
             let ours = btf.member_offset(strukt, member).expect("member");
             let theirs = bpftool_offset(&dump, strukt, member)
@@ -671,9 +696,10 @@ mod tests {
                 o.folio_valid,
                 o.sched_info_valid,
                 o.uring_valid,
-                o.compat_valid
+                o.compat_valid,
+                o.block_valid
             ),
-            (1, 1, 1, 1)
+            (1, 1, 1, 1, 1)
         );
     }
 }

@@ -22,9 +22,10 @@ use aya::{
     programs::{BtfTracePoint, FEntry, FExit, TracePoint},
 };
 use iolens_common::{
-    Accumulate, COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES, KernelOffsets, OffcpuKey,
-    OffcpuValue, ProcCounters, ProcInfo, RDONLY_CAST_PLACEHOLDER, StatKey, StatValue, UringKey,
-    UringValue, WAIT_SLOTS, counter, globals, maps,
+    Accumulate, BlockHistKey, BlockKey, BlockValue, COMM_LEN, DEFAULT_PROC_ENTRIES,
+    DEFAULT_STATS_ENTRIES, KernelOffsets, OffcpuKey, OffcpuValue, ProcCounters, ProcInfo,
+    RDONLY_CAST_PLACEHOLDER, StatKey, StatValue, UringKey, UringValue, WAIT_SLOTS, counter, globals,
+    maps,
 };
 pub use plan::{Attach, Family, FamilyReport, PROBES, ProbeSpec, Variant, program_names};
 use tracing::{info, warn};
@@ -184,19 +185,23 @@ pub struct Snapshot {
     pub offcpu: Vec<(OffcpuKey, OffcpuValue)>,
     /// Per process name: epoll blocked-time histogram, summed over CPUs.
     pub wait_hist: Vec<([u8; COMM_LEN], [u64; WAIT_SLOTS])>,
+    /// Per (owner, device, op): block bytes and requests, summed over CPUs.
+    pub block: Vec<(BlockKey, BlockValue)>,
+    /// Per (process name, op): block latency histogram, summed over CPUs.
+    pub block_hist: Vec<(BlockHistKey, [u64; WAIT_SLOTS])>,
     /// Indexed by [`counter`] constants, summed over CPUs.
     pub counters: [u64; counter::COUNT as usize],
     /// The batch reads' buffers, kept from one read to the next.
     pub(crate) scratch: batch::BatchBuf,
     /// Per per-CPU map with an insert counter (SYSCALL_STATS,
-    /// PROC_COUNTERS, URING_STATS, SYSCALL_OFFCPU): the counter when the
-    /// map was last read.
-    pub(crate) read_inserts: [Option<u64>; 4],
+    /// PROC_COUNTERS, URING_STATS, SYSCALL_OFFCPU, BLOCK_STATS): the
+    /// counter when the map was last read.
+    pub(crate) read_inserts: [Option<u64>; 5],
     /// Keys were deleted since the last read: read every map next time.
     pub(crate) stale: bool,
-    /// `stats`, `pstats`, `uring`, `offcpu`: not read again by the last
+    /// `stats`, `pstats`, `uring`, `offcpu`, `block`: not read again by the last
     /// [`Probes::read_changed`] (as they were the read before).
-    pub(crate) unchanged: [bool; 4],
+    pub(crate) unchanged: [bool; 5],
     /// PROC_INFO's insert counter when it was last read, and background
     /// reads since that skipped it.
     pub(crate) procs_read: Option<u64>,
@@ -237,6 +242,8 @@ pub struct Probes {
     uring: PerCpuHashMap<MapData, UringKey, UringValue>,
     offcpu: PerCpuHashMap<MapData, OffcpuKey, OffcpuValue>,
     wait_hist: PerCpuHashMap<MapData, [u8; COMM_LEN], [u64; WAIT_SLOTS]>,
+    block: PerCpuHashMap<MapData, BlockKey, BlockValue>,
+    block_hist: PerCpuHashMap<MapData, BlockHistKey, [u64; WAIT_SLOTS]>,
     status: Vec<ProbeStatus>,
     families: Vec<FamilyReport>,
     stats_capacity: u32,
@@ -567,6 +574,8 @@ impl Probes {
         let uring = take_map(&mut ebpf, maps::URING_STATS)?;
         let offcpu = take_map(&mut ebpf, maps::SYSCALL_OFFCPU)?;
         let wait_hist = take_map(&mut ebpf, maps::EPOLL_WAIT_HIST)?;
+        let block = take_map(&mut ebpf, maps::BLOCK_STATS)?;
+        let block_hist = take_map(&mut ebpf, maps::BLOCK_HIST)?;
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
         Ok(Probes {
             ebpf,
@@ -577,6 +586,8 @@ impl Probes {
             uring,
             offcpu,
             wait_hist,
+            block,
+            block_hist,
             status,
             families,
             stats_capacity: config.stats_entries,
@@ -653,13 +664,14 @@ impl Probes {
             counter::PROC_COUNTERS_INSERTS,
             counter::URING_STATS_INSERTS,
             counter::OFFCPU_INSERTS,
+            counter::BLOCK_STATS_INSERTS,
         ]
         .map(|c| snap.counters[c as usize]);
         let read_all = all || std::mem::take(&mut snap.stale) || snap.since_full + 1 >= FULL_EVERY;
         snap.since_full = if read_all { 0 } else { snap.since_full + 1 };
         // Counters were read before the maps: an insert after that moves
         // the counter past what is recorded, and the map is read next time.
-        let mut due = [false; 4];
+        let mut due = [false; 5];
         for (i, d) in due.iter_mut().enumerate() {
             *d = read_all || snap.read_inserts[i] != Some(inserts[i]);
             if *d {
@@ -696,6 +708,18 @@ impl Probes {
             &self.wait_hist,
             maps::EPOLL_WAIT_HIST,
             &mut snap.wait_hist,
+            buf,
+            cpus,
+        )?;
+        if due[4] {
+            read_summed(&self.block, maps::BLOCK_STATS, &mut snap.block, buf, cpus)?;
+        }
+        // No insert counter (a histogram per name is never evicted): read
+        // every time, as the epoll histograms.
+        read_summed(
+            &self.block_hist,
+            maps::BLOCK_HIST,
+            &mut snap.block_hist,
             buf,
             cpus,
         )?;
@@ -744,6 +768,9 @@ impl Probes {
         // Already gone (evicted) is fine throughout.
         for key in &e.keys {
             let _ = self.stats.remove(key);
+        }
+        for key in &e.block_keys {
+            let _ = self.block.remove(key);
         }
         for key in &e.uring_keys {
             let _ = self.uring.remove(key);

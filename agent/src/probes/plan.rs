@@ -27,16 +27,18 @@ pub enum Family {
     PageCache,
     IoUring,
     Process,
+    Block,
 }
 
 impl Family {
-    pub const ALL: [Family; 6] = [
+    pub const ALL: [Family; 7] = [
         Family::Syscalls,
         Family::Sched,
         Family::Waits,
         Family::PageCache,
         Family::IoUring,
         Family::Process,
+        Family::Block,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,6 +49,7 @@ impl Family {
             Family::PageCache => "page_cache",
             Family::IoUring => "io_uring",
             Family::Process => "process",
+            Family::Block => "block",
         }
     }
 
@@ -66,6 +69,7 @@ impl Family {
             ],
             Family::IoUring => &["uring_create", "uring_submit", "uring_complete"],
             Family::Process => &["exec", "exit"],
+            Family::Block => &["block_start", "block_issue", "block_complete"],
         }
     }
 }
@@ -325,6 +329,47 @@ pub const PROBES: &[ProbeSpec] = &[
             },
         ],
     },
+    ProbeSpec {
+        name: "block_start",
+        family: Family::Block,
+        counts: "the submitter of block requests queued before their issue (without it they go to the task that issues them, a kworker when the queue was busy)",
+        variants: &[
+            // 6.5+: fires in blk_mq_bio_to_request, in the submitter's
+            // submit_bio, for every request made from a bio.
+            v(
+                "iolens_block_start",
+                TpBtf("block_io_start"),
+                Arg(0, "struct request *"),
+            ),
+            // 6.1: the scheduler insert (elevator path and plug flushes,
+            // in the submitter's context).
+            v(
+                "iolens_block_start",
+                TpBtf("block_rq_insert"),
+                Arg(0, "struct request *"),
+            ),
+        ],
+    },
+    ProbeSpec {
+        name: "block_issue",
+        family: Family::Block,
+        counts: "block request latency (issue to completion), and the owner of requests issued directly",
+        variants: &[v(
+            "iolens_block_issue",
+            TpBtf("block_rq_issue"),
+            Arg(0, "struct request *"),
+        )],
+    },
+    ProbeSpec {
+        name: "block_complete",
+        family: Family::Block,
+        counts: "block requests and bytes per process, device and op",
+        variants: &[v(
+            "iolens_block_complete",
+            TpBtf("block_rq_complete"),
+            Arg(2, "unsigned int"),
+        )],
+    },
 ];
 
 /// Every program in the object (a program may serve several variants).
@@ -579,6 +624,9 @@ fn offset_losses(family: Family, o: &KernelOffsets, choices: &[Choice]) -> Vec<S
                 "the size of dirtied large folios: each counts one page (no folio order in the kernel's BTF)".to_owned(),
             )
         }
+        Family::Block if o.block_valid == 0 => lost.push(
+            "block devices and ops: all device=\"unknown\", op=\"other\" (no request.q/cmd_flags/__data_len, request_queue.disk or gendisk.major/first_minor in the kernel's BTF)".to_owned(),
+        ),
         Family::IoUring if o.uring_valid == 0 => lost.push(
             "io_uring opcodes (and bytes per opcode): no struct io_kiocb in the kernel's BTF".to_owned(),
         ),
@@ -688,6 +736,25 @@ mod tests {
             ),
             None
         );
+        // Block: the owner at block_io_start (6.12, 6.18), else at the
+        // scheduler insert (6.1); the completion's byte count is arg 2.
+        let rq = ["struct request *"];
+        assert_eq!(
+            pick("block_start", "block_io_start", &rq),
+            Some("iolens_block_start")
+        );
+        assert_eq!(
+            pick("block_start", "block_rq_insert", &rq),
+            Some("iolens_block_start")
+        );
+        assert_eq!(
+            pick(
+                "block_complete",
+                "block_rq_complete",
+                &["struct request *", "blk_status_t", "unsigned int"]
+            ),
+            Some("iolens_block_complete")
+        );
         // 5.15, on paper.
         assert_eq!(
             pick(
@@ -756,6 +823,7 @@ processed 213 insns (limit 1000000) max_states_per_insn 0
             sched_info_valid: 1,
             folio_valid: 1,
             uring_valid: 1,
+            block_valid: 1,
             ..KernelOffsets::default()
         };
         let r = report(&choices, &offsets);

@@ -19,5 +19,7 @@ pub mod counter {
     pub const OTHER_DROPS: u32 = 6;
     /// New keys inserted into SYSCALL_OFFCPU.
     pub const OFFCPU_INSERTS: u32 = 7;
-    pub const COUNT: u32 = 8;
+    /// New keys inserted into BLOCK_STATS.
+    pub const BLOCK_STATS_INSERTS: u32 = 8;
+    pub const COUNT: u32 = 9;
 }

@@ -117,4 +117,16 @@ pub struct KernelOffsets {
     /// state is loaded from `task_struct.__state` at `task_state`.
     pub switch_prev_state_arg: u32,
     pub task_state: u32,
+    /// The block family's request fields: `request.q`, `.cmd_flags`,
+    /// `.__data_len` (bytes not yet completed), `request_queue.disk`,
+    /// `gendisk.major` and `.first_minor`. 0 with `block_valid == 0`
+    /// (then requests are counted with device 0 and op from nothing:
+    /// the family reports itself degraded).
+    pub block_valid: u32,
+    pub rq_q: u32,
+    pub rq_cmd_flags: u32,
+    pub rq_data_len: u32,
+    pub queue_disk: u32,
+    pub disk_major: u32,
+    pub disk_first_minor: u32,
 }

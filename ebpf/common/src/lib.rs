@@ -5,6 +5,7 @@
 //! rebuilding both sides, which the workspace does in one `cargo build`.
 #![no_std]
 
+mod block;
 mod health;
 mod io_uring;
 mod kernel;
@@ -13,6 +14,7 @@ mod sched;
 mod syscalls;
 mod waits;
 
+pub use block::*;
 pub use health::counter;
 pub use io_uring::*;
 pub use kernel::*;
@@ -41,6 +43,8 @@ pub mod maps {
     pub const RING_OWNERS: &str = "RING_OWNERS";
     pub const EPOCH: &str = "EPOCH";
     pub const SYSCALL_OFFCPU: &str = "SYSCALL_OFFCPU";
+    pub const BLOCK_STATS: &str = "BLOCK_STATS";
+    pub const BLOCK_HIST: &str = "BLOCK_HIST";
 }
 
 /// Names of the global configuration variables the agent sets at load time.
@@ -97,4 +101,10 @@ mod pod {
     unsafe impl aya::Pod for super::OffcpuKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::OffcpuValue {}
+    // SAFETY: as above (explicit padding field).
+    unsafe impl aya::Pod for super::BlockKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::BlockValue {}
+    // SAFETY: as above (explicit padding field).
+    unsafe impl aya::Pod for super::BlockHistKey {}
 }

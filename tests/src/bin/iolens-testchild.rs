@@ -686,6 +686,40 @@ fn evict(path: &str) {
     }
 }
 
+/// Block I/O through O_DIRECT: `len` bytes of `path` from offset 0 in
+/// 64 KiB calls, read (`write == false`) or overwritten in place, into or
+/// from a page-aligned buffer, as O_DIRECT needs.
+fn direct_io(path: &str, len: usize, write: bool) {
+    let flags = if write {
+        libc::O_WRONLY
+    } else {
+        libc::O_RDONLY
+    };
+    let f = open(path, flags | libc::O_DIRECT);
+    const CHUNK: usize = 64 << 10;
+    let layout = std::alloc::Layout::from_size_align(CHUNK, 4096).expect("layout");
+    // SAFETY: a non-zero size; freed below.
+    let buf = unsafe { std::alloc::alloc_zeroed(layout) };
+    assert!(!buf.is_null(), "alloc");
+    let mut off = 0;
+    while off < len {
+        let n = CHUNK.min(len - off);
+        // SAFETY: valid aligned buffer of at least n bytes and an open fd.
+        let r = unsafe {
+            if write {
+                libc::pwrite(f.as_raw_fd(), buf.cast(), n, off as libc::off_t)
+            } else {
+                libc::pread(f.as_raw_fd(), buf.cast(), n, off as libc::off_t)
+            }
+        };
+        let r = check(r, if write { "pwrite" } else { "pread" }) as usize;
+        assert_eq!(r, n, "short O_DIRECT transfer");
+        off += n;
+    }
+    // SAFETY: allocated above with this layout.
+    unsafe { std::alloc::dealloc(buf, layout) };
+}
+
 /// Reads a file in 4 KiB reads: one page per read, so each read is one
 /// mm_filemap_get_pages covering exactly one page.
 fn read_4k(path: &str, t: &mut Tally) {
@@ -1189,12 +1223,23 @@ fn main() {
             make_file(&format!("{dir}/cached"), 1 << 20);
             evict(&format!("{dir}/cached"));
         }
+        // The file's blocks allocated and written, the journal committed
+        // (syncfs), the pages evicted: the steps' I/O is then the child's
+        // own reads and overwrites, nothing to allocate.
+        "block" => {
+            let path = format!("{dir}/data");
+            make_file(&path, 1 << 20);
+            evict(&path);
+            let f = open(&path, libc::O_RDONLY);
+            // SAFETY: valid fd.
+            check(unsafe { libc::syncfs(f.as_raw_fd()) } as isize, "syncfs");
+        }
         "exit" | "idle" | "ctxsw" | "syscalls" | "epoll" | "uring" | "uring-async"
         | "uring-sqpoll" | "fdreuse" | "ctxsw-signals" | "ctxsw-shared" | "cache-dirty"
         | "mmsg" | "ia32" | "offcpu" => {}
         other => panic!("unknown scenario `{other}`"),
     }
-    if scenario.starts_with("cache") {
+    if scenario.starts_with("cache") || scenario == "block" {
         // The child's own code and libraries, faulted in and locked now: a
         // page-in of them during the step (reclaim evicts idle file pages
         // on this VM) would be a page-cache miss of the child's too, and
@@ -1272,6 +1317,25 @@ fn main() {
             line.clear();
             stdin.lock().read_line(&mut line).expect("stdin");
             read_4k(&format!("{dir}/cached"), &mut t);
+        }
+        // O_DIRECT read, O_DIRECT overwrite, a cold buffered read (evicted
+        // first), a warm one: a phase each.
+        "block" => {
+            let path = format!("{dir}/data");
+            let mut phase = |name: &str| {
+                writeln!(stdout, "phase {name}").expect("stdout");
+                stdout.flush().expect("stdout");
+                line.clear();
+                stdin.lock().read_line(&mut line).expect("stdin");
+            };
+            direct_io(&path, 1 << 20, false);
+            phase("direct-write");
+            direct_io(&path, 1 << 20, true);
+            phase("cold");
+            evict(&path);
+            read_4k(&path, &mut t);
+            phase("warm");
+            read_4k(&path, &mut t);
         }
         "cache-mmap" => {
             std::hint::black_box(mmap_touch(&format!("{dir}/cached")));
