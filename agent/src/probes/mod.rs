@@ -24,8 +24,8 @@ use aya::{
 use iolens_common::{
     Accumulate, BlockHistKey, BlockKey, BlockValue, COMM_LEN, DEFAULT_PROC_ENTRIES,
     DEFAULT_STATS_ENTRIES, KernelOffsets, OffcpuKey, OffcpuValue, ProcCounters, ProcInfo,
-    RDONLY_CAST_PLACEHOLDER, StatKey, StatValue, UringKey, UringValue, WAIT_SLOTS, counter, globals,
-    maps,
+    RDONLY_CAST_PLACEHOLDER, StatKey, StatValue, UringKey, UringValue, WAIT_SLOTS, counter,
+    globals, maps,
 };
 pub use plan::{Attach, Family, FamilyReport, PROBES, ProbeSpec, Variant, program_names};
 use tracing::{info, warn};
