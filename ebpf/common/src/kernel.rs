@@ -117,4 +117,7 @@ pub struct KernelOffsets {
     /// state is loaded from `task_struct.__state` at `task_state`.
     pub switch_prev_state_arg: u32,
     pub task_state: u32,
+    /// `file.f_mode` (fmode_t): FMODE_WRITE tells a pipe's write end from
+    /// its read end, which sets vmsplice's direction.
+    pub file_f_mode: u32,
 }

@@ -10,7 +10,7 @@ use iolens_common::{
 };
 
 use self::{
-    fd_class::{fd_endpoint, remembers_fd_classes},
+    fd_class::{fd_endpoint, pipe_ends, remembers_fd_classes},
     mmsg::iolens_mmsg_bytes,
 };
 use crate::{
@@ -159,6 +159,10 @@ pub(crate) fn current_task(slot: &mut Slot, regs: *const u8) -> *const u8 {
 /// What sys_exit accounts of x86_64 syscall `nr`; None if it only counts it.
 #[inline(always)]
 pub(crate) fn syscall_info(nr: u64) -> Option<SyscallInfo> {
+    // Bound check and index on one register: `nr` lives (spilled) to the
+    // end of sys_exit, and the 6.1 verifier refused a reload after the
+    // check.
+    let nr = crate::kernel::fresh(nr);
     let info = *SYSCALL_INFO.get(usize::try_from(nr).ok()?)?;
     (info != SyscallInfo::NONE).then_some(info)
 }
@@ -197,6 +201,7 @@ pub(crate) fn account_syscall(
                 (Endpoint::Other, Endpoint::Other)
             }
             Shape::Events => (Endpoint::Other, Endpoint::Other),
+            Shape::ByPipeEnd => pipe_ends(fd0),
         }
     };
     if info.is_epoll() {

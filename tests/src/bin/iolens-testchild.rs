@@ -927,6 +927,51 @@ fn scenario_fdreuse(dir: &str, t: &mut Tally) {
     round(t);
 }
 
+/// vmsplice both ways: 3 x 1000 bytes into a pipe through its write end
+/// (user_to_pipe), then 2 x 1200 out of it through its read end
+/// (pipe_to_user), on the inline fd table and again on fds past 300, which
+/// kernels without bpf_rdonly_cast walk (and remember) differently.
+fn scenario_vmsplice(t: &mut Tally) {
+    let round = |t: &mut Tally, rd: RawFd, wr: RawFd| {
+        let src = [0x42u8; 1000];
+        let mut dst = [0u8; 1200];
+        for _ in 0..3 {
+            let iov = libc::iovec {
+                iov_base: src.as_ptr() as *mut libc::c_void,
+                iov_len: src.len(),
+            };
+            // SAFETY: a valid iovec over a live buffer, and our pipe.
+            let r = unsafe { libc::vmsplice(wr, &iov, 1, 0) };
+            assert_eq!(check(r, "vmsplice into the pipe"), 1000);
+            t.add("vmsplice", "user_to_pipe", r);
+        }
+        for _ in 0..2 {
+            let iov = libc::iovec {
+                iov_base: dst.as_mut_ptr().cast(),
+                iov_len: dst.len(),
+            };
+            // SAFETY: as above; the kernel copies pipe pages into `dst`.
+            let r = unsafe { libc::vmsplice(rd, &iov, 1, 0) };
+            assert_eq!(check(r, "vmsplice out of the pipe"), 1200);
+            t.add("vmsplice", "pipe_to_user", r);
+        }
+    };
+    let (rd, wr) = pipe();
+    round(t, rd, wr);
+    // SAFETY: duplicating our own fds past the inline table, then closing
+    // all four.
+    unsafe {
+        let hi_rd = libc::fcntl(rd, libc::F_DUPFD_CLOEXEC, 300);
+        let hi_wr = libc::fcntl(wr, libc::F_DUPFD_CLOEXEC, 300);
+        check(hi_rd.min(hi_wr) as isize, "F_DUPFD 300");
+        libc::close(rd);
+        libc::close(wr);
+        round(t, hi_rd, hi_wr);
+        libc::close(hi_rd);
+        libc::close(hi_wr);
+    }
+}
+
 /// `paced <dir> <port> <user B/s> <zero-copy B/s>`, for `iolens top`: a
 /// thread pwrites to a file (user_to_file) and sendfiles a file to the TCP
 /// socket (file_to_socket), each at its rate over the time it has run (so
@@ -1075,7 +1120,7 @@ fn main() {
         }
         "exit" | "idle" | "ctxsw" | "syscalls" | "epoll" | "uring" | "uring-async"
         | "uring-sqpoll" | "fdreuse" | "ctxsw-signals" | "ctxsw-shared" | "cache-dirty"
-        | "mmsg" | "ia32" => {}
+        | "mmsg" | "ia32" | "vmsplice" => {}
         other => panic!("unknown scenario `{other}`"),
     }
     if scenario.starts_with("cache") {
@@ -1175,6 +1220,7 @@ fn main() {
         "rw" => scenario_rw(&dir, &mut t),
         "fdreuse" => scenario_fdreuse(&dir, &mut t),
         "mmsg" => scenario_mmsg(&mut t),
+        "vmsplice" => scenario_vmsplice(&mut t),
         "ia32" => scenario_ia32(&dir, &mut t),
         "zerocopy" => scenario_zerocopy(&dir, port, &mut t),
         "paced" => scenario_paced(&dir, port, &args, &stdin, &mut stdout),
