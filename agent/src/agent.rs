@@ -352,7 +352,8 @@ impl Agent {
         // Grouped, the members' final counts stay in their groups.
         self.tracker.fold_expired(&expired);
         for e in &expired {
-            self.probes.forget(e.tgid, &e.keys, &e.uring_keys);
+            self.probes
+                .forget(e.tgid, &e.keys, &e.uring_keys, &e.aio_keys);
             self.tracker.forgot(e);
         }
         if !expired.is_empty() {

@@ -28,6 +28,7 @@ pub const PROBE_SUITES: &[&str] = &[
     "page_cache",
     "io_uring",
     "process",
+    "aio",
     "agent_behaviour",
     // What capabilities the agent can drop after attaching depends on the
     // kernel (CAP_BPF to read held map fds before 5.19).

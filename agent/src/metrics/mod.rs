@@ -7,6 +7,7 @@
 //! (`--exit-ttl`) so a scrape still sees a short-lived process's final
 //! counts, then they are dropped from here and from the kernel maps.
 
+mod aio;
 mod group;
 mod health;
 pub mod http;
@@ -27,8 +28,8 @@ use std::{
 pub use group::GroupBy;
 pub use io_uring::uring_op_name;
 use iolens_common::{
-    Accumulate, COMM_LEN, Endpoint, ProcCounters, ProcInfo, StatKey, StatValue, UringKey,
-    UringValue, WAIT_SLOTS, counter,
+    Accumulate, AioKey, AioValue, COMM_LEN, Endpoint, ProcCounters, ProcInfo, StatKey, StatValue,
+    UringKey, UringValue, WAIT_SLOTS, counter,
 };
 use text::Mode;
 pub use text::{Family, Kind};
@@ -67,13 +68,20 @@ impl Accum for UringValue {
     }
 }
 
+impl Accum for AioValue {
+    fn marker(&self) -> u64 {
+        self.submitted + self.completed + self.cancelled
+    }
+}
+
 /// The LRU maps whose fill and evictions are exported, with the kernel
 /// counter of their inserts. Indices of Tracker's per-map arrays.
-const MAPS: [(&str, u32); 4] = [
+const MAPS: [(&str, u32); 5] = [
     ("SYSCALL_STATS", counter::SYSCALL_STATS_INSERTS),
     ("PROC_INFO", counter::PROC_INFO_INSERTS),
     ("PROC_COUNTERS", counter::PROC_COUNTERS_INSERTS),
     ("URING_STATS", counter::URING_STATS_INSERTS),
+    ("AIO_STATS", counter::AIO_STATS_INSERTS),
 ];
 
 /// Totals for one kernel key.
@@ -163,15 +171,16 @@ pub struct Tracker {
     series: BTreeMap<StatKey, Series<StatValue>>,
     pseries: BTreeMap<u32, Series<ProcCounters>>,
     useries: BTreeMap<UringKey, Series<UringValue>>,
+    aseries: BTreeMap<AioKey, Series<AioValue>>,
     wait_hist: Vec<([u8; COMM_LEN], [u64; WAIT_SLOTS])>,
     procs: HashMap<u32, Process>,
     exit_ttl: Duration,
     /// Keys this process removed itself (not evictions), per [`MAPS`].
-    forgotten: [u64; 4],
+    forgotten: [u64; 5],
     /// Derived LRU evictions, per [`MAPS`].
-    evictions: [u64; 4],
+    evictions: [u64; 5],
     /// Entries at the last read, per [`MAPS`].
-    live: [usize; 4],
+    live: [usize; 5],
     counters: [u64; counter::COUNT as usize],
     cgroup_label: bool,
     max_processes: usize,
@@ -189,6 +198,7 @@ pub struct Expired {
     pub tgid: u32,
     pub keys: Vec<StatKey>,
     pub uring_keys: Vec<UringKey>,
+    pub aio_keys: Vec<AioKey>,
 }
 
 /// Reads CLOCK_MONOTONIC, the clock `bpf_ktime_get_ns` uses.
@@ -228,12 +238,13 @@ impl Tracker {
             series: BTreeMap::new(),
             pseries: BTreeMap::new(),
             useries: BTreeMap::new(),
+            aseries: BTreeMap::new(),
             wait_hist: Vec::new(),
             procs: HashMap::new(),
             exit_ttl,
-            forgotten: [0; 4],
-            evictions: [0; 4],
-            live: [0; 4],
+            forgotten: [0; 5],
+            evictions: [0; 5],
+            live: [0; 5],
             counters: [0; counter::COUNT as usize],
             cgroup_label: false,
             max_processes: usize::MAX,
@@ -277,6 +288,9 @@ impl Tracker {
         if !snap.unchanged[2] {
             fold(&mut self.useries, &mut snap.uring, |k| active.push(k.tgid));
         }
+        if !snap.unchanged[3] {
+            fold(&mut self.aseries, &mut snap.aio, |k| active.push(k.tgid));
+        }
         self.wait_hist.clone_from(&snap.wait_hist);
 
         for (tgid, info) in &snap.procs {
@@ -288,6 +302,7 @@ impl Tracker {
             series,
             pseries,
             useries,
+            aseries,
             procs,
             ..
         } = self;
@@ -295,7 +310,8 @@ impl Tracker {
             .keys()
             .map(|k| k.tgid)
             .chain(pseries.keys().copied())
-            .chain(useries.keys().map(|k| k.tgid));
+            .chain(useries.keys().map(|k| k.tgid))
+            .chain(aseries.keys().map(|k| k.tgid));
         // Keys come in tgid order: look each process up once.
         let mut last = None;
         for tgid in tgids {
@@ -355,6 +371,7 @@ impl Tracker {
             snap.procs.len(),
             snap.pstats.len(),
             snap.uring.len(),
+            snap.aio.len(),
         ];
         // Every key the kernel inserted is live, was removed by us, or was
         // evicted. Reads race with inserts, so never let it go backwards.
@@ -414,10 +431,17 @@ impl Tracker {
                 .filter(|k| k.tgid == *tgid)
                 .copied()
                 .collect();
+            let aio_keys = self
+                .aseries
+                .keys()
+                .filter(|k| k.tgid == *tgid)
+                .copied()
+                .collect();
             expired.push(Expired {
                 tgid: *tgid,
                 keys,
                 uring_keys,
+                aio_keys,
             });
         }
         expired
@@ -469,6 +493,15 @@ impl Tracker {
                 .is_some_and(|s| s.last.marker() > 0)
             {
                 self.forgotten[3] += 1;
+            }
+        }
+        for key in &expired.aio_keys {
+            if self
+                .aseries
+                .remove(key)
+                .is_some_and(|s| s.last.marker() > 0)
+            {
+                self.forgotten[4] += 1;
             }
         }
     }
@@ -562,6 +595,7 @@ impl Tracker {
         all.extend(self.wait_families(mode));
         all.extend(self.page_cache_families(&procs, mode));
         all.extend(self.io_uring_families(&procs, mode));
+        all.extend(self.aio_families(mode));
         all
     }
 

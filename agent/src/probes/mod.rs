@@ -22,9 +22,9 @@ use aya::{
     programs::{BtfTracePoint, FEntry, FExit, TracePoint},
 };
 use iolens_common::{
-    Accumulate, COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES, KernelOffsets, ProcCounters,
-    ProcInfo, RDONLY_CAST_PLACEHOLDER, StatKey, StatValue, UringKey, UringValue, WAIT_SLOTS,
-    counter, globals, maps,
+    Accumulate, AioKey, AioValue, COMM_LEN, DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES,
+    KernelOffsets, ProcCounters, ProcInfo, RDONLY_CAST_PLACEHOLDER, StatKey, StatValue, UringKey,
+    UringValue, WAIT_SLOTS, counter, globals, maps,
 };
 pub use plan::{Attach, Family, FamilyReport, PROBES, ProbeSpec, Variant, program_names};
 use tracing::{info, warn};
@@ -180,6 +180,8 @@ pub struct Snapshot {
     pub pstats: Vec<(u32, ProcCounters)>,
     /// Per (tgid, opcode), summed over CPUs.
     pub uring: Vec<(UringKey, UringValue)>,
+    /// Per (tgid, opcode, ends), summed over CPUs.
+    pub aio: Vec<(AioKey, AioValue)>,
     /// Per process name: epoll blocked-time histogram, summed over CPUs.
     pub wait_hist: Vec<([u8; COMM_LEN], [u64; WAIT_SLOTS])>,
     /// Indexed by [`counter`] constants, summed over CPUs.
@@ -187,13 +189,14 @@ pub struct Snapshot {
     /// The batch reads' buffers, kept from one read to the next.
     pub(crate) scratch: batch::BatchBuf,
     /// Per per-CPU map with an insert counter (SYSCALL_STATS,
-    /// PROC_COUNTERS, URING_STATS): the counter when the map was last read.
-    pub(crate) read_inserts: [Option<u64>; 3],
+    /// PROC_COUNTERS, URING_STATS, AIO_STATS): the counter when the map was
+    /// last read.
+    pub(crate) read_inserts: [Option<u64>; 4],
     /// Keys were deleted since the last read: read every map next time.
     pub(crate) stale: bool,
-    /// `stats`, `pstats`, `uring`: not read again by the last
+    /// `stats`, `pstats`, `uring`, `aio`: not read again by the last
     /// [`Probes::read_changed`] (as they were the read before).
-    pub(crate) unchanged: [bool; 3],
+    pub(crate) unchanged: [bool; 4],
     /// PROC_INFO's insert counter when it was last read, and background
     /// reads since that skipped it.
     pub(crate) procs_read: Option<u64>,
@@ -232,6 +235,7 @@ pub struct Probes {
     counters: PerCpuArray<MapData, u64>,
     pstats: PerCpuHashMap<MapData, u32, ProcCounters>,
     uring: PerCpuHashMap<MapData, UringKey, UringValue>,
+    aio: PerCpuHashMap<MapData, AioKey, AioValue>,
     wait_hist: PerCpuHashMap<MapData, [u8; COMM_LEN], [u64; WAIT_SLOTS]>,
     status: Vec<ProbeStatus>,
     families: Vec<FamilyReport>,
@@ -561,6 +565,7 @@ impl Probes {
         let counters = take_map(&mut ebpf, maps::HEALTH)?;
         let pstats = take_map(&mut ebpf, maps::PROC_COUNTERS)?;
         let uring = take_map(&mut ebpf, maps::URING_STATS)?;
+        let aio = take_map(&mut ebpf, maps::AIO_STATS)?;
         let wait_hist = take_map(&mut ebpf, maps::EPOLL_WAIT_HIST)?;
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| ProbeError::Cpus(e))?;
         Ok(Probes {
@@ -570,6 +575,7 @@ impl Probes {
             counters,
             pstats,
             uring,
+            aio,
             wait_hist,
             status,
             families,
@@ -646,13 +652,14 @@ impl Probes {
             counter::SYSCALL_STATS_INSERTS,
             counter::PROC_COUNTERS_INSERTS,
             counter::URING_STATS_INSERTS,
+            counter::AIO_STATS_INSERTS,
         ]
         .map(|c| snap.counters[c as usize]);
         let read_all = all || std::mem::take(&mut snap.stale) || snap.since_full + 1 >= FULL_EVERY;
         snap.since_full = if read_all { 0 } else { snap.since_full + 1 };
         // Counters were read before the maps: an insert after that moves
         // the counter past what is recorded, and the map is read next time.
-        let mut due = [false; 3];
+        let mut due = [false; 4];
         for (i, d) in due.iter_mut().enumerate() {
             *d = read_all || snap.read_inserts[i] != Some(inserts[i]);
             if *d {
@@ -675,6 +682,9 @@ impl Probes {
         }
         if due[2] {
             read_summed(&self.uring, maps::URING_STATS, &mut snap.uring, buf, cpus)?;
+        }
+        if due[3] {
+            read_summed(&self.aio, maps::AIO_STATS, &mut snap.aio, buf, cpus)?;
         }
         read_summed(
             &self.wait_hist,
@@ -723,13 +733,22 @@ impl Probes {
     }
 
     /// Forgets a process: its keys in every map.
-    pub fn forget(&mut self, tgid: u32, keys: &[StatKey], uring_keys: &[UringKey]) {
+    pub fn forget(
+        &mut self,
+        tgid: u32,
+        keys: &[StatKey],
+        uring_keys: &[UringKey],
+        aio_keys: &[AioKey],
+    ) {
         // Already gone (evicted) is fine throughout.
         for key in keys {
             let _ = self.stats.remove(key);
         }
         for key in uring_keys {
             let _ = self.uring.remove(key);
+        }
+        for key in aio_keys {
+            let _ = self.aio.remove(key);
         }
         let _ = self.pstats.remove(&tgid);
         let _ = self.procs.remove(&tgid);

@@ -27,16 +27,18 @@ pub enum Family {
     PageCache,
     IoUring,
     Process,
+    Aio,
 }
 
 impl Family {
-    pub const ALL: [Family; 6] = [
+    pub const ALL: [Family; 7] = [
         Family::Syscalls,
         Family::Sched,
         Family::Waits,
         Family::PageCache,
         Family::IoUring,
         Family::Process,
+        Family::Aio,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,6 +49,7 @@ impl Family {
             Family::PageCache => "page_cache",
             Family::IoUring => "io_uring",
             Family::Process => "process",
+            Family::Aio => "aio",
         }
     }
 
@@ -66,6 +69,8 @@ impl Family {
             ],
             Family::IoUring => &["uring_create", "uring_submit", "uring_complete"],
             Family::Process => &["exec", "exit"],
+            // io_submit and io_getevents, read at their exits.
+            Family::Aio => &["sys_exit"],
         }
     }
 }

@@ -17,5 +17,11 @@ pub mod counter {
     pub const URING_STATS_INSERTS: u32 = 5;
     /// Updates to the other maps that failed.
     pub const OTHER_DROPS: u32 = 6;
-    pub const COUNT: u32 = 7;
+    /// New keys inserted into AIO_STATS.
+    pub const AIO_STATS_INSERTS: u32 = 7;
+    /// AIO iocbs or events the kernel side could not read (user memory
+    /// paged out, or past AIO_BATCH in one call): counted without opcode,
+    /// or, for events, not at all.
+    pub const AIO_UNREAD: u32 = 8;
+    pub const COUNT: u32 = 9;
 }

@@ -5,6 +5,7 @@
 //! rebuilding both sides, which the workspace does in one `cargo build`.
 #![no_std]
 
+mod aio;
 mod health;
 mod io_uring;
 mod kernel;
@@ -13,6 +14,7 @@ mod sched;
 mod syscalls;
 mod waits;
 
+pub use aio::*;
 pub use health::counter;
 pub use io_uring::*;
 pub use kernel::*;
@@ -40,6 +42,7 @@ pub mod maps {
     pub const URING_STATS: &str = "URING_STATS";
     pub const RING_OWNERS: &str = "RING_OWNERS";
     pub const EPOCH: &str = "EPOCH";
+    pub const AIO_STATS: &str = "AIO_STATS";
 }
 
 /// Names of the global configuration variables the agent sets at load time.
@@ -92,4 +95,8 @@ mod pod {
     unsafe impl aya::Pod for super::UringKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::UringValue {}
+    // SAFETY: as above (explicit padding field).
+    unsafe impl aya::Pod for super::AioKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::AioValue {}
 }
