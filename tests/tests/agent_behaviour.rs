@@ -526,6 +526,7 @@ fn every_family_is_complete_through_the_variant_this_kernel_has() {
         "page_cache",
         "io_uring",
         "process",
+        "aio",
     ];
     for f in families {
         let line = text
