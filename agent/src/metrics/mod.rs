@@ -536,6 +536,15 @@ impl Tracker {
             .collect()
     }
 
+    /// Linux native AIO totals of one process, all opcodes (for `compare`).
+    pub fn aio_totals(&self, tgid: u32) -> AioValue {
+        let mut t = AioValue::default();
+        for (_, s) in self.aseries.iter().filter(|(k, _)| k.tgid == tgid) {
+            t.accumulate(&s.total());
+        }
+        t
+    }
+
     /// Totals for one process, by syscall (for tests and `compare`).
     pub fn totals_for(&self, tgid: u32) -> BTreeMap<StatKey, StatValue> {
         self.series
