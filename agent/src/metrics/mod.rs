@@ -803,6 +803,22 @@ mod tests {
                 bytes: 1,
             },
         ));
+        s.aio.push((
+            AioKey {
+                tgid: pid,
+                opcode: iolens_common::IOCB_CMD_PREAD,
+                src: Endpoint::File as u8,
+                dst: Endpoint::User as u8,
+                _pad: 0,
+            },
+            AioValue {
+                submitted: 1,
+                completed: 1,
+                failed: 1,
+                bytes: 1,
+                cancelled: 1,
+            },
+        ));
         let mut comm = [0u8; COMM_LEN];
         comm[..4].copy_from_slice(b"test");
         let mut hist = [0u64; iolens_common::WAIT_SLOTS];
