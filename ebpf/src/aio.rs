@@ -3,10 +3,10 @@
 //!
 //! io_submit's return says how many of the caller's iocbs the kernel took:
 //! those are read from the caller's memory (its array of iocb pointers),
-//! counted per opcode, and remembered by their user address, with their
-//! fd's class, until io_getevents or io_pgetevents hands back an io_event
-//! whose `obj` is that address: its `res` is the result (bytes, or
-//! -errno). A sys_exit hook calls one global function, which the verifier
+//! counted per opcode, and remembered by their user address and tag
+//! (aio_data), with their fd's class, until io_getevents or io_pgetevents
+//! hands back an io_event whose `obj` and `data` are those: its `res` is
+//! the result (bytes, or -errno). A sys_exit hook calls one global function, which the verifier
 //! checks once on its own with its bounded loops, so that sys_exit's own
 //! walk and stack stay as they were.
 
@@ -17,9 +17,8 @@ use aya_ebpf::{
 };
 use iolens_common::{
     AIO_BATCH, AIO_ENTRIES, AIO_INFLIGHT_ENTRIES, AIO_OP_UNKNOWN, Accumulate, AioInflight,
-    AioInflightKey, AioKey, AioValue, Endpoint, IO_EVENT_OBJ_AT, IO_EVENT_SIZE, IOCB_OPCODE_AT,
-    NR_IO_CANCEL, NR_IO_GETEVENTS, NR_IO_PGETEVENTS, NR_IO_SUBMIT, aio_op_ends, aio_op_moves_bytes,
-    counter,
+    AioInflightKey, AioKey, AioValue, Endpoint, IO_EVENT_SIZE, NR_IO_CANCEL, NR_IO_GETEVENTS,
+    NR_IO_PGETEVENTS, NR_IO_SUBMIT, aio_op_ends, aio_op_moves_bytes, counter,
 };
 
 use crate::{
@@ -145,11 +144,10 @@ pub extern "C" fn iolens_aio_submitted_one(tgid: u32, at: u64) -> u32 {
         account(tgid, AIO_OP_UNKNOWN, 0, 0, &one);
         return 0;
     };
-    // aio_lio_opcode (u16), aio_reqprio (s16), aio_fildes (u32).
+    // aio_data, aio_key and aio_rw_flags, then aio_lio_opcode (u16),
+    // aio_reqprio (s16), aio_fildes (u32).
     // SAFETY: as above.
-    let Ok(head) =
-        (unsafe { bpf_probe_read_user(iocb.wrapping_add(IOCB_OPCODE_AT) as *const u64) })
-    else {
+    let Ok([data, _, head]) = (unsafe { bpf_probe_read_user(iocb as *const [u64; 3]) }) else {
         bump(counter::AIO_UNREAD);
         account(tgid, AIO_OP_UNKNOWN, 0, 0, &one);
         return 0;
@@ -165,20 +163,33 @@ pub extern "C" fn iolens_aio_submitted_one(tgid: u32, at: u64) -> u32 {
     let fd = fd_endpoint(task, (head >> 32) as u32 as i32);
     let (src, dst) = aio_op_ends(opcode, fd);
     let (src, dst) = (src as u8, dst as u8);
-    let _ = AIO_INFLIGHT.insert(
-        AioInflightKey {
-            tgid,
-            _pad: 0,
-            iocb,
+    let key = AioInflightKey {
+        tgid,
+        _pad: 0,
+        iocb,
+        data,
+    };
+    match AIO_INFLIGHT.get_ptr_mut(key) {
+        // The same iocb again (same memory, same tag) before the first
+        // completed: counted, so both completions find it.
+        // SAFETY: a valid map value pointer.
+        Some(f) if unsafe { ((*f).opcode, (*f).src, (*f).dst) } == (opcode, src, dst) => unsafe {
+            (*f).count += 1;
         },
-        AioInflight {
-            opcode,
-            src,
-            dst,
-            _pad: [0; 5],
-        },
-        0,
-    );
+        _ => {
+            let _ = AIO_INFLIGHT.insert(
+                key,
+                AioInflight {
+                    opcode,
+                    src,
+                    dst,
+                    _pad: 0,
+                    count: 1,
+                },
+                0,
+            );
+        }
+    }
     account(tgid, opcode, src, dst, &one);
     0
 }
@@ -189,7 +200,7 @@ pub extern "C" fn iolens_aio_submitted_one(tgid: u32, at: u64) -> u32 {
 fn completed(tgid: u32, events: u64, n: u64) {
     let mut i = 0;
     while i < AIO_BATCH && i < n {
-        let at = events.wrapping_add(i * IO_EVENT_SIZE + IO_EVENT_OBJ_AT);
+        let at = events.wrapping_add(i * IO_EVENT_SIZE);
         let _ = iolens_aio_completed_one(tgid, at);
         i += 1;
     }
@@ -200,23 +211,42 @@ fn completed(tgid: u32, events: u64, n: u64) {
     }
 }
 
-/// One io_event, its `obj` and `res` at user address `at`: settles the
+/// One io_event at user address `at` (its data, obj and res): settles the
 /// iocb's submission. Returns 0. A global function, as
 /// `iolens_aio_submitted_one`.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn iolens_aio_completed_one(tgid: u32, at: u64) -> u32 {
+    // data, obj, res.
     // SAFETY: a fault-safe read of the caller's own memory.
-    let Ok([obj, res]) = (unsafe { bpf_probe_read_user(at as *const [u64; 2]) }) else {
+    let Ok([data, obj, res]) = (unsafe { bpf_probe_read_user(at as *const [u64; 3]) }) else {
         bump(counter::AIO_UNREAD);
         return 0;
     };
-    let (opcode, src, dst) = inflight(tgid, obj);
-    let _ = AIO_INFLIGHT.remove(AioInflightKey {
+    let key = AioInflightKey {
         tgid,
         _pad: 0,
         iocb: obj,
-    });
+        data,
+    };
+    let (opcode, src, dst) = match AIO_INFLIGHT.get_ptr_mut(key) {
+        Some(f) => {
+            // SAFETY: a valid map value pointer.
+            let (op, src, dst, count) = unsafe { ((*f).opcode, (*f).src, (*f).dst, (*f).count) };
+            if count > 1 {
+                // SAFETY: as above.
+                unsafe { (*f).count = count - 1 };
+            } else {
+                let _ = AIO_INFLIGHT.remove(key);
+            }
+            (op, src, dst)
+        }
+        None => (
+            AIO_OP_UNKNOWN,
+            Endpoint::Unknown as u8,
+            Endpoint::Unknown as u8,
+        ),
+    };
     let res = res as i64;
     let v = AioValue {
         completed: 1,
@@ -240,14 +270,18 @@ fn add_unread(n: u64) {
     }
 }
 
-/// What was remembered of the iocb at user address `iocb`: its opcode and
-/// ends, or unknown ones if its submission was not seen.
+/// What was remembered of the iocb at user address `iocb` (io_cancel's
+/// argument; its tag read from there): its opcode and ends, or unknown
+/// ones if its submission was not seen.
 #[inline(always)]
 fn inflight(tgid: u32, iocb: u64) -> (u8, u8, u8) {
+    // SAFETY: a fault-safe read of the caller's own memory.
+    let data = unsafe { bpf_probe_read_user(iocb as *const u64) }.unwrap_or(0);
     let key = AioInflightKey {
         tgid,
         _pad: 0,
         iocb,
+        data,
     };
     match AIO_INFLIGHT.get_ptr(key) {
         // SAFETY: a valid map value pointer.

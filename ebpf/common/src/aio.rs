@@ -38,13 +38,9 @@ pub const NR_IO_SUBMIT: u64 = 209;
 pub const NR_IO_CANCEL: u64 = 210;
 pub const NR_IO_PGETEVENTS: u64 = 333;
 
-/// The uapi `struct iocb`: where `aio_lio_opcode` (u16) and, 4 bytes on,
-/// `aio_fildes` (u32) sit; the kernel side reads the 8 bytes from there.
-pub const IOCB_OPCODE_AT: u64 = 16;
-/// The uapi `struct io_event` { data, obj, res, res2 }: 32 bytes, `obj`
-/// (the user iocb's address) at 8 and `res` at 16.
+/// The uapi `struct io_event` { data, obj, res, res2 }: 32 bytes, the
+/// kernel side reads the first 24 (`obj` is the user iocb's address).
 pub const IO_EVENT_SIZE: u64 = 32;
-pub const IO_EVENT_OBJ_AT: u64 = 8;
 
 /// The name of an opcode (the `op` label): the IOCB_CMD_ name, lower case.
 pub const fn aio_op_name(op: u8) -> &'static str {
@@ -121,14 +117,18 @@ impl Accumulate for AioValue {
     }
 }
 
-/// Key of the in-flight table: the process and its iocb's user address
-/// (what io_event.obj gives back).
+/// Key of the in-flight table: the process, its iocb's user address and
+/// its `aio_data` (what io_event's `obj` and `data` give back). Both: the
+/// kernel copies an iocb at submission, so a program may reuse the
+/// memory while the first is in flight (the file sender's reads do, from
+/// one stack slot), and then tells its completions apart by the data.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct AioInflightKey {
     pub tgid: u32,
     pub _pad: u32,
     pub iocb: u64,
+    pub data: u64,
 }
 
 /// What a completion needs of its submission.
@@ -138,5 +138,8 @@ pub struct AioInflight {
     pub opcode: u8,
     pub src: u8,
     pub dst: u8,
-    pub _pad: [u8; 5],
+    pub _pad: u8,
+    /// iocbs in flight under this key (a program that cannot tell them
+    /// apart either may submit the same one again).
+    pub count: u32,
 }

@@ -1014,7 +1014,7 @@ fn aligned(len: usize) -> &'static mut [u8] {
 
 /// Linux native AIO with raw syscalls on an O_DIRECT file (`<dir>/aio-data`,
 /// 1 MiB, made in set-up): exactly known iocbs of each opcode the kernel
-/// runs, one failing read (misaligned for O_DIRECT: the kernel takes the
+/// runs, two reads submitted from one iocb's memory, one failing read (misaligned for O_DIRECT: the kernel takes the
 /// iocb and completes it with -EINVAL), two iocbs io_submit refuses (a bad
 /// fd, and IOCB_CMD_NOOP, which no kernel runs), and a poll cancelled with
 /// io_cancel. Each completion is reported as `count aio_<op> <path> 1
@@ -1145,6 +1145,43 @@ fn scenario_aio(dir: &str, t: &mut Tally) {
     let n1 = b1.len();
     assert_eq!(submit(&mut b1), n1 as isize, "io_submit batch 1");
     reap(t, &b1, &want1, n1, false);
+
+    // Two reads from one iocb's memory, both in flight until reaped: the
+    // kernel copied the first at submission, and their completions differ
+    // by aio_data alone (as the file sender's reads from one stack slot).
+    let (r1, r2) = (aligned(4096), aligned(8192));
+    let mut one = [Iocb {
+        aio_data: 1,
+        ..rw(PREAD, r1.as_mut_ptr() as u64, 4096, 0)
+    }];
+    assert_eq!(submit(&mut one), 1, "io_submit of the reused iocb, 1st");
+    one[0] = Iocb {
+        aio_data: 2,
+        ..rw(PREAD, r2.as_mut_ptr() as u64, 8192, 4096)
+    };
+    assert_eq!(submit(&mut one), 1, "io_submit of the reused iocb, 2nd");
+    let mut ev = [IoEvent::default(); 2];
+    let mut got = 0;
+    while got < 2 {
+        // SAFETY: room for the events asked for; no timeout.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_io_getevents,
+                ctx,
+                2 - got,
+                2 - got,
+                ev[got..].as_mut_ptr(),
+                std::ptr::null::<libc::timespec>(),
+            )
+        };
+        got += check(r as isize, "io_getevents") as usize;
+    }
+    for e in &ev {
+        assert!(std::ptr::eq(e.obj as *const Iocb, &one[0]), "obj");
+        let want = if e.data == 1 { 4096 } else { 8192 };
+        assert_eq!(e.res, want, "reused iocb, data {}", e.data);
+        t.add("aio_pread", "file_to_user", e.res as isize);
+    }
 
     // Refused by io_submit, nothing submitted: a bad fd, and a NOOP.
     let mut bad = [Iocb {
