@@ -90,7 +90,12 @@ pub(crate) fn try_sys_exit(ctx: &BtfTracePointContext) {
         // another task's (sched_switch) and must not name it after that.
         remember_process(tgid);
     }
-    match syscall_info(args.nr) {
+    // The bound check and the index on one fresh register: `nr` lives
+    // (spilled) to the end of sys_exit, and the 6.1 verifier refused a
+    // reload of it after the check (`math between map_value pointer and
+    // register with unbounded min value`). Here, not in syscall_info:
+    // there it cost sched_switch's epoll check 3 instructions.
+    match syscall_info(crate::kernel::fresh(args.nr)) {
         // Every syscall is a user->kernel->user round trip. Accounted ones
         // are counted in SYSCALL_STATS; user space adds the two.
         None => slot.proc.syscalls += 1,
@@ -162,10 +167,6 @@ pub(crate) fn current_task(slot: &mut Slot, regs: *const u8) -> *const u8 {
 /// What sys_exit accounts of x86_64 syscall `nr`; None if it only counts it.
 #[inline(always)]
 pub(crate) fn syscall_info(nr: u64) -> Option<SyscallInfo> {
-    // Bound check and index on one register: `nr` lives (spilled) to the
-    // end of sys_exit, and the 6.1 verifier refused a reload after the
-    // check.
-    let nr = crate::kernel::fresh(nr);
     let info = *SYSCALL_INFO.get(usize::try_from(nr).ok()?)?;
     (info != SyscallInfo::NONE).then_some(info)
 }
