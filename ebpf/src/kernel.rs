@@ -54,6 +54,7 @@ pub(crate) static OFFSETS: KernelOffsets = KernelOffsets {
     queue_disk: 0,
     disk_major: 0,
     disk_first_minor: 0,
+    file_f_mode: 0,
 };
 
 pub(crate) const BPF_NOEXIST: u64 = 1;
@@ -202,6 +203,21 @@ pub(crate) fn imm<const K: usize>() -> usize {
     // SAFETY: loads an immediate into a register; nothing else.
     unsafe { core::arch::asm!("{0} = {1}", out(reg) v, const K, options(pure, nomem, nostack)) };
     v
+}
+
+/// `v`, as a new value the compiler cannot trace back to where `v` lives:
+/// a value spilled to the stack is otherwise reloaded at each use, and
+/// the verifiers before 6.x's spill tracking (6.1) lose a bound checked on
+/// one reload by the next (`math between map_value pointer and register
+/// with unbounded min value`).
+#[inline(always)]
+pub(crate) fn fresh(v: u64) -> u64 {
+    let out: u64;
+    // SAFETY: a register move; nothing else.
+    unsafe {
+        core::arch::asm!("{0} = {1}", out(reg) out, in(reg) v, options(pure, nomem, nostack))
+    };
+    out
 }
 
 /// The current task's name; zeros if the helper fails (it fails only for

@@ -25,6 +25,7 @@
 #![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 #![no_main]
 
+mod aio;
 mod block;
 mod epoch;
 mod filter;

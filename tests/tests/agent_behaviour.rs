@@ -537,6 +537,7 @@ fn every_family_is_complete_through_the_variant_this_kernel_has() {
         "io_uring",
         "process",
         "block",
+        "aio",
     ];
     for f in families {
         let line = text

@@ -44,7 +44,13 @@ fn exited_process_keeps_final_counts_until_the_ttl() {
     // Nowhere near full: the keys the agent deleted for the expired process
     // must not be mistaken for LRU evictions.
     let m = agent.scrape();
-    for map in ["SYSCALL_STATS", "PROC_INFO", "PROC_COUNTERS", "URING_STATS"] {
+    for map in [
+        "SYSCALL_STATS",
+        "PROC_INFO",
+        "PROC_COUNTERS",
+        "URING_STATS",
+        "AIO_STATS",
+    ] {
         assert!(
             m.has("iolens_map_evictions_total", &[("map", map)]),
             "{map}"

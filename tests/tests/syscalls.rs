@@ -294,6 +294,33 @@ fn mmsg_calls_count_the_bytes_of_every_message() {
     run_scenario("mmsg", "mmsg", None);
 }
 
+/// vmsplice moves user memory into a pipe through its write end and pipe
+/// pages out to user memory through its read end: classified by the end,
+/// with the child's exact calls and bytes each way.
+#[test]
+fn vmsplice_is_classified_by_the_pipe_end() {
+    if !can_load_probes("vmsplice_is_classified_by_the_pipe_end") {
+        return;
+    }
+    run_scenario("vmsplice", "vmsplice", None);
+}
+
+/// The same through the fd walk of kernels without bpf_rdonly_cast (Debian
+/// 12's 6.1 takes it anyway): the inline table by typed loads, the fds past
+/// 300 by probe reads and the per-CPU cache, which keeps the end too.
+#[test]
+fn vmsplice_is_classified_by_the_pipe_end_with_probe_reads() {
+    if !can_load_probes("vmsplice_is_classified_by_the_pipe_end_with_probe_reads") {
+        return;
+    }
+    run_scenario_env(
+        "vmsplice-reads",
+        "vmsplice",
+        None,
+        &[("IOLENS_PROBE_READS", "1")],
+    );
+}
+
 /// Whether this kernel runs ia32 syscalls (`int 0x80` from a 64-bit
 /// process): CONFIG_IA32_EMULATION, not disabled on the command line.
 /// None if the kernel's config cannot be read.

@@ -29,6 +29,7 @@ pub const PROBE_SUITES: &[&str] = &[
     "io_uring",
     "process",
     "block",
+    "aio",
     "agent_behaviour",
     // What capabilities the agent can drop after attaching depends on the
     // kernel (CAP_BPF to read held map fds before 5.19).

@@ -180,6 +180,11 @@ pub struct Row {
     /// Completions posted.
     pub uring_completions: u64,
     pub uring_completions_per_enter: Option<f64>,
+    /// Linux native AIO completions reaped, and the bytes they read or
+    /// wrote (not in `bytes_by_path`: an O_DIRECT read is DMA into the
+    /// user buffer, no CPU copy).
+    pub aio_ops: u64,
+    pub aio_bytes: u64,
     /// The claim this row tests and the verdict.
     pub claim: String,
     pub verdict: Verdict,
@@ -324,6 +329,8 @@ struct Totals {
     uring_completed: u64,
     /// Block bytes read for the process, every device.
     disk_read: u64,
+    aio_completed: u64,
+    aio_bytes: u64,
 }
 
 fn totals(
@@ -335,7 +342,10 @@ fn totals(
     probes.read(snap)?;
     tracker.update(snap, monotonic_ns());
     let uring = tracker.uring_totals(pid);
+    let aio = tracker.aio_totals(pid);
     Ok(Totals {
+        aio_completed: aio.completed,
+        aio_bytes: aio.bytes,
         stats: tracker.totals_for(pid),
         proc: tracker.proc_totals(pid),
         uring_submitted: uring.values().map(|v| v.submitted).sum(),
@@ -470,6 +480,8 @@ fn derive(case: &Case, load: Load, before: &Totals, after: &Totals) -> Row {
         uring_ops_per_enter: (enters > 0).then(|| uring_ops as f64 / enters as f64),
         uring_completions,
         uring_completions_per_enter: (enters > 0).then(|| uring_completions as f64 / enters as f64),
+        aio_ops: after.aio_completed - before.aio_completed,
+        aio_bytes: after.aio_bytes - before.aio_bytes,
         claim: String::new(),
         verdict: Verdict::Measured,
         load,
@@ -604,12 +616,13 @@ fn cases(args: &CompareArgs, dir: &Path) -> anyhow::Result<Vec<Case>> {
             let large_len: u64 = if args.quick { 8 << 20 } else { 64 << 20 };
             make_file(&small, 64 << 10)?;
             make_file(&large, large_len)?;
-            let modes: [(&str, Claim); 5] = [
+            let modes: [(&str, Claim); 6] = [
                 ("read-write", Claim::ThroughUser),
                 ("mmap-write", Claim::MmapOneCopy),
                 ("sendfile", Claim::SendfileZeroCopy),
                 ("splice", Claim::SpliceZeroCopy),
                 ("direct-aio", Claim::DirectBypassesCache),
+                ("direct-native-aio", Claim::DirectBypassesCache),
             ];
             for (mode, claim) in modes {
                 for (size, file, reqs) in [
@@ -636,7 +649,7 @@ fn cases(args: &CompareArgs, dir: &Path) -> anyhow::Result<Vec<Case>> {
                             evict: cold.then(|| file.to_path_buf()),
                             idle_conns: 0,
                             requests: if cold { (reqs / 4).max(4) } else { reqs },
-                            claim: if mode == "direct-aio" || !cold {
+                            claim: if mode.starts_with("direct-") || !cold {
                                 claim
                             } else {
                                 Claim::None

@@ -60,6 +60,10 @@ fn columns(suite: Suite) -> Vec<Col> {
                     ("model disk/B", |r| Some(r.model_disk_dma_per_byte)),
                     ("misses", |r| Some(r.page_cache_misses as f64)),
                     ("hit ratio", |r| r.page_cache_hit_ratio),
+                    // What native AIO read per byte served (direct-native-aio).
+                    ("aio B/B", |r| {
+                        (r.aio_ops > 0).then(|| r.aio_bytes as f64 / r.load.bytes.max(1) as f64)
+                    }),
                 ],
             );
         }

@@ -78,7 +78,7 @@ impl Tracker {
         );
         let mut capacity = Family::new(
             "iolens_map_capacity",
-            "Maximum entries of a kernel map (--max-stats-entries; --max-proc-entries for PROC_INFO and PROC_COUNTERS; URING_STATS, SYSCALL_OFFCPU and BLOCK_STATS are fixed).",
+            "Maximum entries of a kernel map (--max-stats-entries; --max-proc-entries for PROC_INFO and PROC_COUNTERS; URING_STATS, SYSCALL_OFFCPU, BLOCK_STATS and AIO_STATS are fixed).",
             Kind::Gauge,
         );
         // Typed with MAPS' length: a map added there and not here fails to
@@ -90,6 +90,7 @@ impl Tracker {
             iolens_common::URING_ENTRIES,
             iolens_common::OFFCPU_ENTRIES,
             iolens_common::BLOCK_ENTRIES,
+            iolens_common::AIO_ENTRIES,
         ];
         for (i, (map, _)) in MAPS.iter().enumerate() {
             let (live, cap) = (self.live[i], caps[i]);
@@ -106,7 +107,7 @@ impl Tracker {
         }
         let mut drops = Family::new(
             "iolens_events_dropped_total",
-            "Events the kernel side could not record (map update failed).",
+            "Events the kernel side could not record (map update failed; AIO iocbs and events it could not read from the process's memory or that were past 64 in one call).",
             Kind::Counter,
         );
         // Both kinds of loss: SYSCALL_STATS updates, and those of every
@@ -115,7 +116,8 @@ impl Tracker {
         drops.sample(
             &[],
             (self.counters[counter::SYSCALL_STATS_DROPS as usize]
-                + self.counters[counter::OTHER_DROPS as usize]) as f64,
+                + self.counters[counter::OTHER_DROPS as usize]
+                + self.counters[counter::AIO_UNREAD as usize]) as f64,
         );
         let mut fd_failures = Family::new(
             "iolens_fd_lookup_failures_total",

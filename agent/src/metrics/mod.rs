@@ -7,6 +7,7 @@
 //! (`--exit-ttl`) so a scrape still sees a short-lived process's final
 //! counts, then they are dropped from here and from the kernel maps.
 
+mod aio;
 mod block;
 mod group;
 mod health;
@@ -28,9 +29,9 @@ use std::{
 pub use group::GroupBy;
 pub use io_uring::uring_op_name;
 use iolens_common::{
-    Accumulate, BLOCK_UNATTRIBUTED, BlockHistKey, BlockKey, BlockValue, COMM_LEN, Endpoint,
-    OffcpuKey, OffcpuValue, ProcCounters, ProcInfo, StatKey, StatValue, UringKey, UringValue,
-    WAIT_SLOTS, counter,
+    Accumulate, AioKey, AioValue, BLOCK_UNATTRIBUTED, BlockHistKey, BlockKey, BlockValue, COMM_LEN,
+    Endpoint, OffcpuKey, OffcpuValue, ProcCounters, ProcInfo, StatKey, StatValue, UringKey,
+    UringValue, WAIT_SLOTS, counter,
 };
 use text::Mode;
 pub use text::{Family, Kind};
@@ -81,15 +82,22 @@ impl Accum for BlockValue {
     }
 }
 
+impl Accum for AioValue {
+    fn marker(&self) -> u64 {
+        self.submitted + self.completed + self.cancelled
+    }
+}
+
 /// The LRU maps whose fill and evictions are exported, with the kernel
 /// counter of their inserts. Indices of Tracker's per-map arrays.
-const MAPS: [(&str, u32); 6] = [
+const MAPS: [(&str, u32); 7] = [
     ("SYSCALL_STATS", counter::SYSCALL_STATS_INSERTS),
     ("PROC_INFO", counter::PROC_INFO_INSERTS),
     ("PROC_COUNTERS", counter::PROC_COUNTERS_INSERTS),
     ("URING_STATS", counter::URING_STATS_INSERTS),
     ("SYSCALL_OFFCPU", counter::OFFCPU_INSERTS),
     ("BLOCK_STATS", counter::BLOCK_STATS_INSERTS),
+    ("AIO_STATS", counter::AIO_STATS_INSERTS),
 ];
 
 /// Totals for one kernel key.
@@ -180,6 +188,7 @@ pub struct Tracker {
     pseries: BTreeMap<u32, Series<ProcCounters>>,
     useries: BTreeMap<UringKey, Series<UringValue>>,
     oseries: BTreeMap<OffcpuKey, Series<OffcpuValue>>,
+    aseries: BTreeMap<AioKey, Series<AioValue>>,
     wait_hist: Vec<([u8; COMM_LEN], [u64; WAIT_SLOTS])>,
     bseries: BTreeMap<BlockKey, Series<BlockValue>>,
     block_hist: Vec<(BlockHistKey, [u64; WAIT_SLOTS])>,
@@ -188,11 +197,11 @@ pub struct Tracker {
     procs: HashMap<u32, Process>,
     exit_ttl: Duration,
     /// Keys this process removed itself (not evictions), per [`MAPS`].
-    forgotten: [u64; 6],
+    forgotten: [u64; 7],
     /// Derived LRU evictions, per [`MAPS`].
-    evictions: [u64; 6],
+    evictions: [u64; 7],
     /// Entries at the last read, per [`MAPS`].
-    live: [usize; 6],
+    live: [usize; 7],
     counters: [u64; counter::COUNT as usize],
     cgroup_label: bool,
     max_processes: usize,
@@ -212,6 +221,7 @@ pub struct Expired {
     pub uring_keys: Vec<UringKey>,
     pub offcpu_keys: Vec<OffcpuKey>,
     pub block_keys: Vec<BlockKey>,
+    pub aio_keys: Vec<AioKey>,
 }
 
 /// Reads CLOCK_MONOTONIC, the clock `bpf_ktime_get_ns` uses.
@@ -252,15 +262,16 @@ impl Tracker {
             pseries: BTreeMap::new(),
             useries: BTreeMap::new(),
             oseries: BTreeMap::new(),
+            aseries: BTreeMap::new(),
             wait_hist: Vec::new(),
             bseries: BTreeMap::new(),
             block_hist: Vec::new(),
             devices: BTreeMap::new(),
             procs: HashMap::new(),
             exit_ttl,
-            forgotten: [0; 6],
-            evictions: [0; 6],
-            live: [0; 6],
+            forgotten: [0; 7],
+            evictions: [0; 7],
+            live: [0; 7],
             counters: [0; counter::COUNT as usize],
             cgroup_label: false,
             max_processes: usize::MAX,
@@ -314,6 +325,9 @@ impl Tracker {
                 }
             });
         }
+        if !snap.unchanged[5] {
+            fold(&mut self.aseries, &mut snap.aio, |k| active.push(k.tgid));
+        }
         self.wait_hist.clone_from(&snap.wait_hist);
         self.block_hist.clone_from(&snap.block_hist);
         for key in self.bseries.keys() {
@@ -333,6 +347,7 @@ impl Tracker {
             useries,
             oseries,
             bseries,
+            aseries,
             procs,
             ..
         } = self;
@@ -342,6 +357,7 @@ impl Tracker {
             .chain(pseries.keys().copied())
             .chain(useries.keys().map(|k| k.tgid))
             .chain(oseries.keys().map(|k| k.tgid))
+            .chain(aseries.keys().map(|k| k.tgid))
             // The unattributed owner is no process.
             .chain(
                 bseries
@@ -410,6 +426,7 @@ impl Tracker {
             snap.uring.len(),
             snap.offcpu.len(),
             snap.block.len(),
+            snap.aio.len(),
         ];
         // Every key the kernel inserted is live, was removed by us, or was
         // evicted. Reads race with inserts, so never let it go backwards.
@@ -475,6 +492,12 @@ impl Tracker {
                 .filter(|k| k.tgid == *tgid)
                 .copied()
                 .collect();
+            let aio_keys = self
+                .aseries
+                .keys()
+                .filter(|k| k.tgid == *tgid)
+                .copied()
+                .collect();
             expired.push(Expired {
                 tgid: *tgid,
                 keys,
@@ -486,6 +509,7 @@ impl Tracker {
                     .map(|(k, _)| *k)
                     .collect(),
                 block_keys,
+                aio_keys,
             });
         }
         expired
@@ -557,6 +581,15 @@ impl Tracker {
                 self.forgotten[5] += 1;
             }
         }
+        for key in &expired.aio_keys {
+            if self
+                .aseries
+                .remove(key)
+                .is_some_and(|s| s.last.marker() > 0)
+            {
+                self.forgotten[6] += 1;
+            }
+        }
     }
 
     pub fn processes(&self) -> usize {
@@ -596,6 +629,15 @@ impl Tracker {
             .filter(|(k, _)| k.tgid == tgid)
             .map(|(k, s)| ((k.dev, k.op), s.total()))
             .collect()
+    }
+
+    /// Linux native AIO totals of one process, all opcodes (for `compare`).
+    pub fn aio_totals(&self, tgid: u32) -> AioValue {
+        let mut t = AioValue::default();
+        for (_, s) in self.aseries.iter().filter(|(k, _)| k.tgid == tgid) {
+            t.accumulate(&s.total());
+        }
+        t
     }
 
     /// Totals for one process, by syscall (for tests and `compare`).
@@ -658,6 +700,7 @@ impl Tracker {
         all.extend(self.page_cache_families(&procs, mode));
         all.extend(self.io_uring_families(&procs, mode));
         all.extend(self.block_families(mode));
+        all.extend(self.aio_families(mode));
         all
     }
 
@@ -877,6 +920,22 @@ mod tests {
                 },
             ));
         }
+        s.aio.push((
+            AioKey {
+                tgid: pid,
+                opcode: iolens_common::IOCB_CMD_PREAD,
+                src: Endpoint::File as u8,
+                dst: Endpoint::User as u8,
+                _pad: 0,
+            },
+            AioValue {
+                submitted: 1,
+                completed: 1,
+                failed: 1,
+                bytes: 1,
+                cancelled: 1,
+            },
+        ));
         let mut comm = [0u8; COMM_LEN];
         comm[..4].copy_from_slice(b"test");
         let mut hist = [0u64; iolens_common::WAIT_SLOTS];

@@ -498,6 +498,7 @@ impl Btf {
             fm_add_order: 0,
             uring_create_ctx: 0,
             switch_prev_state_arg: 0,
+            file_f_mode: self.member_offset("file", "f_mode")?,
         })
     }
 }
@@ -640,6 +641,7 @@ mod tests {
             ("files_struct", "fdt"),
             ("fdtable", "fd"),
             ("file", "f_inode"),
+            ("file", "f_mode"),
             ("inode", "i_mode"),
             ("task_struct", "nvcsw"),
             ("task_struct", "nivcsw"),

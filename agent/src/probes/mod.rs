@@ -22,10 +22,10 @@ use aya::{
     programs::{BtfTracePoint, FEntry, FExit, TracePoint},
 };
 use iolens_common::{
-    Accumulate, BlockHistKey, BlockKey, BlockValue, COMM_LEN, DEFAULT_PROC_ENTRIES,
-    DEFAULT_STATS_ENTRIES, KernelOffsets, OffcpuKey, OffcpuValue, ProcCounters, ProcInfo,
-    RDONLY_CAST_PLACEHOLDER, StatKey, StatValue, UringKey, UringValue, WAIT_SLOTS, counter,
-    globals, maps,
+    Accumulate, AioKey, AioValue, BlockHistKey, BlockKey, BlockValue, COMM_LEN,
+    DEFAULT_PROC_ENTRIES, DEFAULT_STATS_ENTRIES, KernelOffsets, OffcpuKey, OffcpuValue,
+    ProcCounters, ProcInfo, RDONLY_CAST_PLACEHOLDER, StatKey, StatValue, UringKey, UringValue,
+    WAIT_SLOTS, counter, globals, maps,
 };
 pub use plan::{Attach, Family, FamilyReport, PROBES, ProbeSpec, Variant, program_names};
 use tracing::{info, warn};
@@ -183,6 +183,8 @@ pub struct Snapshot {
     pub uring: Vec<(UringKey, UringValue)>,
     /// Per (tgid, syscall): time slept inside it, summed over CPUs.
     pub offcpu: Vec<(OffcpuKey, OffcpuValue)>,
+    /// Per (tgid, opcode, ends), summed over CPUs.
+    pub aio: Vec<(AioKey, AioValue)>,
     /// Per process name: epoll blocked-time histogram, summed over CPUs.
     pub wait_hist: Vec<([u8; COMM_LEN], [u64; WAIT_SLOTS])>,
     /// Per (owner, device, op): block bytes and requests, summed over CPUs.
@@ -194,14 +196,14 @@ pub struct Snapshot {
     /// The batch reads' buffers, kept from one read to the next.
     pub(crate) scratch: batch::BatchBuf,
     /// Per per-CPU map with an insert counter (SYSCALL_STATS,
-    /// PROC_COUNTERS, URING_STATS, SYSCALL_OFFCPU, BLOCK_STATS): the
-    /// counter when the map was last read.
-    pub(crate) read_inserts: [Option<u64>; 5],
+    /// PROC_COUNTERS, URING_STATS, SYSCALL_OFFCPU, BLOCK_STATS, AIO_STATS):
+    /// the counter when the map was last read.
+    pub(crate) read_inserts: [Option<u64>; 6],
     /// Keys were deleted since the last read: read every map next time.
     pub(crate) stale: bool,
-    /// `stats`, `pstats`, `uring`, `offcpu`, `block`: not read again by the last
-    /// [`Probes::read_changed`] (as they were the read before).
-    pub(crate) unchanged: [bool; 5],
+    /// `stats`, `pstats`, `uring`, `offcpu`, `block`, `aio`: not read again
+    /// by the last [`Probes::read_changed`] (as they were the read before).
+    pub(crate) unchanged: [bool; 6],
     /// PROC_INFO's insert counter when it was last read, and background
     /// reads since that skipped it.
     pub(crate) procs_read: Option<u64>,
@@ -241,6 +243,7 @@ pub struct Probes {
     pstats: PerCpuHashMap<MapData, u32, ProcCounters>,
     uring: PerCpuHashMap<MapData, UringKey, UringValue>,
     offcpu: PerCpuHashMap<MapData, OffcpuKey, OffcpuValue>,
+    aio: PerCpuHashMap<MapData, AioKey, AioValue>,
     wait_hist: PerCpuHashMap<MapData, [u8; COMM_LEN], [u64; WAIT_SLOTS]>,
     block: PerCpuHashMap<MapData, BlockKey, BlockValue>,
     block_hist: PerCpuHashMap<MapData, BlockHistKey, [u64; WAIT_SLOTS]>,
@@ -573,6 +576,7 @@ impl Probes {
         let pstats = take_map(&mut ebpf, maps::PROC_COUNTERS)?;
         let uring = take_map(&mut ebpf, maps::URING_STATS)?;
         let offcpu = take_map(&mut ebpf, maps::SYSCALL_OFFCPU)?;
+        let aio = take_map(&mut ebpf, maps::AIO_STATS)?;
         let wait_hist = take_map(&mut ebpf, maps::EPOLL_WAIT_HIST)?;
         let block = take_map(&mut ebpf, maps::BLOCK_STATS)?;
         let block_hist = take_map(&mut ebpf, maps::BLOCK_HIST)?;
@@ -585,6 +589,7 @@ impl Probes {
             pstats,
             uring,
             offcpu,
+            aio,
             wait_hist,
             block,
             block_hist,
@@ -665,13 +670,14 @@ impl Probes {
             counter::URING_STATS_INSERTS,
             counter::OFFCPU_INSERTS,
             counter::BLOCK_STATS_INSERTS,
+            counter::AIO_STATS_INSERTS,
         ]
         .map(|c| snap.counters[c as usize]);
         let read_all = all || std::mem::take(&mut snap.stale) || snap.since_full + 1 >= FULL_EVERY;
         snap.since_full = if read_all { 0 } else { snap.since_full + 1 };
         // Counters were read before the maps: an insert after that moves
         // the counter past what is recorded, and the map is read next time.
-        let mut due = [false; 5];
+        let mut due = [false; 6];
         for (i, d) in due.iter_mut().enumerate() {
             *d = read_all || snap.read_inserts[i] != Some(inserts[i]);
             if *d {
@@ -713,6 +719,9 @@ impl Probes {
         )?;
         if due[4] {
             read_summed(&self.block, maps::BLOCK_STATS, &mut snap.block, buf, cpus)?;
+        }
+        if due[5] {
+            read_summed(&self.aio, maps::AIO_STATS, &mut snap.aio, buf, cpus)?;
         }
         // No insert counter (a histogram per name is never evicted): read
         // every time, as the epoll histograms.
@@ -777,6 +786,9 @@ impl Probes {
         }
         for key in &e.offcpu_keys {
             let _ = self.offcpu.remove(key);
+        }
+        for key in &e.aio_keys {
+            let _ = self.aio.remove(key);
         }
         let _ = self.pstats.remove(&tgid);
         let _ = self.procs.remove(&tgid);

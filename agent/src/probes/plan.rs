@@ -28,10 +28,11 @@ pub enum Family {
     IoUring,
     Process,
     Block,
+    Aio,
 }
 
 impl Family {
-    pub const ALL: [Family; 7] = [
+    pub const ALL: [Family; 8] = [
         Family::Syscalls,
         Family::Sched,
         Family::Waits,
@@ -39,6 +40,7 @@ impl Family {
         Family::IoUring,
         Family::Process,
         Family::Block,
+        Family::Aio,
     ];
 
     pub fn name(self) -> &'static str {
@@ -50,6 +52,7 @@ impl Family {
             Family::IoUring => "io_uring",
             Family::Process => "process",
             Family::Block => "block",
+            Family::Aio => "aio",
         }
     }
 
@@ -70,6 +73,8 @@ impl Family {
             Family::IoUring => &["uring_create", "uring_submit", "uring_complete"],
             Family::Process => &["exec", "exit"],
             Family::Block => &["block_start", "block_issue", "block_complete"],
+            // io_submit and io_getevents, read at their exits.
+            Family::Aio => &["sys_exit"],
         }
     }
 }

@@ -21,5 +21,11 @@ pub mod counter {
     pub const OFFCPU_INSERTS: u32 = 7;
     /// New keys inserted into BLOCK_STATS.
     pub const BLOCK_STATS_INSERTS: u32 = 8;
-    pub const COUNT: u32 = 9;
+    /// New keys inserted into AIO_STATS.
+    pub const AIO_STATS_INSERTS: u32 = 9;
+    /// AIO iocbs or events the kernel side could not read (user memory
+    /// paged out, or past AIO_BATCH in one call): counted without opcode,
+    /// or, for events, not at all.
+    pub const AIO_UNREAD: u32 = 10;
+    pub const COUNT: u32 = 11;
 }

@@ -129,4 +129,7 @@ pub struct KernelOffsets {
     pub queue_disk: u32,
     pub disk_major: u32,
     pub disk_first_minor: u32,
+    /// `file.f_mode` (fmode_t): FMODE_WRITE tells a pipe's write end from
+    /// its read end, which sets vmsplice's direction.
+    pub file_f_mode: u32,
 }

@@ -5,6 +5,7 @@
 //! rebuilding both sides, which the workspace does in one `cargo build`.
 #![no_std]
 
+mod aio;
 mod block;
 mod health;
 mod io_uring;
@@ -14,6 +15,7 @@ mod sched;
 mod syscalls;
 mod waits;
 
+pub use aio::*;
 pub use block::*;
 pub use health::counter;
 pub use io_uring::*;
@@ -45,6 +47,7 @@ pub mod maps {
     pub const SYSCALL_OFFCPU: &str = "SYSCALL_OFFCPU";
     pub const BLOCK_STATS: &str = "BLOCK_STATS";
     pub const BLOCK_HIST: &str = "BLOCK_HIST";
+    pub const AIO_STATS: &str = "AIO_STATS";
 }
 
 /// Names of the global configuration variables the agent sets at load time.
@@ -107,4 +110,8 @@ mod pod {
     unsafe impl aya::Pod for super::BlockValue {}
     // SAFETY: as above (explicit padding field).
     unsafe impl aya::Pod for super::BlockHistKey {}
+    // SAFETY: as above (explicit padding field).
+    unsafe impl aya::Pod for super::AioKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::AioValue {}
 }

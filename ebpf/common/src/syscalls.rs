@@ -253,8 +253,10 @@ impl Syscall {
             | Syscall::Pwritev2
             | Syscall::Sendto
             | Syscall::Sendmsg
-            | Syscall::Sendmmsg
-            | Syscall::Vmsplice => Shape::UserToFd,
+            | Syscall::Sendmmsg => Shape::UserToFd,
+            // vmsplice(fd, iov, ...): into the pipe through its write end,
+            // out of it (pipe pages to user memory) through its read end.
+            Syscall::Vmsplice => Shape::ByPipeEnd,
             // sendfile(out_fd, in_fd, ...): source is the second argument.
             Syscall::Sendfile => Shape::Arg1ToArg0,
             // splice(fd_in, off_in, fd_out, ...), copy_file_range likewise.
@@ -278,7 +280,7 @@ pub const X86_64_NRS: usize = 448;
 
 /// What the eBPF side needs to know of an x86_64 syscall number, packed in
 /// a `u16` so that it is one load from [`SYSCALL_INFO`]: the syscall in the
-/// low byte, then its [`Shape`], then whether it is an epoll wait and
+/// low byte, then its [`Shape`] (4 bits), then whether it is an epoll wait and
 /// whether it counts messages. Decoding with `match` compiled to a tree of
 /// some ten branches, then another for the shape, on every syscall.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -355,14 +357,18 @@ pub enum Shape {
     ScanArg1,
     /// No transfer; the return value counts events.
     Events,
+    /// user -> fd when the first argument's file is open for writing, else
+    /// fd -> user: vmsplice, whose direction is the pipe end's (fs/splice.c
+    /// vmsplice_type: FMODE_WRITE wins on a FIFO opened read-write).
+    ByPipeEnd,
 }
 
 impl Shape {
-    /// The shape numbered `bits & 7`: every value names one (the compiler
-    /// folds this into the value itself).
+    /// The shape numbered `bits & 15` (Events past the last one; the
+    /// compiler folds this into the value itself).
     #[inline(always)]
     const fn from_bits(bits: u16) -> Shape {
-        match bits & 7 {
+        match bits & 15 {
             0 => Shape::FdToUser,
             1 => Shape::UserToFd,
             2 => Shape::Arg1ToArg0,
@@ -370,6 +376,7 @@ impl Shape {
             4 => Shape::Arg0ToArg1,
             5 => Shape::ScanArg0,
             6 => Shape::ScanArg1,
+            8 => Shape::ByPipeEnd,
             _ => Shape::Events,
         }
     }

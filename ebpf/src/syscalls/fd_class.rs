@@ -32,7 +32,9 @@ pub(crate) struct FdEntry {
     epoch: u64,
     fd: i32,
     endpoint: u8,
-    _pad: [u8; 3],
+    /// READ_END when the file is a pipe open without FMODE_WRITE.
+    read_end: u8,
+    _pad: [u8; 2],
 }
 
 /// Classifies fd `fd` of the current task by its inode type.
@@ -59,6 +61,17 @@ pub(crate) fn fd_class(task: *const u8, fd: i32) -> Option<Endpoint> {
         let class = iolens_fd_class_reads(fd);
         return (class != NO_CLASS).then(|| Endpoint::from_u8(class as u8));
     }
+    // SAFETY: fd_file's pointer comes from typed loads. Not `?` on it:
+    // that spilled one more register in sys_exit (264 bytes of stack, not
+    // 256), its combined stack then 512 of 512 on kernels without private
+    // stacks.
+    unsafe { file_endpoint(fd_file(task, fd).unwrap_or(core::ptr::null())) }
+}
+
+/// The `struct file *` in fd `fd`'s slot of the current task's table, as a
+/// typed pointer (casts only: `cast_valid` set).
+#[inline(always)]
+pub(crate) fn fd_file(task: *const u8, fd: i32) -> Option<*const u8> {
     let (_, fd_array) = fd_table(task)?;
     // The fd's slot, inline table or grown, read as a `struct kiocb`,
     // whose `ki_filp` is a `struct file *`: from there the walk is typed,
@@ -69,8 +82,82 @@ pub(crate) fn fd_class(task: *const u8, fd: i32) -> Option<Endpoint> {
     // verifier makes them fault-safe.
     unsafe {
         let holder = rdonly_cast(slot_addr.wrapping_sub(filp as u64), rd(&OFFSETS.btf_kiocb));
-        file_endpoint(load(holder, filp))
+        let file: *const u8 = load(holder, filp);
+        (!file.is_null()).then_some(file)
     }
+}
+
+/// `FMODE_WRITE` (include/linux/fs.h).
+pub(crate) const FMODE_WRITE: u32 = 2;
+/// Set in what `iolens_fd_class_reads` returns when the fd is a pipe open
+/// without FMODE_WRITE: a pipe's read end.
+pub(crate) const READ_END: u32 = 1 << 8;
+
+/// The ends of a vmsplice on fd `fd`, by the pipe end it names: into the
+/// pipe through a file open for writing, else out of it into user memory
+/// (fs/splice.c, vmsplice_type). An fd that cannot be classified keeps
+/// the user -> fd direction every other write has, with an unknown end.
+#[inline(always)]
+pub(crate) fn pipe_ends(fd: i32) -> (Endpoint, Endpoint) {
+    let class = iolens_pipe_class(fd);
+    if class == NO_CLASS {
+        bump(counter::FD_LOOKUP_FAILURES);
+        return (Endpoint::User, Endpoint::Unknown);
+    }
+    let end = Endpoint::from_u8(class as u8);
+    if class & READ_END != 0 {
+        (end, Endpoint::User)
+    } else {
+        (Endpoint::User, end)
+    }
+}
+
+/// The current task's `fd` classified, with READ_END set for a pipe's read
+/// end, or NO_CLASS.
+///
+/// A global function, verified once on its own: inlined, its walk made
+/// sys_exit's own stack 8 bytes larger, the combined stack with flush then
+/// 512 of 512 bytes on kernels without private stacks. It is called for
+/// vmsplice only, so its helper call (the task, ~25 ns) is rarely paid.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn iolens_pipe_class(fd: i32) -> u32 {
+    // As in iolens_fd_class_reads: the constant prunes the walk where the
+    // offsets are unknown.
+    if rd(&OFFSETS.valid) == 0 || fd < 0 {
+        return NO_CLASS;
+    }
+    if rd(&OFFSETS.cast_valid) == 0 {
+        return iolens_fd_class_reads(fd);
+    }
+    // SAFETY: the current task, as a typed pointer.
+    let task = unsafe { bpf_get_current_task_btf() } as *const u8;
+    let Some(file) = fd_file(task, fd) else {
+        return NO_CLASS;
+    };
+    // SAFETY: typed pointers from fd_file's loads, at verifier-known
+    // offsets.
+    unsafe {
+        match file_endpoint(file) {
+            Some(e) => e as u32 | file_read_end(file, e),
+            None => NO_CLASS,
+        }
+    }
+}
+
+/// READ_END for a pipe (or FIFO) `file` open without FMODE_WRITE, else 0.
+/// Only pipes are asked: no other kind of file is vmspliced.
+///
+/// # Safety
+/// `file` must come from a typed load, as for `file_endpoint`.
+#[inline(always)]
+unsafe fn file_read_end(file: *const u8, class: Endpoint) -> u32 {
+    if class != Endpoint::Pipe {
+        return 0;
+    }
+    // SAFETY: the caller's contract.
+    let mode: u32 = unsafe { load(file, rd(&OFFSETS.file_f_mode)) };
+    if mode & FMODE_WRITE == 0 { READ_END } else { 0 }
 }
 
 /// `task->files` and its fd array (`files->fdt->fd`), both non-null.
@@ -97,7 +184,8 @@ pub(crate) fn fd_table(task: *const u8) -> Option<(*const u8, *const u8)> {
 pub(crate) const NO_CLASS: u32 = u32::MAX;
 
 /// The current task's `fd` classified without bpf_rdonly_cast (Linux <
-/// 6.2, or IOLENS_PROBE_READS=1): an `Endpoint` as u32, or NO_CLASS.
+/// 6.2, or IOLENS_PROBE_READS=1): an `Endpoint` as u32, with READ_END set
+/// for a pipe's read end, or NO_CLASS.
 ///
 /// A global function, which the verifier checks once on its own: inlined
 /// into sys_exit, its one-branch-per-fd walk of the inline table and its
@@ -115,11 +203,11 @@ pub extern "C" fn iolens_fd_class_reads(fd: i32) -> u32 {
     }
     // SAFETY: the current task, as a typed pointer.
     let task = unsafe { bpf_get_current_task_btf() } as *const u8;
-    fd_class_reads(task, fd).map_or(NO_CLASS, |e| e as u32)
+    fd_class_reads(task, fd).unwrap_or(NO_CLASS)
 }
 
 #[inline(always)]
-pub(crate) fn fd_class_reads(task: *const u8, fd: i32) -> Option<Endpoint> {
+pub(crate) fn fd_class_reads(task: *const u8, fd: i32) -> Option<u32> {
     if fd < 0 {
         return None;
     }
@@ -131,7 +219,10 @@ pub(crate) fn fd_class_reads(task: *const u8, fd: i32) -> Option<Endpoint> {
         // fd, because the verifier refuses a variable index.
         let off = fd_slot(fd)?;
         // SAFETY: typed pointers and verifier-known offsets throughout.
-        return unsafe { file_endpoint(load(files, rd(&OFFSETS.files_fd_array) + off)) };
+        return unsafe {
+            let file: *const u8 = load(files, rd(&OFFSETS.files_fd_array) + off);
+            file_endpoint(file).map(|e| e as u32 | file_read_end(file, e))
+        };
     }
     // A grown table is an untyped pointer array: probe reads, ~45 ns each.
     // FD_CLASS_CACHE remembers a few fds' classes, trusted until the next
@@ -143,7 +234,7 @@ pub(crate) fn fd_class_reads(task: *const u8, fd: i32) -> Option<Endpoint> {
     let epoch = epoch();
     for e in &cache.entries {
         if e.fd == fd && e.files == files as u64 && e.epoch == epoch {
-            return Some(Endpoint::from_u8(e.endpoint));
+            return Some(u32::from(e.endpoint) | u32::from(e.read_end) << 8);
         }
     }
     let file: *const u8 = read_at(fd_array, fd as usize * 8).ok()?;
@@ -152,6 +243,9 @@ pub(crate) fn fd_class_reads(task: *const u8, fd: i32) -> Option<Endpoint> {
     }
     let inode: *const u8 = read_at(file, rd(&OFFSETS.file_inode)).ok()?;
     let endpoint = Endpoint::from_mode(read_at(inode, rd(&OFFSETS.inode_mode)).ok()?);
+    // One more probe read, for pipes only (vmsplice's direction).
+    let read_end = endpoint == Endpoint::Pipe
+        && read_at::<u32>(file, rd(&OFFSETS.file_f_mode)).ok()? & FMODE_WRITE == 0;
     let i = (cache.next as usize) % FD_CACHE_ENTRIES;
     cache.next = cache.next.wrapping_add(1);
     if let Some(e) = cache.entries.get_mut(i) {
@@ -160,10 +254,11 @@ pub(crate) fn fd_class_reads(task: *const u8, fd: i32) -> Option<Endpoint> {
             epoch,
             fd,
             endpoint: endpoint as u8,
-            _pad: [0; 3],
+            read_end: u8::from(read_end),
+            _pad: [0; 2],
         };
     }
-    Some(endpoint)
+    Some(endpoint as u32 | u32::from(read_end) << 8)
 }
 
 /// The class of a `struct file *` loaded as a typed (or cast) pointer.

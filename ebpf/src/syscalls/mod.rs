@@ -10,7 +10,7 @@ use iolens_common::{
 };
 
 use self::{
-    fd_class::{fd_endpoint, remembers_fd_classes},
+    fd_class::{fd_endpoint, pipe_ends, remembers_fd_classes},
     mmsg::iolens_mmsg_bytes,
 };
 use crate::{
@@ -90,7 +90,12 @@ pub(crate) fn try_sys_exit(ctx: &BtfTracePointContext) {
         // another task's (sched_switch) and must not name it after that.
         remember_process(tgid);
     }
-    match syscall_info(args.nr) {
+    // The bound check and the index on one fresh register: `nr` lives
+    // (spilled) to the end of sys_exit, and the 6.1 verifier refused a
+    // reload of it after the check (`math between map_value pointer and
+    // register with unbounded min value`). Here, not in syscall_info:
+    // there it cost sched_switch's epoll check 3 instructions.
+    match syscall_info(crate::kernel::fresh(args.nr)) {
         // Every syscall is a user->kernel->user round trip. Accounted ones
         // are counted in SYSCALL_STATS; user space adds the two.
         None => slot.proc.syscalls += 1,
@@ -119,6 +124,9 @@ pub(crate) fn try_sys_exit(ctx: &BtfTracePointContext) {
     // syscall); an epoll wait is recorded in its histogram either way.
     // Asked at every call, so the common answer (no sleep) is a few loads.
     settle_sleep(task, tgid, nr);
+    // Last, and given only what is live here anyway: passing the
+    // arguments kept them live through sys_exit, 16 more bytes of stack.
+    crate::aio::on_sys_exit(nr, ret);
 }
 
 /// Settles the off-CPU time of the syscall `nr` now returning (see
@@ -217,6 +225,7 @@ pub(crate) fn account_syscall(
                 (Endpoint::Other, Endpoint::Other)
             }
             Shape::Events => (Endpoint::Other, Endpoint::Other),
+            Shape::ByPipeEnd => pipe_ends(fd0),
         }
     };
     let bytes = if ret <= 0 {

@@ -961,6 +961,352 @@ fn scenario_fdreuse(dir: &str, t: &mut Tally) {
     round(t);
 }
 
+/// vmsplice both ways: 3 x 1000 bytes into a pipe through its write end
+/// (user_to_pipe), then 2 x 1200 out of it through its read end
+/// (pipe_to_user), on the inline fd table and again on fds past 300, which
+/// kernels without bpf_rdonly_cast walk (and remember) differently.
+fn scenario_vmsplice(t: &mut Tally) {
+    let round = |t: &mut Tally, rd: RawFd, wr: RawFd| {
+        let src = [0x42u8; 1000];
+        let mut dst = [0u8; 1200];
+        for _ in 0..3 {
+            let iov = libc::iovec {
+                iov_base: src.as_ptr() as *mut libc::c_void,
+                iov_len: src.len(),
+            };
+            // SAFETY: a valid iovec over a live buffer, and our pipe.
+            let r = unsafe { libc::vmsplice(wr, &iov, 1, 0) };
+            assert_eq!(check(r, "vmsplice into the pipe"), 1000);
+            t.add("vmsplice", "user_to_pipe", r);
+        }
+        for _ in 0..2 {
+            let iov = libc::iovec {
+                iov_base: dst.as_mut_ptr().cast(),
+                iov_len: dst.len(),
+            };
+            // SAFETY: as above; the kernel copies pipe pages into `dst`.
+            let r = unsafe { libc::vmsplice(rd, &iov, 1, 0) };
+            assert_eq!(check(r, "vmsplice out of the pipe"), 1200);
+            t.add("vmsplice", "pipe_to_user", r);
+        }
+    };
+    let (rd, wr) = pipe();
+    round(t, rd, wr);
+    // SAFETY: duplicating our own fds past the inline table, then closing
+    // all four.
+    unsafe {
+        let hi_rd = libc::fcntl(rd, libc::F_DUPFD_CLOEXEC, 300);
+        let hi_wr = libc::fcntl(wr, libc::F_DUPFD_CLOEXEC, 300);
+        check(hi_rd.min(hi_wr) as isize, "F_DUPFD 300");
+        libc::close(rd);
+        libc::close(wr);
+        round(t, hi_rd, hi_wr);
+        libc::close(hi_rd);
+        libc::close(hi_wr);
+    }
+}
+
+/// uapi `struct iocb` (include/uapi/linux/aio_abi.h, little endian).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Iocb {
+    aio_data: u64,
+    aio_key: u32,
+    aio_rw_flags: i32,
+    aio_lio_opcode: u16,
+    aio_reqprio: i16,
+    aio_fildes: u32,
+    aio_buf: u64,
+    aio_nbytes: u64,
+    aio_offset: i64,
+    aio_reserved2: u64,
+    aio_flags: u32,
+    aio_resfd: u32,
+}
+
+/// uapi `struct io_event`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct IoEvent {
+    data: u64,
+    obj: u64,
+    res: i64,
+    res2: i64,
+}
+
+/// A zeroed buffer of `len` bytes aligned for O_DIRECT (4096), leaked:
+/// the scenario's buffers live as long as the process.
+fn aligned(len: usize) -> &'static mut [u8] {
+    let layout = std::alloc::Layout::from_size_align(len, 4096).expect("layout");
+    // SAFETY: a non-zero size; the allocation is never freed.
+    unsafe {
+        let p = std::alloc::alloc_zeroed(layout);
+        assert!(!p.is_null(), "out of memory");
+        std::slice::from_raw_parts_mut(p, len)
+    }
+}
+
+/// Linux native AIO with raw syscalls on an O_DIRECT file (`<dir>/aio-data`,
+/// 1 MiB, made in set-up): exactly known iocbs of each opcode the kernel
+/// runs, two reads submitted from one iocb's memory, one failing read (misaligned for O_DIRECT: the kernel takes the
+/// iocb and completes it with -EINVAL), two iocbs io_submit refuses (a bad
+/// fd, and IOCB_CMD_NOOP, which no kernel runs), and a poll cancelled with
+/// io_cancel. Each completion is reported as `count aio_<op> <path> 1
+/// <bytes> <failed>` (bytes only for reads and writes), the cancel as
+/// `aio cancelled poll 1`. Half the completions are reaped with
+/// io_getevents, half with io_pgetevents.
+fn scenario_aio(dir: &str, t: &mut Tally) {
+    const PREAD: u16 = 0;
+    const PWRITE: u16 = 1;
+    const FSYNC: u16 = 2;
+    const FDSYNC: u16 = 3;
+    const POLL: u16 = 5;
+    const NOOP: u16 = 6;
+    const PREADV: u16 = 7;
+    const PWRITEV: u16 = 8;
+    let file = open(&format!("{dir}/aio-data"), libc::O_RDWR | libc::O_DIRECT);
+    let fd = file.as_raw_fd() as u32;
+    let (prd, pwr) = pipe();
+    let mut ctx: libc::c_ulong = 0;
+    // SAFETY: io_setup writes the context id into `ctx`.
+    let r = unsafe { libc::syscall(libc::SYS_io_setup, 64, &mut ctx) };
+    check(r as isize, "io_setup");
+    let submit = |iocbs: &mut [Iocb]| -> isize {
+        let mut ptrs: Vec<*mut Iocb> = iocbs.iter_mut().map(|i| i as *mut Iocb).collect();
+        // SAFETY: an array of pointers to live iocbs whose buffers outlive
+        // their completions (all leaked or static).
+        unsafe { libc::syscall(libc::SYS_io_submit, ctx, ptrs.len(), ptrs.as_mut_ptr()) as isize }
+    };
+    let name = |op: u16| match op {
+        PREAD => "pread",
+        PWRITE => "pwrite",
+        FSYNC => "fsync",
+        FDSYNC => "fdsync",
+        POLL => "poll",
+        PREADV => "preadv",
+        PWRITEV => "pwritev",
+        _ => "unknown",
+    };
+    // Reaps `n` completions of `iocbs` (matched by their address) with
+    // io_getevents or io_pgetevents, checking each result.
+    let reap = |t: &mut Tally, iocbs: &[Iocb], want: &[i64], n: usize, pgetevents: bool| {
+        let mut events = vec![IoEvent::default(); n];
+        let mut got = 0;
+        while got < n {
+            let left = n - got;
+            // SAFETY: room for `left` events; no timeout, no signal mask.
+            let r = unsafe {
+                if pgetevents {
+                    // x86_64 io_pgetevents (libc has no constant).
+                    libc::syscall(
+                        333,
+                        ctx,
+                        left,
+                        left,
+                        events[got..].as_mut_ptr(),
+                        std::ptr::null::<libc::timespec>(),
+                        std::ptr::null::<libc::c_void>(),
+                    )
+                } else {
+                    libc::syscall(
+                        libc::SYS_io_getevents,
+                        ctx,
+                        left,
+                        left,
+                        events[got..].as_mut_ptr(),
+                        std::ptr::null::<libc::timespec>(),
+                    )
+                }
+            };
+            got += check(r as isize, "io_getevents") as usize;
+        }
+        for e in &events {
+            let i = iocbs
+                .iter()
+                .position(|c| std::ptr::eq(c, e.obj as *const Iocb))
+                .expect("an event of ours");
+            assert_eq!(e.res, want[i], "iocb {i} (op {})", iocbs[i].aio_lio_opcode);
+            let op = iocbs[i].aio_lio_opcode;
+            let path = match op {
+                PREAD | PREADV => "file_to_user",
+                PWRITE | PWRITEV => "user_to_file",
+                _ => "-",
+            };
+            let moves = matches!(op, PREAD | PREADV | PWRITE | PWRITEV);
+            t.add(
+                &format!("aio_{}", name(op)),
+                path,
+                if moves || e.res < 0 {
+                    e.res as isize
+                } else {
+                    0
+                },
+            );
+        }
+    };
+    let rw = |op: u16, buf: u64, len: u64, off: i64| Iocb {
+        aio_lio_opcode: op,
+        aio_fildes: fd,
+        aio_buf: buf,
+        aio_nbytes: len,
+        aio_offset: off,
+        ..Iocb::default()
+    };
+
+    // Batch 1, one io_submit: 8 reads of 64 KiB, 4 writes of 16 KiB past
+    // them, 1 read misaligned for O_DIRECT (its buffer at an odd address).
+    let mut b1 = Vec::new();
+    let mut want1 = Vec::new();
+    for i in 0..8 {
+        let buf = aligned(64 << 10);
+        b1.push(rw(PREAD, buf.as_mut_ptr() as u64, 64 << 10, i * (64 << 10)));
+        want1.push(64 << 10);
+    }
+    for i in 0..4 {
+        let buf = aligned(16 << 10);
+        buf.fill(0x11);
+        b1.push(rw(
+            PWRITE,
+            buf.as_mut_ptr() as u64,
+            16 << 10,
+            (512 << 10) + i * (16 << 10),
+        ));
+        want1.push(16 << 10);
+    }
+    let odd = aligned(8192);
+    b1.push(rw(PREAD, odd.as_mut_ptr() as u64 + 1, 4096, 0));
+    want1.push(-i64::from(libc::EINVAL));
+    let n1 = b1.len();
+    assert_eq!(submit(&mut b1), n1 as isize, "io_submit batch 1");
+    reap(t, &b1, &want1, n1, false);
+
+    // Two reads from one iocb's memory, both in flight until reaped: the
+    // kernel copied the first at submission, and their completions differ
+    // by aio_data alone (as the file sender's reads from one stack slot).
+    let (r1, r2) = (aligned(4096), aligned(8192));
+    let mut one = [Iocb {
+        aio_data: 1,
+        ..rw(PREAD, r1.as_mut_ptr() as u64, 4096, 0)
+    }];
+    assert_eq!(submit(&mut one), 1, "io_submit of the reused iocb, 1st");
+    one[0] = Iocb {
+        aio_data: 2,
+        ..rw(PREAD, r2.as_mut_ptr() as u64, 8192, 4096)
+    };
+    assert_eq!(submit(&mut one), 1, "io_submit of the reused iocb, 2nd");
+    let mut ev = [IoEvent::default(); 2];
+    let mut got = 0;
+    while got < 2 {
+        // SAFETY: room for the events asked for; no timeout.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_io_getevents,
+                ctx,
+                2 - got,
+                2 - got,
+                ev[got..].as_mut_ptr(),
+                std::ptr::null::<libc::timespec>(),
+            )
+        };
+        got += check(r as isize, "io_getevents") as usize;
+    }
+    for e in &ev {
+        assert!(std::ptr::eq(e.obj as *const Iocb, &one[0]), "obj");
+        let want = if e.data == 1 { 4096 } else { 8192 };
+        assert_eq!(e.res, want, "reused iocb, data {}", e.data);
+        t.add("aio_pread", "file_to_user", e.res as isize);
+    }
+
+    // Refused by io_submit, nothing submitted: a bad fd, and a NOOP.
+    let mut bad = [Iocb {
+        aio_fildes: u32::MAX,
+        ..rw(PREAD, odd.as_mut_ptr() as u64, 4096, 0)
+    }];
+    assert_eq!(submit(&mut bad), -1, "io_submit of a bad fd");
+    let mut noop = [Iocb {
+        aio_lio_opcode: NOOP,
+        aio_fildes: fd,
+        ..Iocb::default()
+    }];
+    assert_eq!(submit(&mut noop), -1, "io_submit of a NOOP");
+
+    // Batch 2, one iocb per io_submit: 3 preadv of 4 + 8 KiB, 2 pwritev of
+    // 4 + 4 KiB, 2 fsync, 2 fdsync, 3 polls of a pipe made readable first.
+    let mut b2 = Vec::new();
+    let mut want2 = Vec::new();
+    let iov = |a: u64, b: u64| -> u64 {
+        let v: &'static mut [libc::iovec; 2] = Box::leak(Box::new([
+            libc::iovec {
+                iov_base: aligned(a as usize).as_mut_ptr().cast(),
+                iov_len: a as usize,
+            },
+            libc::iovec {
+                iov_base: aligned(b as usize).as_mut_ptr().cast(),
+                iov_len: b as usize,
+            },
+        ]));
+        v.as_mut_ptr() as u64
+    };
+    for i in 0..3 {
+        b2.push(rw(PREADV, iov(4096, 8192), 2, i * 12288));
+        want2.push(12288);
+    }
+    for i in 0..2 {
+        b2.push(rw(PWRITEV, iov(4096, 4096), 2, (768 << 10) + i * 8192));
+        want2.push(8192);
+    }
+    for op in [FSYNC, FSYNC, FDSYNC, FDSYNC] {
+        b2.push(Iocb {
+            aio_lio_opcode: op,
+            aio_fildes: fd,
+            ..Iocb::default()
+        });
+        want2.push(0);
+    }
+    // SAFETY: a valid 1-byte buffer and our pipe.
+    check(
+        unsafe { libc::write(pwr, b"x".as_ptr().cast(), 1) },
+        "write pipe",
+    );
+    for _ in 0..3 {
+        b2.push(Iocb {
+            aio_lio_opcode: POLL,
+            aio_fildes: prd as u32,
+            aio_buf: libc::POLLIN as u64,
+            ..Iocb::default()
+        });
+        want2.push(i64::from(libc::POLLIN));
+    }
+    for i in 0..b2.len() {
+        assert_eq!(submit(&mut b2[i..i + 1]), 1, "io_submit batch 2, iocb {i}");
+    }
+    let n2 = b2.len();
+    reap(t, &b2, &want2, n2, true);
+
+    // A poll of an empty pipe, cancelled: io_cancel says -EINPROGRESS and
+    // the poll completes with no events (res 0).
+    let (erd, _ewr) = pipe();
+    let mut p = [Iocb {
+        aio_lio_opcode: POLL,
+        aio_fildes: erd as u32,
+        aio_buf: libc::POLLIN as u64,
+        ..Iocb::default()
+    }];
+    assert_eq!(submit(&mut p), 1, "io_submit of the poll to cancel");
+    let mut ev = IoEvent::default();
+    // SAFETY: our context, the iocb we submitted, room for one event.
+    let r = unsafe { libc::syscall(libc::SYS_io_cancel, ctx, p.as_mut_ptr(), &mut ev) };
+    assert_eq!(
+        (r, std::io::Error::last_os_error().raw_os_error()),
+        (-1, Some(libc::EINPROGRESS)),
+        "io_cancel of a pending poll"
+    );
+    println!("aio cancelled poll 1");
+    reap(t, &p, &[0], 1, false);
+    // SAFETY: our context.
+    unsafe { libc::syscall(libc::SYS_io_destroy, ctx) };
+}
+
 /// `paced <dir> <port> <user B/s> <zero-copy B/s>`, for `iolens top`: a
 /// thread pwrites to a file (user_to_file) and sendfiles a file to the TCP
 /// socket (file_to_socket), each at its rate over the time it has run (so
@@ -1218,6 +1564,7 @@ fn main() {
             make_file(&format!("{dir}/out"), 0);
         }
         "zerocopy" => make_file(&format!("{dir}/in"), 2 << 20),
+        "aio" => make_file(&format!("{dir}/aio-data"), 1 << 20),
         "paced" => make_file(&format!("{dir}/paced-in"), 1 << 20),
         "cache" | "cache-mmap" | "cache-sendfile" => {
             make_file(&format!("{dir}/cached"), 1 << 20);
@@ -1236,7 +1583,7 @@ fn main() {
         }
         "exit" | "idle" | "ctxsw" | "syscalls" | "epoll" | "uring" | "uring-async"
         | "uring-sqpoll" | "fdreuse" | "ctxsw-signals" | "ctxsw-shared" | "cache-dirty"
-        | "mmsg" | "ia32" | "offcpu" => {}
+        | "mmsg" | "ia32" | "offcpu" | "vmsplice" => {}
         other => panic!("unknown scenario `{other}`"),
     }
     if scenario.starts_with("cache") || scenario == "block" {
@@ -1367,6 +1714,8 @@ fn main() {
         "rw" => scenario_rw(&dir, &mut t),
         "fdreuse" => scenario_fdreuse(&dir, &mut t),
         "mmsg" => scenario_mmsg(&mut t),
+        "vmsplice" => scenario_vmsplice(&mut t),
+        "aio" => scenario_aio(&dir, &mut t),
         "ia32" => scenario_ia32(&dir, &mut t),
         "zerocopy" => scenario_zerocopy(&dir, port, &mut t),
         "paced" => scenario_paced(&dir, port, &args, &stdin, &mut stdout),

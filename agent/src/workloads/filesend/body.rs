@@ -1,4 +1,4 @@
-//! The five ways of moving a file range to a socket. Each sends exactly
+//! The ways of moving a file range to a socket. Each sends exactly
 //! `len` bytes starting at `off`, or fails (the caller then drops the
 //! connection: the Content-Length already promised cannot be kept).
 
@@ -323,17 +323,148 @@ impl Drop for AlignedBuf {
     }
 }
 
-/// O_DIRECT reads through io_uring into two aligned buffers, sending one
-/// while the kernel fills the other: the page cache is bypassed, as nginx's
-/// `aio on; directio …;`. Reused for all requests of a connection.
+/// What submits a DirectReader's reads: io_uring, or Linux native AIO
+/// (io_submit/io_getevents, what nginx's `aio on` uses on Linux).
+/// The ring is boxed: one per connection, made once, and the enum would
+/// otherwise carry its 272 bytes for the native variant too.
+enum Engine {
+    Uring(Box<IoUring>),
+    Native(NativeAio),
+}
+
+/// A Linux native AIO context (io_setup), destroyed on drop.
+struct NativeAio {
+    ctx: libc::c_ulong,
+}
+
+/// uapi `struct iocb` (include/uapi/linux/aio_abi.h, little endian).
+#[repr(C)]
+#[derive(Default)]
+struct Iocb {
+    aio_data: u64,
+    aio_key: u32,
+    aio_rw_flags: i32,
+    aio_lio_opcode: u16,
+    aio_reqprio: i16,
+    aio_fildes: u32,
+    aio_buf: u64,
+    aio_nbytes: u64,
+    aio_offset: i64,
+    aio_reserved2: u64,
+    aio_flags: u32,
+    aio_resfd: u32,
+}
+
+/// uapi `struct io_event`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct IoEvent {
+    data: u64,
+    obj: u64,
+    res: i64,
+    res2: i64,
+}
+
+const IOCB_CMD_PREAD: u16 = 0;
+
+impl NativeAio {
+    fn new(depth: i64) -> io::Result<Self> {
+        let mut ctx: libc::c_ulong = 0;
+        // SAFETY: io_setup writes the new context's id into `ctx`.
+        let r = unsafe { libc::syscall(libc::SYS_io_setup, depth, &mut ctx) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Self { ctx })
+    }
+
+    /// Submits one read of `len` bytes at `off` into `buf`, tagged `data`.
+    ///
+    /// # Safety
+    /// `buf` must stay valid and untouched until the read's completion is
+    /// reaped.
+    unsafe fn read(
+        &self,
+        fd: i32,
+        buf: *mut u8,
+        len: usize,
+        off: u64,
+        data: u64,
+    ) -> io::Result<()> {
+        // The kernel copies the iocb at submission; only its address comes
+        // back (io_event.obj), and the data tag is what is matched on.
+        let mut iocb = Iocb {
+            aio_data: data,
+            aio_lio_opcode: IOCB_CMD_PREAD,
+            aio_fildes: fd as u32,
+            aio_buf: buf as u64,
+            aio_nbytes: len as u64,
+            aio_offset: off as i64,
+            ..Iocb::default()
+        };
+        let mut ptrs = [&mut iocb as *mut Iocb];
+        loop {
+            // SAFETY: one pointer to a live iocb; the buffer's contract is
+            // the caller's.
+            let r = unsafe { libc::syscall(libc::SYS_io_submit, self.ctx, 1, ptrs.as_mut_ptr()) };
+            match r {
+                1 => return Ok(()),
+                r if r < 0 => {
+                    let e = io::Error::last_os_error();
+                    if e.kind() != io::ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+                _ => return Err(io::Error::other("io_submit took no iocb")),
+            }
+        }
+    }
+
+    /// Waits for at least one completion; returns (data, res) of each.
+    fn wait(&self, out: &mut Vec<(u64, i64)>) -> io::Result<()> {
+        let mut events = [IoEvent::default(); 2];
+        // SAFETY: room for 2 events; no timeout.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_io_getevents,
+                self.ctx,
+                1,
+                events.len(),
+                events.as_mut_ptr(),
+                std::ptr::null::<libc::timespec>(),
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        out.extend(events[..r as usize].iter().map(|e| (e.data, e.res)));
+        Ok(())
+    }
+}
+
+impl Drop for NativeAio {
+    fn drop(&mut self) {
+        // Waits for (or cancels) reads still in flight; DirectReader has
+        // reaped them all by now unless the context failed.
+        // SAFETY: our context, destroyed once.
+        unsafe { libc::syscall(libc::SYS_io_destroy, self.ctx) };
+    }
+}
+
+/// O_DIRECT reads through io_uring or Linux native AIO into two aligned
+/// buffers, sending one while the kernel fills the other: the page cache is
+/// bypassed, as nginx's `aio on; directio …;`. Reused for all requests of
+/// a connection.
 pub(crate) struct DirectReader {
-    ring: IoUring,
+    engine: Engine,
+    /// Completions reaped by the native engine, reused.
+    reaped: Vec<(u64, i64)>,
     bufs: std::mem::ManuallyDrop<[AlignedBuf; 2]>,
     chunk: usize,
     /// Reads submitted and not yet reaped; their buffers must stay alive.
     in_flight: [bool; 2],
     /// Results reaped but not yet consumed, per buffer.
-    results: [Option<i32>; 2],
+    results: [Option<i64>; 2],
 }
 
 /// Alignment of the O_DIRECT buffers and chunk lengths: a multiple of the
@@ -368,10 +499,17 @@ fn dio_offset_align(file: &File) -> usize {
 }
 
 impl DirectReader {
-    pub(crate) fn new(chunk: usize) -> io::Result<Self> {
+    /// `native`: Linux native AIO instead of io_uring.
+    pub(crate) fn new(chunk: usize, native: bool) -> io::Result<Self> {
         let chunk = chunk.max(DIRECT_ALIGN).div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
+        let engine = if native {
+            Engine::Native(NativeAio::new(4)?)
+        } else {
+            Engine::Uring(Box::new(IoUring::new(4)?))
+        };
         Ok(Self {
-            ring: IoUring::new(4)?,
+            engine,
+            reaped: Vec::with_capacity(2),
             bufs: std::mem::ManuallyDrop::new([
                 AlignedBuf::new(chunk, DIRECT_ALIGN)?,
                 AlignedBuf::new(chunk, DIRECT_ALIGN)?,
@@ -388,19 +526,25 @@ impl DirectReader {
                 "O_DIRECT buffer still owned by an earlier read",
             ));
         }
-        let sqe = opcode::Read::new(
-            types::Fd(file.as_raw_fd()),
-            self.bufs[which].ptr.as_ptr(),
-            self.chunk as u32,
-        )
-        .offset(at)
-        .build()
-        .user_data(which as u64);
-        // SAFETY: the target buffer is owned by self and is not read, reused
-        // or freed until this read's completion is reaped (`in_flight`).
-        unsafe { self.ring.submission().push(&sqe) }
-            .map_err(|_| io::Error::other("io_uring SQ full"))?;
-        self.ring.submit()?;
+        let buf = self.bufs[which].ptr.as_ptr();
+        match &mut self.engine {
+            Engine::Uring(ring) => {
+                let sqe = opcode::Read::new(types::Fd(file.as_raw_fd()), buf, self.chunk as u32)
+                    .offset(at)
+                    .build()
+                    .user_data(which as u64);
+                // SAFETY: the target buffer is owned by self and is not
+                // read, reused or freed until this read's completion is
+                // reaped (`in_flight`).
+                unsafe { ring.submission().push(&sqe) }
+                    .map_err(|_| io::Error::other("io_uring SQ full"))?;
+                ring.submit()?;
+            }
+            // SAFETY: as above.
+            Engine::Native(aio) => unsafe {
+                aio.read(file.as_raw_fd(), buf, self.chunk, at, which as u64)?
+            },
+        }
         self.in_flight[which] = true;
         Ok(())
     }
@@ -414,20 +558,28 @@ impl DirectReader {
                     "no O_DIRECT read outstanding on this buffer",
                 ));
             }
-            match self.ring.submit_and_wait(1) {
-                Ok(_) => {}
+            let waited = match &mut self.engine {
+                Engine::Uring(ring) => ring.submit_and_wait(1).map(|_| {
+                    for cqe in ring.completion() {
+                        self.reaped.push((cqe.user_data(), i64::from(cqe.result())));
+                    }
+                }),
+                Engine::Native(aio) => aio.wait(&mut self.reaped),
+            };
+            match waited {
+                Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-            for cqe in self.ring.completion() {
-                let w = (cqe.user_data() as usize) & 1;
+            for (data, res) in self.reaped.drain(..) {
+                let w = (data as usize) & 1;
                 self.in_flight[w] = false;
-                self.results[w] = Some(cqe.result());
+                self.results[w] = Some(res);
             }
         }
         match self.results[which].take() {
             Some(r) if r >= 0 => Ok(r as usize),
-            Some(r) => Err(io::Error::from_raw_os_error(-r)),
+            Some(r) => Err(io::Error::from_raw_os_error(-r as i32)),
             None => Err(io::Error::other("O_DIRECT read completion lost")),
         }
     }
@@ -460,7 +612,7 @@ impl DirectReader {
         let r = self.send_inner(sock, file, off, len);
         if !self.drain() {
             return Err(io::Error::other(
-                "io_uring failed with an O_DIRECT read outstanding",
+                "the AIO engine failed with an O_DIRECT read outstanding",
             ));
         }
         r

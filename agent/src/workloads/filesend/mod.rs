@@ -1,6 +1,7 @@
 //! `iolens workload filesend`: serves files under a root over HTTP/1.1 with a
 //! chosen data path, to compare CPU per byte of read/write, mmap/write,
-//! sendfile, splice and O_DIRECT reads through io_uring.
+//! sendfile, splice and O_DIRECT reads through io_uring or Linux native
+//! AIO.
 //!
 //! Architecture: one blocking thread per connection (bounded by
 //! `--max-conns`). The data paths all move large chunks with one or two
@@ -45,6 +46,9 @@ pub enum Mode {
     /// O_DIRECT reads through io_uring into aligned buffers, then send:
     /// bypasses (and does not fill) the page cache.
     DirectAio,
+    /// The same O_DIRECT reads through Linux native AIO (io_submit and
+    /// io_getevents), as nginx's `aio on` on Linux.
+    DirectNativeAio,
     /// sendfile below --directio-threshold, direct-aio at or above it (as
     /// nginx's `sendfile on; aio on; directio SIZE;`).
     Auto,
@@ -311,7 +315,7 @@ fn answer(
             Mode::Sendfile
         };
     }
-    let opened = if mode == Mode::DirectAio {
+    let opened = if matches!(mode, Mode::DirectAio | Mode::DirectNativeAio) {
         body::open_direct(&resolved).map(|(f, direct)| {
             if !direct {
                 warn!(path = %resolved.display(), "filesystem refuses O_DIRECT; reading through the page cache");
@@ -377,10 +381,13 @@ fn answer(
         Mode::MmapWrite => body::mmap_write(sock, &file, off, len)?,
         Mode::Sendfile | Mode::Auto => body::sendfile(sock, &file, off, len)?,
         Mode::Splice => body::splice_send(sock, &file, off, len, &shared.pipes)?,
-        Mode::DirectAio => {
+        Mode::DirectAio | Mode::DirectNativeAio => {
             let reader = match &mut bufs.direct {
                 Some(r) => r,
-                None => bufs.direct.insert(DirectReader::new(shared.chunk)?),
+                None => bufs.direct.insert(DirectReader::new(
+                    shared.chunk,
+                    mode == Mode::DirectNativeAio,
+                )?),
             };
             reader.send(sock, &file, off, len)?;
         }
