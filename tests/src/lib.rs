@@ -638,3 +638,47 @@ pub fn pin_thread(cpu: usize) -> std::io::Result<()> {
         Err(std::io::Error::last_os_error())
     }
 }
+
+/// Linux native AIO's uapi structs, for the test child and workloads that
+/// call io_submit with raw syscalls (no library), and O_DIRECT buffers.
+pub mod aio {
+    /// uapi `struct iocb` (include/uapi/linux/aio_abi.h, little endian).
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    pub struct Iocb {
+        pub aio_data: u64,
+        pub aio_key: u32,
+        pub aio_rw_flags: i32,
+        pub aio_lio_opcode: u16,
+        pub aio_reqprio: i16,
+        pub aio_fildes: u32,
+        pub aio_buf: u64,
+        pub aio_nbytes: u64,
+        pub aio_offset: i64,
+        pub aio_reserved2: u64,
+        pub aio_flags: u32,
+        pub aio_resfd: u32,
+    }
+
+    /// uapi `struct io_event`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    pub struct IoEvent {
+        pub data: u64,
+        pub obj: u64,
+        pub res: i64,
+        pub res2: i64,
+    }
+
+    /// A zeroed buffer of `len` bytes aligned for O_DIRECT (4096), leaked:
+    /// the scenario's buffers live as long as the process.
+    pub fn aligned(len: usize) -> &'static mut [u8] {
+        let layout = std::alloc::Layout::from_size_align(len, 4096).expect("layout");
+        // SAFETY: a non-zero size; the allocation is never freed.
+        unsafe {
+            let p = std::alloc::alloc_zeroed(layout);
+            assert!(!p.is_null(), "out of memory");
+            std::slice::from_raw_parts_mut(p, len)
+        }
+    }
+}

@@ -301,9 +301,11 @@ fn substitute(expr: &str, instance: &str, pid: u32) -> String {
 /// copies both ways, sendfile and splice to a socket, a failing read,
 /// epoll with events and with a timeout, poll, select, io_uring (NOP, a
 /// write and a failing read), page-cache reads, writes and mapped faults,
-/// and sleeps (voluntary context switches).
+/// sleeps (voluntary context switches), and disk reads: O_DIRECT, by
+/// pread and by Linux native AIO (io_submit).
 fn workload(dir: PathBuf, stop: Arc<AtomicBool>) {
     use io_uring::{IoUring, opcode, types};
+    use iolens_tests::aio::{IoEvent, Iocb, aligned};
 
     let (port, sink) = tcp_sink();
     let sock = TcpStream::connect(("127.0.0.1", port)).expect("connect to sink");
@@ -332,7 +334,72 @@ fn workload(dir: PathBuf, stop: Arc<AtomicBool>) {
         );
         ep
     };
+    // A file read with O_DIRECT (from the disk each time), written and
+    // synced once, and an AIO context to read it through io_submit too.
+    let direct = dir.join("direct");
+    std::fs::write(&direct, vec![0x33u8; 64 << 10]).expect("write direct file");
+    std::fs::File::open(&direct)
+        .and_then(|f| f.sync_all())
+        .expect("sync direct file");
+    let direct = std::ffi::CString::new(direct.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: a NUL-terminated path.
+    let dfd = unsafe {
+        libc::open(
+            direct.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECT | libc::O_CLOEXEC,
+        )
+    };
+    assert!(
+        dfd >= 0,
+        "open O_DIRECT: {}",
+        std::io::Error::last_os_error()
+    );
+    let dbuf = aligned(4096);
+    let mut aio_ctx: libc::c_ulong = 0;
+    // SAFETY: a valid context pointer.
+    let r = unsafe { libc::syscall(libc::SYS_io_setup, 4, &mut aio_ctx) };
+    assert_eq!(r, 0, "io_setup: {}", std::io::Error::last_os_error());
+    let mut round = 0i64;
     while !stop.load(Ordering::Relaxed) {
+        // Disk reads: an O_DIRECT pread, then the same through AIO.
+        let off = (round % 16) * 4096;
+        round += 1;
+        // SAFETY: an aligned 4096-byte buffer, an O_DIRECT fd, and an iocb
+        // and event that outlive the calls using them.
+        unsafe {
+            assert_eq!(
+                libc::pread(dfd, dbuf.as_mut_ptr().cast(), 4096, off),
+                4096,
+                "O_DIRECT pread"
+            );
+            let mut cb = Iocb {
+                aio_fildes: dfd as u32,
+                aio_buf: dbuf.as_mut_ptr() as u64,
+                aio_nbytes: 4096,
+                aio_offset: off,
+                ..Iocb::default()
+            };
+            let mut cbs = [&raw mut cb];
+            assert_eq!(
+                libc::syscall(libc::SYS_io_submit, aio_ctx, 1, cbs.as_mut_ptr()),
+                1,
+                "io_submit"
+            );
+            let mut ev = IoEvent::default();
+            assert_eq!(
+                libc::syscall(
+                    libc::SYS_io_getevents,
+                    aio_ctx,
+                    1,
+                    1,
+                    &mut ev,
+                    std::ptr::null_mut::<libc::timespec>()
+                ),
+                1,
+                "io_getevents"
+            );
+            assert_eq!(ev.res, 4096, "AIO O_DIRECT read");
+        }
         // user_to_file (new pages: added and dirtied), then file_to_user.
         let mut f = std::fs::OpenOptions::new()
             .read(true)
@@ -447,9 +514,10 @@ fn workload(dir: PathBuf, stop: Arc<AtomicBool>) {
         std::thread::sleep(Duration::from_millis(50));
     }
     drop(sock);
-    // SAFETY: closing the fds opened above, once.
+    // SAFETY: closing the fds and the AIO context opened above, once.
     unsafe {
-        for fd in [p[0], p[1], q[0], q[1], ep] {
+        libc::syscall(libc::SYS_io_destroy, aio_ctx);
+        for fd in [p[0], p[1], q[0], q[1], ep, dfd] {
             libc::close(fd);
         }
     }

@@ -24,6 +24,8 @@ use std::{
     time::Duration,
 };
 
+use iolens_tests::aio::{IoEvent, Iocb, aligned};
+
 #[derive(Default)]
 struct Tally {
     rows: Vec<(String, String, u64, u64, u64)>,
@@ -1003,46 +1005,6 @@ fn scenario_vmsplice(t: &mut Tally) {
         round(t, hi_rd, hi_wr);
         libc::close(hi_rd);
         libc::close(hi_wr);
-    }
-}
-
-/// uapi `struct iocb` (include/uapi/linux/aio_abi.h, little endian).
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct Iocb {
-    aio_data: u64,
-    aio_key: u32,
-    aio_rw_flags: i32,
-    aio_lio_opcode: u16,
-    aio_reqprio: i16,
-    aio_fildes: u32,
-    aio_buf: u64,
-    aio_nbytes: u64,
-    aio_offset: i64,
-    aio_reserved2: u64,
-    aio_flags: u32,
-    aio_resfd: u32,
-}
-
-/// uapi `struct io_event`.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct IoEvent {
-    data: u64,
-    obj: u64,
-    res: i64,
-    res2: i64,
-}
-
-/// A zeroed buffer of `len` bytes aligned for O_DIRECT (4096), leaked:
-/// the scenario's buffers live as long as the process.
-fn aligned(len: usize) -> &'static mut [u8] {
-    let layout = std::alloc::Layout::from_size_align(len, 4096).expect("layout");
-    // SAFETY: a non-zero size; the allocation is never freed.
-    unsafe {
-        let p = std::alloc::alloc_zeroed(layout);
-        assert!(!p.is_null(), "out of memory");
-        std::slice::from_raw_parts_mut(p, len)
     }
 }
 
