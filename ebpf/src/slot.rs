@@ -1,7 +1,14 @@
 use aya_ebpf::{macros::map, maps::PerCpuArray};
-use iolens_common::{Accumulate, Endpoint, ProcCounters, StatKey, StatValue, UringValue};
+use iolens_common::{
+    Accumulate, Endpoint, OffcpuValue, ProcCounters, StatKey, StatValue, UringValue,
+};
 
-use crate::{io_uring::uring_account, process::with_proc, syscalls::account};
+use crate::{
+    io_uring::uring_account,
+    process::with_proc,
+    syscalls::account,
+    waits::{offcpu_account, offcpu_tag_nr},
+};
 
 /// What the process that last made a syscall on this CPU has done since,
 /// not yet in the maps: one per CPU, looked up without hashing. Flushed
@@ -29,6 +36,10 @@ pub(crate) struct Slot {
     /// io_uring tallies of the slot's process by opcode (tag 0x100|op).
     pub(crate) uring_tags: [u32; SLOT_URING],
     pub(crate) uring: [UringValue; SLOT_URING],
+    /// Off-CPU time of the slot's process by syscall (see
+    /// `waits::offcpu_to_slot`; tag 0: free).
+    pub(crate) offcpu_tags: [u32; SLOT_OFFCPU],
+    pub(crate) offcpu: [OffcpuValue; SLOT_OFFCPU],
     /// The last ring seen on this CPU and its owner, as of `ring_epoch`.
     pub(crate) ring: u64,
     pub(crate) ring_owner: u32,
@@ -42,6 +53,10 @@ pub(crate) struct Slot {
 }
 
 pub(crate) const SLOT_URING: usize = 4;
+
+/// Off-CPU tallies per slot: a process sleeps in a syscall or two (a
+/// server in epoll_wait and futex, a ping-pong in read).
+pub(crate) const SLOT_OFFCPU: usize = 2;
 
 /// A slot tally's tag: never 0, which marks a free tally.
 #[inline(always)]
@@ -78,6 +93,12 @@ pub(crate) fn flush(slot: &mut Slot) {
         // Added from the slot in place: a copy here (and the zero it was
         // compared with) cost 176 bytes of the 512 that sys_exit and its
         // calls may use together on kernels without private BPF stacks.
+        for i in 0..SLOT_OFFCPU {
+            let tag = slot.offcpu_tags[i];
+            if tag != 0 {
+                offcpu_account(tgid, offcpu_tag_nr(tag), &slot.offcpu[i]);
+            }
+        }
         let d = &slot.proc;
         if d.syscalls
             | d.vcsw
@@ -106,6 +127,7 @@ pub(crate) fn flush(slot: &mut Slot) {
 pub(crate) fn clear(slot: &mut Slot) {
     zero(&mut slot.tags);
     zero(&mut slot.uring_tags);
+    zero(&mut slot.offcpu_tags);
     // SAFETY: writes of plain integers inside `slot`; the word count is
     // the size of ProcCounters, which holds u64s only.
     unsafe {

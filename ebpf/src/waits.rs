@@ -12,6 +12,7 @@ use crate::{
     kernel::{OFFSETS, load, rd, rdonly_cast},
     process::process_comm,
     regs::{PT_REGS_ORIG_AX, REGS_AT, learn_regs_at},
+    slot::{SLOT_OFFCPU, Slot},
     tally::add_to,
     thread::{THREAD_ENTRIES, thread_state},
 };
@@ -75,21 +76,7 @@ pub(crate) fn record_wait_time(tgid: u32, nr: u64, epoll: bool) {
         ns
     };
     if ns != 0 {
-        let key = OffcpuKey {
-            tgid,
-            nr: if nr < 1024 { nr as u32 } else { OFFCPU_OTHER },
-        };
-        add_to(
-            &SYSCALL_OFFCPU,
-            &key,
-            || Some(OffcpuValue::default()),
-            |v: &mut OffcpuValue| {
-                v.ns += ns;
-                v.calls += 1;
-            },
-            Some(counter::OFFCPU_INSERTS),
-            counter::OTHER_DROPS,
-        );
+        offcpu_account(tgid, offcpu_nr(nr), &OffcpuValue { ns, calls: 1 });
     }
     if !epoll {
         return;
@@ -121,23 +108,108 @@ pub(crate) fn record_wait_time(tgid: u32, nr: u64, epoll: bool) {
     );
 }
 
-/// Whether the current thread (`task`, typed; `tid` its id) may have slept
-/// inside the syscall now returning: it holds its THREAD_ENTRIES entry
-/// and a sleep is stamped there, or its state is elsewhere (task local
-/// storage, which only `iolens_record_wait` looks up: a helper call, ~60
-/// ns). Inline, a few loads: sys_exit asks it at every syscall, and most
-/// did not sleep.
+/// The sleep of the current thread (`task`, typed; `tid` its id) inside
+/// the syscall now returning, taken from its THREAD_ENTRIES entry (and
+/// cleared there): Some(ns), 0 if it did not sleep, if the thread holds
+/// the entry; None if it does not (see `entry_taken`). Inline, a few
+/// loads: sys_exit asks it at every syscall, and most did not sleep.
 #[inline(always)]
-pub(crate) fn may_have_slept(task: *const u8, tid: u32) -> bool {
-    let Some(e) = THREAD_ENTRIES.get(tid & (THREAD_SLOTS - 1)) else {
-        return false;
-    };
-    // A thread whose entry is free or another's either never switched out
-    // (so never slept) or keeps its state in task local storage.
-    if e.owner != task as u64 {
-        return e.owner != 0;
+pub(crate) fn own_sleep(task: *const u8, tid: u32) -> Option<u64> {
+    let e = THREAD_ENTRIES.get_ptr_mut(tid & (THREAD_SLOTS - 1))?;
+    // SAFETY: the map's entry; its state is written only by its holder,
+    // in its own context (its switch-outs and syscall exits: this one),
+    // and `task` is a typed task pointer at a verifier-known offset.
+    unsafe {
+        if (*e).owner != task as u64 {
+            return None;
+        }
+        let t = &raw mut (*e).state;
+        let (slept, blocked) = ((*t).wait_sleep, (*t).wait_blocked);
+        if (slept | blocked) == 0 {
+            return Some(0);
+        }
+        (*t).wait_sleep = 0;
+        (*t).wait_blocked = 0;
+        let mut ns = blocked;
+        if slept != 0 && rd(&OFFSETS.sched_info_valid) != 0 {
+            // The last sleep ended when the thread came back on CPU.
+            let arrival: u64 = load(task, rd(&OFFSETS.task_last_arrival));
+            ns += arrival.saturating_sub(slept);
+        }
+        Some(ns)
     }
-    (e.state.wait_sleep | e.state.wait_blocked) != 0
+}
+
+/// Whether another thread holds the THREAD_ENTRIES entry at `tid`: a
+/// thread without its own entry then keeps its state in task local
+/// storage. A free entry means the thread never switched out since it
+/// was free, so it did not sleep.
+#[inline(always)]
+pub(crate) fn entry_taken(tid: u32) -> bool {
+    THREAD_ENTRIES
+        .get(tid & (THREAD_SLOTS - 1))
+        .is_some_and(|e| e.owner != 0)
+}
+
+/// The off-CPU tally key of syscall `nr` (see `OffcpuKey`).
+#[inline(always)]
+pub(crate) fn offcpu_nr(nr: u64) -> u32 {
+    if nr < 1024 { nr as u32 } else { OFFCPU_OTHER }
+}
+
+/// Adds `ns` slept in syscall `nr` to the slot's tallies (of the slot's
+/// process, the current one); false if they hold two other syscalls.
+#[inline(always)]
+pub(crate) fn offcpu_to_slot(slot: &mut Slot, nr: u64, ns: u64) -> bool {
+    // Tag: the key's number + 1 (0 marks a free tally; OFFCPU_OTHER
+    // wraps to 0, so it takes 1024 + 1, which no syscall number gives).
+    let tag = if nr < 1024 { nr as u32 + 1 } else { 1025 };
+    for i in 0..SLOT_OFFCPU {
+        if slot.offcpu_tags[i] == tag {
+            slot.offcpu[i].ns += ns;
+            slot.offcpu[i].calls += 1;
+            return true;
+        }
+        if slot.offcpu_tags[i] == 0 {
+            slot.offcpu_tags[i] = tag;
+            slot.offcpu[i] = OffcpuValue { ns, calls: 1 };
+            return true;
+        }
+    }
+    false
+}
+
+/// The syscall number of a slot tally's tag (see `offcpu_to_slot`).
+#[inline(always)]
+pub(crate) fn offcpu_tag_nr(tag: u32) -> u32 {
+    if tag > 1024 { OFFCPU_OTHER } else { tag - 1 }
+}
+
+/// Adds to SYSCALL_OFFCPU: `ns` slept in syscall `nr` (key number) by one
+/// or more calls of process `tgid`.
+#[inline(always)]
+pub(crate) fn offcpu_account(tgid: u32, nr: u32, v: &OffcpuValue) {
+    add_to(
+        &SYSCALL_OFFCPU,
+        &OffcpuKey { tgid, nr },
+        || Some(OffcpuValue::default()),
+        |t: &mut OffcpuValue| {
+            t.ns += v.ns;
+            t.calls += v.calls;
+        },
+        Some(counter::OFFCPU_INSERTS),
+        counter::OTHER_DROPS,
+    );
+}
+
+/// One sleeping call of syscall `nr` (`ns` slept) of process `tgid`,
+/// straight to SYSCALL_OFFCPU: when the slot's tallies are taken. A global
+/// function, checked once by the verifier, not once per path of sys_exit.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn iolens_offcpu_add(tgid: u32, nr: u64, ns: u64) -> u32 {
+    offcpu_account(tgid, offcpu_nr(nr), &OffcpuValue { ns, calls: 1 });
+    0
 }
 
 /// Whether `task`, switching out, sleeps inside a syscall: the syscall

@@ -21,7 +21,7 @@ use crate::{
     regs::{SyscallArgs, in_compat_syscall},
     slot::{CPU_SLOT, SLOT_FLUSH_EVENTS, SLOT_KEYS, Slot, flush, slot_tag, zero},
     tally::add_to,
-    waits::{iolens_record_wait, may_have_slept},
+    waits::{entry_taken, iolens_offcpu_add, iolens_record_wait, offcpu_to_slot, own_sleep},
 };
 
 pub(crate) mod fd_class;
@@ -123,26 +123,48 @@ pub(crate) fn try_sys_exit(ctx: &BtfTracePointContext) {
     // The time the thread slept inside this call, if it did (off CPU by
     // syscall); an epoll wait is recorded in its histogram either way.
     // Asked at every call, so the common answer (no sleep) is a few loads.
-    settle_sleep(task, tgid, nr);
+    settle_sleep(slot, task, tgid, nr);
     // Last, and given only what is live here anyway: passing the
     // arguments kept them live through sys_exit, 16 more bytes of stack.
     crate::aio::on_sys_exit(nr, ret);
 }
 
-/// Settles the off-CPU time of the syscall `nr` now returning (see
-/// `iolens_record_wait`), if the thread may have slept in it or it is an
-/// epoll wait.
+/// Settles the off-CPU time of the syscall `nr` now returning, if the
+/// thread slept in it: into the slot's tallies when the thread holds its
+/// THREAD_ENTRIES entry (the common case: a few loads, and no hash update,
+/// which cost the pipe ping-pong ~100 ns a sleeping read), else (its state
+/// in task local storage, or an epoll wait, whose histogram needs the
+/// process name) through `iolens_record_wait`.
 #[inline(always)]
-fn settle_sleep(task: *const u8, tgid: u32, nr: u64) {
+fn settle_sleep(slot: &mut Slot, task: *const u8, tgid: u32, nr: u64) {
     if rd(&OFFSETS.valid) == 0 {
         return;
     }
     let epoll = syscall_info(nr).is_some_and(SyscallInfo::is_epoll);
     // SAFETY: a typed task pointer at a verifier-known offset.
     let tid: u32 = unsafe { load(task, rd(&OFFSETS.task_pid)) };
-    if epoll || may_have_slept(task, tid) {
-        let _ = iolens_record_wait(tgid, nr, u32::from(epoll));
+    if epoll {
+        // The histogram's way, which also settles the off-CPU time.
+        let _ = iolens_record_wait(tgid, nr, 1);
+        return;
     }
+    let Some(ns) = own_sleep(task, tid) else {
+        // Not its entry: a free one means the thread never switched out
+        // (so never slept), another's that its state is in task storage.
+        if entry_taken(tid) {
+            let _ = iolens_record_wait(tgid, nr, 0);
+        }
+        return;
+    };
+    if ns == 0 {
+        return;
+    }
+    slot.busy = 1;
+    if !offcpu_to_slot(slot, nr, ns) {
+        // The slot's tallies hold other syscalls: straight to the map.
+        let _ = iolens_offcpu_add(tgid, nr, ns);
+    }
+    slot.busy = 0;
 }
 
 /// The current task, whose saved user registers are at `regs`. With
