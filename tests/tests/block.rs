@@ -155,8 +155,22 @@ fn device_bytes(m: &Metrics, dev: &str, op: &str) -> u64 {
 /// requests of every process of that name: the same completions, settled
 /// by one program run. (Flushes are left out: the kernel sends one flush
 /// for several waiting ones, and those complete without being issued
-/// themselves, so they have requests but no latency.)
-fn latency_count_matches_requests(agent: &Agent, comm: &str) {
+/// themselves, so they have requests but no latency.) Counted from
+/// `base`, what both were when the child was ready: the reads of its own
+/// binary while it exec'd (many when the binary was cold, just built)
+/// were started under its parent's name, and their latency is that
+/// name's, while the requests are the pid's, now named after the child.
+fn block_counts(m: &Metrics, comm: &str) -> [(u64, u64); 2] {
+    ["read", "write"].map(|op| {
+        let l = [("comm", comm), ("op", op)];
+        (
+            m.sum("iolens_block_requests_total", &l),
+            m.sum("iolens_block_latency_seconds_count", &l),
+        )
+    })
+}
+
+fn latency_count_matches_requests(agent: &Agent, comm: &str, base: [(u64, u64); 2]) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let m = agent.scrape();
@@ -167,7 +181,9 @@ fn latency_count_matches_requests(agent: &Agent, comm: &str) {
                 m.sum("iolens_block_latency_seconds_count", &l),
             )
         };
-        let (r, w) = (counts("read"), counts("write"));
+        let [(r0, rl0), (w0, wl0)] = base;
+        let [(r1, rl1), (w1, wl1)] = block_counts(&m, comm);
+        let (r, w) = ((r1 - r0, rl1 - rl0), (w1 - w0, wl1 - wl0));
         // Another process of that name may complete a request between
         // the two maps' reads: read again until both agree.
         if r.0 == r.1 && w.0 == w.1 && r.0 > 0 && w.0 > 0 {
@@ -201,6 +217,7 @@ fn block_direct_cold_and_warm_io_of_a_child() {
 
     // O_DIRECT read of 1 MiB: exactly the child's, and what the disk read.
     let (m0, s0) = disk.snapshot(&agent);
+    let base = block_counts(&m0, &comm);
     assert_eq!(child.step().end, "phase direct-write");
     let (m1, s1) = disk.snapshot(&agent);
     assert_eq!(
@@ -283,7 +300,7 @@ fn block_direct_cold_and_warm_io_of_a_child() {
         "warm read"
     );
     drop(pin);
-    latency_count_matches_requests(&agent, &comm);
+    latency_count_matches_requests(&agent, &comm, base);
     child.finish();
 }
 
