@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Scenario, grew};
+use common::{Scenario, get_f_with, grew};
 use iolens_tests::{Metrics, can_load_probes};
 
 #[test]
@@ -91,16 +91,12 @@ fn readiness_waits_count_calls_events_timeouts_and_scans() {
     // The same sleeps, by syscall: off-CPU time settles epoll waits as
     // the histogram does, so the two agree to the nanosecond.
     let offcpu = |m: &Metrics| {
-        let pid = pid.to_string();
-        m.samples
-            .iter()
-            .filter(|s| {
-                s.name == "iolens_offcpu_seconds_total"
-                    && s.labels.get("pid") == Some(&pid)
-                    && s.labels.get("syscall").map(String::as_str) == Some("epoll_wait")
-            })
-            .map(|s| s.value)
-            .sum::<f64>()
+        get_f_with(
+            m,
+            "iolens_offcpu_seconds_total",
+            pid,
+            &[("syscall", "epoll_wait")],
+        )
     };
     let by_syscall = offcpu(&m1) - offcpu(&m0);
     assert!(
@@ -138,17 +134,8 @@ fn offcpu_time_is_attributed_to_the_syscall_that_slept() {
             .unwrap_or_else(|| panic!("note `{key}` in {:?}", r.notes))
     };
     let m1 = run.scrape();
-    let seconds = |m: &Metrics, sc: &str| -> f64 {
-        let pid = pid.to_string();
-        m.samples
-            .iter()
-            .filter(|s| {
-                s.name == "iolens_offcpu_seconds_total"
-                    && s.labels.get("pid") == Some(&pid)
-                    && s.labels.get("syscall").map(String::as_str) == Some(sc)
-            })
-            .map(|s| s.value)
-            .sum()
+    let seconds = |m: &Metrics, sc: &str| {
+        get_f_with(m, "iolens_offcpu_seconds_total", pid, &[("syscall", sc)])
     };
     let futex_waits = note("futex waits ");
     for (sc, calls) in [("nanosleep", 5.0), ("read", 5.0), ("futex", futex_waits)] {

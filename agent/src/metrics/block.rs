@@ -2,10 +2,7 @@
 //! per owning process, device and op; what no owner was seen for; and the
 //! issue-to-completion latency by process name and op.
 
-use iolens_common::{
-    BLOCK_UNATTRIBUTED, WAIT_BUCKETS, WAIT_SLOT_COUNT, WAIT_SLOT_SUM_NS, block_op_name, dev_major,
-    dev_minor,
-};
+use iolens_common::{BLOCK_UNATTRIBUTED, WAIT_BUCKETS, block_op_name, dev_major, dev_minor};
 
 use super::{Family, Kind, Mode, Tracker, comm_string};
 
@@ -98,24 +95,13 @@ impl Tracker {
         .with_mode(mode);
         let mut buckets = Vec::with_capacity(WAIT_BUCKETS);
         for (key, slots) in &self.block_hist {
-            buckets.clear();
-            let mut cum = 0u64;
-            // Bucket i holds [2^i, 2^(i+1)) ns; upper bounds from 1 us
-            // (2^10 ns), as the epoll histogram.
-            for (i, n) in slots[..WAIT_BUCKETS - 1].iter().enumerate() {
-                cum += n;
-                if i >= 9 {
-                    buckets.push(((1u64 << (i + 1)) as f64 / 1e9, cum));
-                }
-            }
-            f.histogram(
+            f.log2_histogram(
                 &[
                     ("comm", comm_string(&key.comm).as_str()),
                     ("op", block_op_name(key.op)),
                 ],
-                &buckets,
-                slots[WAIT_SLOT_COUNT],
-                slots[WAIT_SLOT_SUM_NS] as f64 / 1e9,
+                slots,
+                &mut buckets,
             );
         }
         f

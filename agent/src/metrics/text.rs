@@ -17,6 +17,8 @@ use std::{
     io::Write as _,
 };
 
+use iolens_common::{WAIT_BUCKETS, WAIT_SLOT_COUNT, WAIT_SLOT_SUM_NS, WAIT_SLOTS};
+
 use super::Tracker;
 
 /// The metric types the agent exports.
@@ -198,6 +200,33 @@ impl<'a> Family<'a> {
         self.histogram_line("_sum", labels, None, sum);
         self.histogram_line("_count", labels, None, count as f64);
         self.series += 1;
+    }
+
+    /// A histogram sample from the kernel side's log2 slots (the epoll
+    /// and block latency histograms): bucket i holds [2^i, 2^(i+1)) ns,
+    /// the last everything longer, then the count and the sum in ns.
+    /// Upper bounds are published from 1 µs (2^10 ns) so the series stay
+    /// few; `buckets` is a scratch vector kept across samples.
+    pub(super) fn log2_histogram(
+        &mut self,
+        labels: &[(&str, &str)],
+        slots: &[u64; WAIT_SLOTS],
+        buckets: &mut Vec<(f64, u64)>,
+    ) {
+        buckets.clear();
+        let mut cum = 0u64;
+        for (i, n) in slots[..WAIT_BUCKETS - 1].iter().enumerate() {
+            cum += n;
+            if i >= 9 {
+                buckets.push(((1u64 << (i + 1)) as f64 / 1e9, cum));
+            }
+        }
+        self.histogram(
+            labels,
+            buckets,
+            slots[WAIT_SLOT_COUNT],
+            slots[WAIT_SLOT_SUM_NS] as f64 / 1e9,
+        );
     }
 
     fn histogram_line(&mut self, suffix: &str, labels: &[(&str, &str)], le: Option<&str>, v: f64) {

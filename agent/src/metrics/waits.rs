@@ -2,7 +2,7 @@
 //! readiness waits per process, the epoll blocked-time histogram by
 //! process name, and the time threads slept inside each syscall.
 
-use iolens_common::{OFFCPU_OTHER, Syscall, WAIT_BUCKETS, WAIT_SLOT_COUNT, WAIT_SLOT_SUM_NS};
+use iolens_common::{OFFCPU_OTHER, Syscall, WAIT_BUCKETS};
 use syscalls::x86_64::Sysno;
 
 use super::{Family, Kind, Mode, Tracker, comm_string};
@@ -86,22 +86,7 @@ impl Tracker {
         .with_mode(mode);
         let mut buckets = Vec::with_capacity(WAIT_BUCKETS);
         for (comm, slots) in &self.wait_hist {
-            buckets.clear();
-            let mut cum = 0u64;
-            // Bucket i holds [2^i, 2^(i+1)) ns; publish upper bounds from
-            // 1 us (2^10 ns) so the series stay few.
-            for (i, n) in slots[..WAIT_BUCKETS - 1].iter().enumerate() {
-                cum += n;
-                if i >= 9 {
-                    buckets.push(((1u64 << (i + 1)) as f64 / 1e9, cum));
-                }
-            }
-            f.histogram(
-                &[("comm", comm_string(comm).as_str())],
-                &buckets,
-                slots[WAIT_SLOT_COUNT],
-                slots[WAIT_SLOT_SUM_NS] as f64 / 1e9,
-            );
+            f.log2_histogram(&[("comm", comm_string(comm).as_str())], slots, &mut buckets);
         }
         f
     }

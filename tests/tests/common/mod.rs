@@ -57,10 +57,22 @@ pub fn grew(a: &Metrics, b: &Metrics, name: &str, pid: u32, more: &[(&str, &str)
 }
 
 pub fn get_f(m: &Metrics, name: &str, pid: u32) -> f64 {
+    get_f_with(m, name, pid, &[])
+}
+
+/// The sum of `name`'s samples for `pid` with labels `more`, unrounded (for
+/// seconds).
+pub fn get_f_with(m: &Metrics, name: &str, pid: u32, more: &[(&str, &str)]) -> f64 {
     let pid = pid.to_string();
     m.samples
         .iter()
-        .filter(|s| s.name == name && s.labels.get("pid") == Some(&pid))
+        .filter(|s| {
+            s.name == name
+                && s.labels.get("pid") == Some(&pid)
+                && more
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
         .map(|s| s.value)
         .sum()
 }
