@@ -167,6 +167,21 @@ fn fold<K: Ord + Copy, V: Accum>(
     }
 }
 
+/// The keys of one process in `series`, from `first`, its smallest key
+/// (the maps are keyed by tgid first).
+fn keys_of<K: Ord + Copy, V>(
+    series: &BTreeMap<K, V>,
+    first: K,
+    tgid: impl Fn(&K) -> u32,
+) -> Vec<K> {
+    let t = tgid(&first);
+    series
+        .range(first..)
+        .take_while(|(k, _)| tgid(k) == t)
+        .map(|(k, _)| *k)
+        .collect()
+}
+
 #[derive(Debug, Clone)]
 struct Process {
     comm: String,
@@ -466,48 +481,56 @@ impl Tracker {
         }
         let mut expired = Vec::new();
         for tgid in &doomed {
-            let keys = self
-                .series
-                .range(
-                    StatKey {
-                        tgid: *tgid,
-                        syscall: 0,
-                        src: 0,
-                        dst: 0,
-                        failed: 0,
-                    }..,
-                )
-                .take_while(|(k, _)| k.tgid == *tgid)
-                .map(|(k, _)| *k)
-                .collect();
-            let uring_keys = self
-                .useries
-                .keys()
-                .filter(|k| k.tgid == *tgid)
-                .copied()
-                .collect();
-            let block_keys = self
-                .bseries
-                .keys()
-                .filter(|k| k.tgid == *tgid)
-                .copied()
-                .collect();
-            let aio_keys = self
-                .aseries
-                .keys()
-                .filter(|k| k.tgid == *tgid)
-                .copied()
-                .collect();
+            // Every map is keyed by tgid first: a range walk per map, not a
+            // scan of every key (per expiring process, at 10,000 processes).
+            let t = *tgid;
+            let keys = keys_of(
+                &self.series,
+                StatKey {
+                    tgid: t,
+                    syscall: 0,
+                    src: 0,
+                    dst: 0,
+                    failed: 0,
+                },
+                |k| k.tgid,
+            );
+            let uring_keys = keys_of(
+                &self.useries,
+                UringKey {
+                    tgid: t,
+                    opcode: 0,
+                    _pad: [0; 3],
+                },
+                |k| k.tgid,
+            );
+            let offcpu_keys = keys_of(&self.oseries, OffcpuKey { tgid: t, nr: 0 }, |k| k.tgid);
+            let block_keys = keys_of(
+                &self.bseries,
+                BlockKey {
+                    tgid: t,
+                    dev: 0,
+                    op: 0,
+                    _pad: [0; 7],
+                },
+                |k| k.tgid,
+            );
+            let aio_keys = keys_of(
+                &self.aseries,
+                AioKey {
+                    tgid: t,
+                    opcode: 0,
+                    src: 0,
+                    dst: 0,
+                    _pad: 0,
+                },
+                |k| k.tgid,
+            );
             expired.push(Expired {
                 tgid: *tgid,
                 keys,
                 uring_keys,
-                offcpu_keys: self
-                    .oseries
-                    .range(OffcpuKey { tgid: *tgid, nr: 0 }..)
-                    .take_while(|(k, _)| k.tgid == *tgid)
-                    .map(|(k, _)| *k)
-                    .collect(),
+                offcpu_keys,
                 block_keys,
                 aio_keys,
             });
