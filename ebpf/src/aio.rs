@@ -22,7 +22,7 @@ use iolens_common::{
 };
 
 use crate::{
-    health::{HEALTH, bump},
+    health::{bump, bump_by},
     kernel::{current_tgid, load},
     syscalls::fd_class::fd_endpoint,
     tally::add_to,
@@ -123,7 +123,7 @@ fn submitted(tgid: u32, iocbpp: u64, n: u64) {
             ..AioValue::default()
         };
         account(tgid, AIO_OP_UNKNOWN, 0, 0, &v);
-        add_unread(n - AIO_BATCH);
+        bump_by(counter::AIO_UNREAD, n - AIO_BATCH);
     }
 }
 
@@ -207,7 +207,7 @@ fn completed(tgid: u32, events: u64, n: u64) {
     if n > AIO_BATCH {
         // Not read: the events past the bound are not counted at all
         // (AIO_UNREAD says how many).
-        add_unread(n - AIO_BATCH);
+        bump_by(counter::AIO_UNREAD, n - AIO_BATCH);
     }
 }
 
@@ -260,14 +260,6 @@ pub extern "C" fn iolens_aio_completed_one(tgid: u32, at: u64) -> u32 {
     };
     account(tgid, opcode, src, dst, &v);
     0
-}
-
-#[inline(always)]
-fn add_unread(n: u64) {
-    if let Some(c) = HEALTH.get_ptr_mut(counter::AIO_UNREAD) {
-        // SAFETY: a per-CPU slot only this CPU writes.
-        unsafe { *c += n };
-    }
 }
 
 /// What was remembered of the iocb at user address `iocb` (io_cancel's

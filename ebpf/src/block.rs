@@ -23,8 +23,7 @@ use aya_ebpf::{
 use iolens_common::{
     BLOCK_ENTRIES, BLOCK_HIST_ENTRIES, BLOCK_OP_FLUSH, BLOCK_OP_WRITE, BLOCK_REQ_DONE,
     BLOCK_REQ_ENTRIES, BLOCK_REQ_LIVE, BLOCK_REQ_SKIP, BLOCK_UNATTRIBUTED, BlockHistKey, BlockKey,
-    BlockReq, BlockValue, WAIT_BUCKETS, WAIT_SLOT_COUNT, WAIT_SLOT_SUM_NS, WAIT_SLOTS, block_op,
-    counter,
+    BlockReq, BlockValue, WAIT_SLOTS, block_op, counter,
 };
 
 use crate::{
@@ -32,7 +31,7 @@ use crate::{
     kernel::{OFFSETS, current_tgid, load, rd},
     process::{PROC_INFO, process_comm, remember_process},
     tally::add_to,
-    waits::ZERO_HIST,
+    waits::add_log2,
 };
 
 /// Request structs (`struct request *`) -> owner of their current use.
@@ -268,30 +267,10 @@ pub fn iolens_block_complete(ctx: BtfTracePointContext) -> i32 {
 
 #[inline(always)]
 fn record_latency(comm: &[u8; 16], op: u8, ns: u64) {
-    let bucket = if ns == 0 {
-        0
-    } else {
-        (63 - ns.leading_zeros() as usize).min(WAIT_BUCKETS - 1)
-    };
     let hkey = BlockHistKey {
         comm: *comm,
         op,
         _pad: [0; 7],
     };
-    // The zero from a map, as for the epoll histogram: 336 bytes of stack
-    // otherwise.
-    add_to(
-        &BLOCK_HIST,
-        &hkey,
-        || ZERO_HIST.get(0),
-        |h: &mut [u64; WAIT_SLOTS]| {
-            if bucket < WAIT_BUCKETS {
-                h[bucket] += 1;
-            }
-            h[WAIT_SLOT_COUNT] += 1;
-            h[WAIT_SLOT_SUM_NS] += ns;
-        },
-        None,
-        counter::OTHER_DROPS,
-    );
+    add_log2(&BLOCK_HIST, &hkey, ns);
 }

@@ -9,7 +9,7 @@ use iolens_common::{
 };
 
 use crate::{
-    kernel::{OFFSETS, load, rd, rdonly_cast},
+    kernel::{OFFSETS, fresh, load, rd, rdonly_cast},
     process::process_comm,
     regs::{PT_REGS_ORIG_AX, REGS_AT, learn_regs_at},
     slot::{SLOT_OFFCPU, Slot},
@@ -81,28 +81,39 @@ pub(crate) fn record_wait_time(tgid: u32, nr: u64, epoll: bool) {
     if !epoll {
         return;
     }
+    add_log2(&EPOLL_WAIT_HIST, &process_comm(tgid), ns);
+}
+
+/// Records `ns` in the log2 histogram of `key` (the epoll waits' by
+/// process name, the block latency's by name and op): bucket i counts
+/// [2^i, 2^(i+1)) ns, the last everything longer; then the count and the
+/// sum. A new key's histogram goes in zeroed from ZERO_HIST, not from a
+/// 336-byte zero on the stack: with it, sys_exit and the epoll record
+/// needed 672 bytes of stack together, and kernels without private BPF
+/// stacks (Debian's 6.1 and 6.12) refuse more than 512.
+#[inline(always)]
+pub(crate) fn add_log2<K>(map: &PerCpuHashMap<K, [u64; WAIT_SLOTS]>, key: &K, ns: u64) {
     let bucket = if ns == 0 {
         0
     } else {
         (63 - ns.leading_zeros() as usize).min(WAIT_BUCKETS - 1)
     };
-    let comm = process_comm(tgid);
-    // A new name's histogram goes in zeroed from ZERO_HIST, not from a
-    // 336-byte zero on the stack: with it, sys_exit and this function
-    // needed 672 bytes of stack together, and kernels without private BPF
-    // stacks (Debian's 6.1 and 6.12) refuse more than 512.
-    let record = |h: &mut [u64; WAIT_SLOTS]| {
-        if bucket < WAIT_BUCKETS {
-            h[bucket] += 1;
-        }
-        h[WAIT_SLOT_COUNT] += 1;
-        h[WAIT_SLOT_SUM_NS] += ns;
-    };
     add_to(
-        &EPOLL_WAIT_HIST,
-        &comm,
+        map,
+        key,
         || ZERO_HIST.get(0),
-        record,
+        |h: &mut [u64; WAIT_SLOTS]| {
+            // Checked and used in one fresh register: shared by two
+            // programs, the compiler reloaded the spilled bucket between
+            // the check and the index in block_complete, which even
+            // 6.18's verifier refused.
+            let bucket = fresh(bucket as u64) as usize;
+            if bucket < WAIT_BUCKETS {
+                h[bucket] += 1;
+            }
+            h[WAIT_SLOT_COUNT] += 1;
+            h[WAIT_SLOT_SUM_NS] += ns;
+        },
         None,
         counter::OTHER_DROPS,
     );
