@@ -334,7 +334,12 @@ impl Tracker {
             fold(&mut self.oseries, &mut snap.offcpu, |k| active.push(k.tgid));
         }
         if !snap.unchanged[4] {
+            let devices = &mut self.devices;
             fold(&mut self.bseries, &mut snap.block, |k| {
+                // Named once, when a key first counts (a readlink in /sys).
+                devices
+                    .entry(k.dev)
+                    .or_insert_with(|| block::device_name(k.dev));
                 if k.tgid != BLOCK_UNATTRIBUTED {
                     active.push(k.tgid);
                 }
@@ -345,11 +350,6 @@ impl Tracker {
         }
         self.wait_hist.clone_from(&snap.wait_hist);
         self.block_hist.clone_from(&snap.block_hist);
-        for key in self.bseries.keys() {
-            self.devices
-                .entry(key.dev)
-                .or_insert_with(|| block::device_name(key.dev));
-        }
 
         for (tgid, info) in &snap.procs {
             self.observe_proc(*tgid, info, now_ns);
