@@ -107,8 +107,22 @@ pub fn drop_after_attach() -> anyhow::Result<Kept> {
             .context("installing the capability-drop signal handler");
     }
     let result = broadcast(signal, keep, clear_bounding);
-    // SAFETY: restores the handler saved above.
-    unsafe { libc::sigaction(signal, &old, std::ptr::null_mut()) };
+    // A thread slow to handle the first signal was sent it again, and
+    // real-time signals queue: a copy may still be pending when every
+    // thread already shows the drop. Delivered after the default action is
+    // back, it killed the agent (CI, a TCG guest: "status 63"). Setting the
+    // action to SIG_IGN discards every pending copy, in every thread,
+    // blocked or not (POSIX; Linux's do_sigaction); only then the old one
+    // comes back. No copy is sent after this point.
+    // SAFETY: sigaction is plain data; SIG_IGN with an empty mask.
+    let mut ignore: libc::sigaction = unsafe { std::mem::zeroed() };
+    ignore.sa_sigaction = libc::SIG_IGN;
+    // SAFETY: valid pointers to initialised sigaction structs; restores
+    // the handler saved above after the discard.
+    unsafe {
+        libc::sigaction(signal, &ignore, std::ptr::null_mut());
+        libc::sigaction(signal, &old, std::ptr::null_mut());
+    }
     let threads = result?;
 
     Ok(Kept {
