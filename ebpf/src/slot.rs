@@ -50,6 +50,10 @@ pub(crate) struct Slot {
     pub(crate) regs: [u64; 2],
     pub(crate) tasks: [u64; 2],
     pub(crate) task_epoch: u64,
+    /// The process last named in PROC_INFO from this slot, as of
+    /// `named_epoch`; see `claim`. Kept across flushes.
+    pub(crate) named: u32,
+    pub(crate) named_epoch: u64,
 }
 
 pub(crate) const SLOT_URING: usize = 4;
