@@ -588,6 +588,11 @@ fn top_once_json_in_process() {
 
 /// An HTTP server answering every request with `body` (200, text/plain).
 fn serve(body: &'static str) -> u16 {
+    serve_answer("200 OK", body)
+}
+
+/// An HTTP server answering every request with `status` and `body`.
+fn serve_answer(status: &'static str, body: &'static str) -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = l.local_addr().expect("addr").port();
     std::thread::spawn(move || {
@@ -603,7 +608,7 @@ fn serve(body: &'static str) -> u16 {
             }
             let _ = write!(
                 s,
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nWWW-Authenticate: Basic realm=\"iolens\"\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
         }
@@ -624,8 +629,22 @@ fn refused_port() -> u16 {
 fn top_unusable_sources_exit_2_with_one_line() {
     let prom = serve("# TYPE node_load1 gauge\nnode_load1 0.5\n");
     let html = serve("<!DOCTYPE html><html><body>hello</body></html>\n");
+    // What an agent with basic_auth_users answers without credentials.
+    let locked = serve_answer("401 Unauthorized", "Unauthorized\n");
     let refused = refused_port();
     let cases = [
+        (
+            "https://127.0.0.1:9464/metrics".to_owned(),
+            "`top` cannot read yet",
+        ),
+        (
+            "http://prom:secret@127.0.0.1:9464/metrics".to_owned(),
+            "cannot send basic auth yet",
+        ),
+        (
+            format!("http://127.0.0.1:{locked}/metrics"),
+            "asks for credentials",
+        ),
         ("notaurl".to_owned(), "no scheme"),
         ("ftp://127.0.0.1/metrics".to_owned(), "not an http:// URL"),
         (

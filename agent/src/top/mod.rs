@@ -34,7 +34,9 @@ use crate::agent::UsageError;
 pub struct TopArgs {
     /// Read the metrics of a running `iolens run` at this address instead of
     /// loading the probes here. Needs no privileges; works across machines.
-    /// Without it, `top` needs root: it starts `iolens run --listen
+    /// Plain HTTP without credentials only, so far: an agent whose
+    /// --web.config.file turns on TLS or basic auth is not readable by
+    /// `top` yet. Without it, `top` needs root: it starts `iolens run --listen
     /// 127.0.0.1:0` as its child and stops it on exit.
     #[arg(long, value_name = "http://HOST:PORT/metrics")]
     pub url: Option<String>,

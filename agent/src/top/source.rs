@@ -34,6 +34,11 @@ pub enum FetchError {
     Http { url: String, what: String },
     #[error("{url} answered {status}, not 200 OK; is it an iolens agent's /metrics?")]
     Status { url: String, status: StatusCode },
+    #[error(
+        "{url} asks for credentials (basic_auth_users in the agent's --web.config.file), which \
+         `top` cannot send yet; run `iolens top` on that host without --url instead"
+    )]
+    Unauthorized { url: String },
 }
 
 /// A parsed `--url`.
@@ -61,7 +66,9 @@ impl Target {
             Some("http") => {}
             Some("https") => {
                 return Err(bad(
-                    "uses https, which iolens does not serve yet (no TLS in `iolens run`)",
+                    "uses https, which `top` cannot read yet: it speaks plain HTTP only (an agent \
+                     with TLS in its --web.config.file is for Prometheus; run `iolens top` on that \
+                     host without --url instead)",
                 ));
             }
             Some(_) => return Err(bad("is not an http:// URL")),
@@ -70,7 +77,9 @@ impl Target {
         let authority = uri.authority().ok_or_else(|| bad("has no host"))?;
         if authority.as_str().contains('@') {
             return Err(bad(
-                "carries user info, but `iolens run` has no authentication to give it to",
+                "carries user info, but `top` cannot send basic auth yet (an agent with \
+                 basic_auth_users in its --web.config.file is for Prometheus; run `iolens top` \
+                 on that host without --url instead)",
             ));
         }
         let host = authority
@@ -130,9 +139,14 @@ impl Target {
             .map_err(|e| http(format!("no HTTP response: {e}")))?;
         if resp.status() != StatusCode::OK {
             conn.abort();
-            return Err(FetchError::Status {
-                url: self.url.clone(),
-                status: resp.status(),
+            let url = self.url.clone();
+            return Err(if resp.status() == StatusCode::UNAUTHORIZED {
+                FetchError::Unauthorized { url }
+            } else {
+                FetchError::Status {
+                    url,
+                    status: resp.status(),
+                }
             });
         }
         let body = Limited::new(resp.into_body(), MAX_BODY)
