@@ -42,7 +42,8 @@ enum Cmd {
     Compare(CompareArgs),
     /// A live terminal view, one row per process: bytes/s through user space
     /// and zero-copy, copies per byte, syscalls, context switches, CPU,
-    /// page-cache hits, epoll and io_uring efficiency. Loads the probes
+    /// time slept in syscalls, disk bytes, page-cache hits, epoll and
+    /// io_uring efficiency. Loads the probes
     /// here (root), or reads a running agent with --url (no privileges).
     Top(TopArgs),
     /// Run reference I/O workloads (servers, file sender, load generator).

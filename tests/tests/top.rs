@@ -406,7 +406,9 @@ struct Expected {
     syscalls: u64,
     vcsw: u64,
     ivcsw: u64,
+    disk: u64,
     cpu: f64,
+    offcpu: f64,
 }
 
 fn expected(m0: &Metrics, m1: &Metrics, pid: u32) -> Expected {
@@ -436,7 +438,14 @@ fn expected(m0: &Metrics, m1: &Metrics, pid: u32) -> Expected {
         syscalls: d("iolens_process_syscalls_total", &|_| true) as u64,
         vcsw: d("iolens_context_switches_total", &kind("voluntary")) as u64,
         ivcsw: d("iolens_context_switches_total", &kind("involuntary")) as u64,
+        disk: d("iolens_block_bytes_total", &|s| {
+            matches!(
+                s.labels.get("op").map(String::as_str),
+                Some("read" | "write")
+            )
+        }) as u64,
         cpu: d("iolens_cpu_seconds_total", &|_| true),
+        offcpu: d("iolens_offcpu_seconds_total", &|_| true),
     }
 }
 
@@ -524,7 +533,9 @@ fn once_json(source: &str) {
         syscalls: n("syscalls"),
         vcsw: n("voluntary_switches"),
         ivcsw: n("involuntary_switches"),
+        disk: n("disk_read_bytes") + n("disk_write_bytes"),
         cpu: delta["cpu_seconds"].as_f64().expect("cpu_seconds"),
+        offcpu: delta["offcpu_seconds"].as_f64().expect("offcpu_seconds"),
     };
     let want = expected(&m0, &m1, c.pid());
     eprintln!("{test}: top {shown:?}\n{test}: /metrics {want:?}");
@@ -538,16 +549,43 @@ fn once_json(source: &str) {
     let rate = row["user_bytes_per_sec"].as_f64().expect("rate");
     assert!((rate - (shown.user_in + shown.user_out) as f64 / secs).abs() < 1e-6);
 
+    // The burst ended the read the child had slept in since its pause,
+    // before top's first sample: that sleep is settled inside the
+    // interval. An agent counts a sleep it saw begin: top's own agent
+    // (in-process) attached after the pause, so it has none.
+    let want_offcpu = if source == "url" { want.offcpu } else { 0.0 };
+    assert!(
+        want.offcpu > 0.0,
+        "off-CPU seconds in /metrics {}",
+        want.offcpu
+    );
+    let wait = row["offcpu_percent"].as_f64().expect("offcpu_percent");
+    assert!((wait - shown.offcpu / secs * 100.0).abs() < 1e-6);
+
     let cpu_close = (shown.cpu - want.cpu).abs() < 1e-6;
+    let offcpu_close = (shown.offcpu - want_offcpu).abs() < 1e-6;
     let (shown_ints, want_ints) = (
-        Expected { cpu: 0.0, ..shown },
-        Expected { cpu: 0.0, ..want },
+        Expected {
+            cpu: 0.0,
+            offcpu: 0.0,
+            ..shown
+        },
+        Expected {
+            cpu: 0.0,
+            offcpu: 0.0,
+            ..want
+        },
     );
     assert_eq!(shown_ints, want_ints, "top's delta differs from /metrics'");
     assert!(
         cpu_close,
         "CPU seconds: top {} vs /metrics {}",
         shown.cpu, want.cpu
+    );
+    assert!(
+        offcpu_close,
+        "off-CPU seconds: top {} vs {want_offcpu} ({source}; /metrics {})",
+        shown.offcpu, want.offcpu
     );
 
     if source == "url" {

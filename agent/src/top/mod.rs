@@ -81,6 +81,8 @@ Columns (rates over the interval):
            user space is one copy; a zero-copy byte none)
   SYSC/s   syscalls/s          VCSW/s ICSW/s  voluntary/involuntary switches/s
   CPU%     % of one CPU        HIT%   page-cache hit % (README, Design)
+  WAIT%    time slept inside syscalls, % of one thread (threads summed)
+  DISK/s   bytes/s disks read and wrote for its own block requests
   EPWK/s   epoll wakeups/s     EV/WK  events per wakeup
   OP/ENT   io_uring SQEs per io_uring_enter
 
@@ -244,11 +246,12 @@ fn totals_lines(v: &View) -> [String; 2] {
     let t = &v.totals;
     [
         format!(
-            "{} procs  user {}/s  zero-copy {}/s  CPU {:.0}%",
+            "{} procs  user {}/s  zero-copy {}/s  CPU {:.0}%  disk {}/s",
             v.processes,
             model::bytes(t.user_bytes_per_sec),
             model::bytes(t.zero_copy_bytes_per_sec),
             t.cpu_percent,
+            model::bytes(t.disk_bytes_per_sec),
         ),
         format!(
             "syscalls {}/s  switches {}/s vol {}/s invol  probes {}/{}",

@@ -67,6 +67,15 @@ pub struct Counters {
     pub uring_submitted: u64,
     /// io_uring_enter calls.
     pub uring_enters: u64,
+    /// Bytes disks read for the process's own block requests
+    /// (`iolens_block_bytes_total{op="read"}`: reads, O_DIRECT, readahead).
+    pub disk_read_bytes: u64,
+    /// … wrote (`op="write"`: O_DIRECT and sync writes it issued; page-cache
+    /// writeback counts for the flush workers that issue it).
+    pub disk_write_bytes: u64,
+    /// Seconds its threads slept inside syscalls
+    /// (`iolens_offcpu_seconds_total`, every syscall).
+    pub offcpu_seconds: f64,
 }
 
 impl Counters {
@@ -92,11 +101,9 @@ impl Counters {
         fn d(now: u64, then: u64) -> u64 {
             if now >= then { now - then } else { now }
         }
-        let cpu = if self.cpu_seconds >= prev.cpu_seconds {
-            self.cpu_seconds - prev.cpu_seconds
-        } else {
-            self.cpu_seconds
-        };
+        fn df(now: f64, then: f64) -> f64 {
+            if now >= then { now - then } else { now }
+        }
         Counters {
             user_in_bytes: d(self.user_in_bytes, prev.user_in_bytes),
             user_out_bytes: d(self.user_out_bytes, prev.user_out_bytes),
@@ -113,7 +120,7 @@ impl Counters {
             syscalls: d(self.syscalls, prev.syscalls),
             voluntary_switches: d(self.voluntary_switches, prev.voluntary_switches),
             involuntary_switches: d(self.involuntary_switches, prev.involuntary_switches),
-            cpu_seconds: cpu,
+            cpu_seconds: df(self.cpu_seconds, prev.cpu_seconds),
             cache_lookup_pages: d(self.cache_lookup_pages, prev.cache_lookup_pages),
             cache_added_pages: d(self.cache_added_pages, prev.cache_added_pages),
             cache_dirtied_pages: d(self.cache_dirtied_pages, prev.cache_dirtied_pages),
@@ -122,6 +129,9 @@ impl Counters {
             epoll_events: d(self.epoll_events, prev.epoll_events),
             uring_submitted: d(self.uring_submitted, prev.uring_submitted),
             uring_enters: d(self.uring_enters, prev.uring_enters),
+            disk_read_bytes: d(self.disk_read_bytes, prev.disk_read_bytes),
+            disk_write_bytes: d(self.disk_write_bytes, prev.disk_write_bytes),
+            offcpu_seconds: df(self.offcpu_seconds, prev.offcpu_seconds),
         }
     }
 
@@ -144,6 +154,9 @@ impl Counters {
         self.epoll_events += o.epoll_events;
         self.uring_submitted += o.uring_submitted;
         self.uring_enters += o.uring_enters;
+        self.disk_read_bytes += o.disk_read_bytes;
+        self.disk_write_bytes += o.disk_write_bytes;
+        self.offcpu_seconds += o.offcpu_seconds;
     }
 
     /// Adds one per-process sample of the exposition to these counters.
@@ -204,6 +217,14 @@ impl Counters {
                 self.epoll_events += v;
             }
             "iolens_io_uring_enter_submitted_total" => self.uring_submitted += v,
+            "iolens_block_bytes_total" => match s.label("op") {
+                Some("read") => self.disk_read_bytes += v,
+                Some("write") => self.disk_write_bytes += v,
+                _ => {}
+            },
+            "iolens_offcpu_seconds_total" if s.value.is_finite() && s.value > 0.0 => {
+                self.offcpu_seconds += s.value;
+            }
             _ => {}
         }
     }
@@ -324,6 +345,11 @@ pub struct Rates {
     pub epoll_wakeups_per_sec: f64,
     pub events_per_wakeup: Option<f64>,
     pub uring_ops_per_enter: Option<f64>,
+    /// Bytes/s disks read and wrote for the process's block requests.
+    pub disk_bytes_per_sec: f64,
+    /// Time slept inside syscalls, per cent of one thread's time (summed
+    /// over threads: above 100 when several wait).
+    pub offcpu_percent: f64,
 }
 
 impl Rates {
@@ -343,6 +369,8 @@ impl Rates {
             events_per_wakeup: (wakeups > 0).then(|| d.epoll_events as f64 / wakeups as f64),
             uring_ops_per_enter: (d.uring_enters > 0)
                 .then(|| d.uring_submitted as f64 / d.uring_enters as f64),
+            disk_bytes_per_sec: per((d.disk_read_bytes + d.disk_write_bytes) as f64),
+            offcpu_percent: per(d.offcpu_seconds) * 100.0,
         }
     }
 }
@@ -445,6 +473,10 @@ pub enum Column {
     Ics,
     /// CPU %.
     Cpu,
+    /// Time slept inside syscalls, %.
+    Wait,
+    /// Bytes/s read and written by disks for it.
+    Disk,
     /// Page-cache hit %.
     CacheHit,
     /// Epoll wakeups/s.
@@ -456,7 +488,7 @@ pub enum Column {
 }
 
 impl Column {
-    pub const ALL: [Column; 13] = [
+    pub const ALL: [Column; 15] = [
         Column::Pid,
         Column::Comm,
         Column::User,
@@ -466,6 +498,8 @@ impl Column {
         Column::Vcs,
         Column::Ics,
         Column::Cpu,
+        Column::Wait,
+        Column::Disk,
         Column::CacheHit,
         Column::EpollWakeups,
         Column::EventsPerWakeup,
@@ -483,6 +517,8 @@ impl Column {
             Column::Vcs => "VCSW/s",
             Column::Ics => "ICSW/s",
             Column::Cpu => "CPU%",
+            Column::Wait => "WAIT%",
+            Column::Disk => "DISK/s",
             Column::CacheHit => "HIT%",
             Column::EpollWakeups => "EPWK/s",
             Column::EventsPerWakeup => "EV/WK",
@@ -502,6 +538,8 @@ impl Column {
             Column::Vcs => "voluntary context switches/s (blocked)",
             Column::Ics => "involuntary context switches/s (preempted)",
             Column::Cpu => "on-CPU time, % of one CPU",
+            Column::Wait => "slept inside syscalls, % of one thread (its threads summed)",
+            Column::Disk => "bytes/s disks read and wrote for its own block requests",
             Column::CacheHit => "page-cache hit % of reads' page lookups",
             Column::EpollWakeups => "epoll waits/s that returned events",
             Column::EventsPerWakeup => "events per epoll wakeup",
@@ -514,10 +552,10 @@ impl Column {
         match self {
             Column::Pid => 7,
             Column::Comm => 12,
-            Column::User | Column::ZeroCopy => 10,
+            Column::User | Column::ZeroCopy | Column::Disk => 10,
             Column::Syscalls => 7,
             Column::Vcs | Column::Ics | Column::EpollWakeups => 7,
-            Column::Copies | Column::Cpu | Column::CacheHit => 6,
+            Column::Copies | Column::Cpu | Column::Wait | Column::CacheHit => 6,
             Column::EventsPerWakeup | Column::UringOpsPerEnter => 6,
         }
     }
@@ -530,12 +568,14 @@ impl Column {
             Column::Cpu => 1,
             Column::Syscalls => 2,
             Column::Copies => 3,
-            Column::CacheHit => 4,
-            Column::Vcs => 5,
-            Column::Ics => 6,
-            Column::EpollWakeups => 7,
-            Column::UringOpsPerEnter => 8,
-            Column::EventsPerWakeup => 9,
+            Column::Wait => 4,
+            Column::Disk => 5,
+            Column::CacheHit => 6,
+            Column::Vcs => 7,
+            Column::Ics => 8,
+            Column::EpollWakeups => 9,
+            Column::UringOpsPerEnter => 10,
+            Column::EventsPerWakeup => 11,
         }
     }
 
@@ -556,6 +596,8 @@ impl Column {
             Column::Vcs => Some(x.voluntary_switches_per_sec),
             Column::Ics => Some(x.involuntary_switches_per_sec),
             Column::Cpu => Some(x.cpu_percent),
+            Column::Wait => Some(x.offcpu_percent),
+            Column::Disk => Some(x.disk_bytes_per_sec),
             Column::CacheHit => x.cache_hit_percent,
             Column::EpollWakeups => Some(x.epoll_wakeups_per_sec),
             Column::EventsPerWakeup => x.events_per_wakeup,
@@ -576,6 +618,8 @@ impl Column {
             Column::Ics => count(x.involuntary_switches_per_sec),
             Column::EpollWakeups => count(x.epoll_wakeups_per_sec),
             Column::Cpu => format!("{:.1}", x.cpu_percent),
+            Column::Wait => format!("{:.1}", x.offcpu_percent),
+            Column::Disk => bytes(x.disk_bytes_per_sec),
             Column::Copies => opt(x.cpu_copies_per_byte, |v| format!("{v:.2}")),
             Column::CacheHit => opt(x.cache_hit_percent, |v| format!("{v:.1}")),
             Column::EventsPerWakeup => opt(x.events_per_wakeup, count),
@@ -771,6 +815,12 @@ iolens_page_cache_added_pages_total{pid=\"20\",comm=\"sender\"} 30
 iolens_page_cache_dirtied_pages_total{pid=\"20\",comm=\"sender\"} 10
 iolens_io_uring_enter_submitted_total{pid=\"20\",comm=\"sender\"} 64
 iolens_syscalls_total{pid=\"20\",comm=\"sender\",syscall=\"io_uring_enter\",path=\"none\"} 4
+iolens_block_bytes_total{pid=\"20\",comm=\"sender\",device=\"vda\",op=\"read\"} 8192
+iolens_block_bytes_total{pid=\"20\",comm=\"sender\",device=\"vda\",op=\"write\"} 4096
+iolens_block_bytes_total{pid=\"20\",comm=\"sender\",device=\"vda\",op=\"discard\"} 65536
+iolens_block_unattributed_bytes_total{device=\"vda\",op=\"read\"} 999
+iolens_offcpu_seconds_total{pid=\"10\",comm=\"relay\",syscall=\"epoll_wait\"} 1.5
+iolens_offcpu_seconds_total{pid=\"10\",comm=\"relay\",syscall=\"futex\"} 0.5
 iolens_probe_attached{program=\"sys_exit\",tracepoint=\"raw_syscalls:sys_exit\"} 1
 iolens_probe_attached{program=\"x\",tracepoint=\"y:z\"} 0
 ";
@@ -825,6 +875,9 @@ iolens_probe_attached{program=\"x\",tracepoint=\"y:z\"} 0
         assert_eq!(relay.rates.events_per_wakeup, Some(3.0));
         assert_eq!(relay.rates.cache_hit_percent, None);
         assert_eq!(relay.rates.uring_ops_per_enter, None);
+        // 2 s slept in syscalls over 2 s; no block requests of its own.
+        assert_eq!(relay.rates.offcpu_percent, 100.0);
+        assert_eq!(relay.rates.disk_bytes_per_sec, 0.0);
 
         let sender = row(&v, 20);
         assert_eq!(sender.rates.zero_copy_bytes_per_sec, 2048.0);
@@ -833,6 +886,10 @@ iolens_probe_attached{program=\"x\",tracepoint=\"y:z\"} 0
         assert_eq!(sender.rates.cache_hit_percent, Some(80.0));
         assert_eq!(sender.rates.uring_ops_per_enter, Some(16.0));
         assert_eq!(sender.delta.user_in_bytes, 0);
+        // Reads and writes, not the discard; the unattributed bytes are
+        // nobody's row.
+        assert_eq!(sender.rates.disk_bytes_per_sec, (8192.0 + 4096.0) / 2.0);
+        assert_eq!(sender.rates.offcpu_percent, 0.0);
         assert_eq!(sender.total.user_in_bytes, 5);
 
         // First seen in this interval: counted from zero.

@@ -422,6 +422,22 @@ mod tests {
             assert!(cols.contains(&c), "{c:?} hidden at 80 columns");
         }
         assert!(!cols.contains(&Column::EventsPerWakeup));
+        // As docs/top.md says.
+        assert_eq!(
+            cols,
+            [
+                Column::Pid,
+                Column::Comm,
+                Column::User,
+                Column::ZeroCopy,
+                Column::Copies,
+                Column::Syscalls,
+                Column::Cpu,
+                Column::Wait,
+            ]
+        );
+        let all = Column::ALL.iter().map(|c| c.width()).sum::<u16>() + Column::ALL.len() as u16 - 1;
+        assert_eq!(all, 127);
         assert_eq!(fit(200).0.len(), Column::ALL.len());
         // Narrower than the essentials: they stay (ratatui clips).
         assert_eq!(fit(20).0.len(), 4);
