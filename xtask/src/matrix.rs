@@ -183,12 +183,12 @@ pub fn run_in_vm(
     };
     let mut run = vm::run_vm(&vm, &["sh", script_s.as_str()]);
     // vng exits 255 only when the VM itself died: the guest script exits
-    // 0, 1 or 125. Under TCG with two vCPUs, Debian's 6.12 kernel has
-    // oopsed on a stale int3 in patched kernel text (`Oops: int3` in
-    // sched_clock_cpu, 2.4 s into boot, before any test ran; and once in
-    // the middle of agent_behaviour, 1 crash in about 10 boots here): the
-    // emulator's, not the suite's. Such a death reruns the kernel's suites
-    // once, loudly; a second death, or any test failure, still fails.
+    // 0, 1 or 125. Under TCG with a host thread per vCPU, Debian's 6.12
+    // kernel has oopsed on a stale int3 in patched kernel text (`Oops:
+    // int3`; see `vm::Vm::new`, which now runs the vCPUs in one thread):
+    // the emulator's, not the suite's. Should a VM still die, it reruns
+    // the kernel's suites once, loudly; a second death, or any test
+    // failure, still fails.
     if matches!(&run, Ok(r) if r.status.code() == Some(DIED)) {
         eprintln!(
             "xtask: vm: the {kernel} VM died (vng exited {DIED}; its console above says why): \
