@@ -10,6 +10,7 @@ use crate::{
     epoch::bump_epoch,
     health::bump,
     kernel::{BPF_NOEXIST, OFFSETS, current_comm, load, rd},
+    slot::{CPU_SLOT, flush},
     tally::add_to,
     thread::{move_thread_entry, release_thread_entry},
 };
@@ -126,6 +127,20 @@ pub fn iolens_exit(_ctx: TracePointContext) -> u32 {
     let (tgid, pid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     // SAFETY: the current task; only its address is used.
     release_thread_entry(unsafe { bpf_get_current_task_btf() } as u64, pid);
+    // What the exiting thread's process did on this CPU goes to the maps
+    // now, before exit_notify wakes the parent: its final switch-out, which
+    // would flush otherwise, can come after the parent has reaped it and
+    // scraped (seen in a 6.12 VM under single-threaded TCG: a child's 7
+    // writes read as 0 right after its wait returned). This runs in the
+    // exiting task, not preempted; a busy slot belongs to a sys_exit run
+    // this CPU interrupted, of another task.
+    if let Some(s) = CPU_SLOT.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot, and no other program runs on it now.
+        let s = unsafe { &mut *s };
+        if s.busy == 0 && s.tgid == tgid {
+            flush(s);
+        }
+    }
     if tgid != pid {
         return 0;
     }

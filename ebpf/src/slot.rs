@@ -12,9 +12,10 @@ use crate::{
 
 /// What the process that last made a syscall on this CPU has done since,
 /// not yet in the maps: one per CPU, looked up without hashing. Flushed
-/// when another process makes a syscall or is switched in on this CPU, and
-/// every `SLOT_FLUSH_EVENTS` syscalls; so when a process is not running,
-/// all it did is in the maps.
+/// when another process makes a syscall or is switched in on this CPU,
+/// when a thread of its process exits, and every `SLOT_FLUSH_EVENTS`
+/// syscalls; so when a process is not running, or has been reaped, all it
+/// did is in the maps.
 #[map]
 pub(crate) static CPU_SLOT: PerCpuArray<Slot> = PerCpuArray::with_max_entries(1, 0);
 

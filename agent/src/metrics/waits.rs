@@ -57,7 +57,7 @@ impl Tracker {
     fn offcpu_families<'m>(&self, mode: Mode<'m>) -> (Family<'m>, Family<'m>) {
         let mut seconds = Family::new(
             "iolens_offcpu_seconds_total",
-            "Time threads slept (switched out voluntarily) inside each syscall, settled when the call returned; by the x86_64 syscall table's name, \"other\" for the rest (ia32 calls without an x86_64 twin, unknown numbers). Sleeps outside syscalls (page faults from user space) are only in iolens_sleep_seconds_total.",
+            "Time threads slept (switched out voluntarily) inside each syscall, settled when the call returned; by the x86_64 syscall table's name, \"other\" for the rest (ia32 calls without an x86_64 twin, unknown numbers). Sleeps outside syscalls (page faults from user space) are only in iolens_sleep_seconds_total. A sleep already in progress when the agent attached is not counted (its start was not seen).",
             Kind::Counter,
         )
         .with_mode(mode);
