@@ -7,7 +7,18 @@ use std::process::Command;
 use iolens_tests::{agent_bin, can_load_probes};
 
 /// Runs `iolens compare --suite SUITE ARGS --json` and returns the report.
+/// One `iolens compare` at a time: the disk figures are exact for a quiet
+/// disk, and suites run side by side shared one (a CI run read 88 KiB
+/// more than a cold 64 KiB file for its first case, with the servers and
+/// demux suites running at once; alone, after dropping every cache, it
+/// reads the file's 65,536 bytes exactly).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn compare(suite: &str, args: &[&str]) -> serde_json::Value {
+    // A test that failed while holding it poisons nothing the next needs.
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let out = Command::new(agent_bin())
         .args(["compare", "--suite", suite, "--json"])
         .args(args)
