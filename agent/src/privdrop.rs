@@ -160,9 +160,27 @@ fn drop_this_thread(keep: u64, clear_bounding: bool, last_cap: i32) -> Result<()
         // SAFETY: reading this thread's errno.
         unsafe { *libc::__errno_location() }
     };
+    let header = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    // Done already (a copy of the signal re-sent while this thread was slow
+    // to run the first, delivered after it): the bounding-set drop would
+    // now fail with EPERM (CAP_SETPCAP is gone), which failed the whole
+    // drop in CI (6.1 under single-threaded TCG). The permitted set equal
+    // to `keep` says the capset below happened, or had nothing to do, in
+    // which case CAP_SETPCAP was not there to clear the bounding set with.
+    let mut now = [CapData::default(), CapData::default()];
+    // SAFETY: capget(2) with a version-3 header and room for the two data
+    // structs that version writes; both outlive the call.
+    if unsafe { libc::syscall(libc::SYS_capget, &header, now.as_mut_ptr()) } != 0 {
+        return Err(errno());
+    }
+    let permitted = u64::from(now[0].permitted) | u64::from(now[1].permitted) << 32;
+    let done = permitted == keep;
     // Bounding set first: dropping from it needs CAP_SETPCAP, which the
     // capset below removes.
-    if clear_bounding {
+    if clear_bounding && !done {
         for cap in 0..=last_cap {
             if keep & (1u64 << cap) != 0 {
                 continue;
@@ -186,10 +204,6 @@ fn drop_this_thread(keep: u64, clear_bounding: bool, last_cap: i32) -> Result<()
     {
         return Err(errno());
     }
-    let header = CapHeader {
-        version: LINUX_CAPABILITY_VERSION_3,
-        pid: 0,
-    };
     let half = |shift: u32| CapData {
         effective: (keep >> shift) as u32,
         permitted: (keep >> shift) as u32,
@@ -197,7 +211,8 @@ fn drop_this_thread(keep: u64, clear_bounding: bool, last_cap: i32) -> Result<()
     };
     let data = [half(0), half(32)];
     // SAFETY: capset(2) with a version-3 header and the two data structs
-    // that version reads; both outlive the call.
+    // that version reads; both outlive the call. Lowering to the permitted
+    // set a thread already has needs no capability, so a repeat succeeds.
     if unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) } != 0 {
         return Err(errno());
     }
@@ -295,6 +310,7 @@ struct CapHeader {
 
 /// `struct __user_cap_data_struct`.
 #[repr(C)]
+#[derive(Default)]
 struct CapData {
     effective: u32,
     permitted: u32,
