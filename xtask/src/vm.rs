@@ -159,7 +159,9 @@ impl Vm {
             // tracepoint's whenever a probe attaches). 6.12 oopsed now and
             // then in CI; `xtask/vm/poke-stress.sh` kills 6.12 and hangs 6.1
             // within 12 s under `multi`, and neither under `single`. The
-            // price: a kernel's suites take about 1.9 times as long.
+            // suites take about as long as before (6.1: 415 s in CI, 410
+            // with a thread each), the guest's own work being one test at
+            // a time.
             tcg_single_thread: true,
         }
     }
