@@ -159,9 +159,9 @@ impl Vm {
             // tracepoint's whenever a probe attaches). 6.12 oopsed now and
             // then in CI; `xtask/vm/poke-stress.sh` kills 6.12 and hangs 6.1
             // within 12 s under `multi`, and neither under `single`. The
-            // suites take about as long as before (6.1: 415 s in CI, 410
-            // with a thread each), the guest's own work being one test at
-            // a time.
+            // suites take a little longer (fresh-clone CI: 6.1 415-503 s
+            // against 410 with a thread each, 6.12 453 s against 375), the
+            // guest's own work being one test at a time.
             tcg_single_thread: true,
         }
     }
