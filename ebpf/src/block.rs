@@ -15,7 +15,7 @@
 //! before iolens attached) is counted under `BLOCK_UNATTRIBUTED`.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_task_btf, bpf_ktime_get_ns},
+    helpers::bpf_ktime_get_ns,
     macros::{btf_tracepoint, map},
     maps::{LruHashMap, LruPerCpuHashMap, PerCpuHashMap},
     programs::BtfTracePointContext,
@@ -28,7 +28,7 @@ use iolens_common::{
 
 use crate::{
     filter::{filters_active, passes_filters},
-    kernel::{OFFSETS, current_tgid, load, rd},
+    kernel::{OFFSETS, current_has_flags, current_tgid, load, rd},
     process::{PROC_INFO, process_comm, remember_process},
     tally::add_to,
     waits::add_log2,
@@ -122,7 +122,7 @@ pub fn iolens_block_start(ctx: BtfTracePointContext) -> i32 {
         // SAFETY: a valid map value pointer; a request is started, issued
         // and completed one after another, never at once.
         unsafe {
-            if (*e).state != BLOCK_REQ_DONE && (*e).issue_ns != 0 && current_is_kthread() {
+            if (*e).state != BLOCK_REQ_DONE && (*e).issue_ns != 0 && current_has_flags(PF_KTHREAD) {
                 return 0;
             }
             own(&mut *e, 0);
@@ -131,21 +131,6 @@ pub fn iolens_block_start(ctx: BtfTracePointContext) -> i32 {
     }
     own_request(rq, 0);
     0
-}
-
-#[inline(always)]
-fn current_is_kthread() -> bool {
-    if rd(&OFFSETS.valid) == 0 {
-        return false;
-    }
-    // SAFETY: the current task as a typed pointer, a verifier-known offset.
-    let flags: u32 = unsafe {
-        load(
-            bpf_get_current_task_btf() as *const u8,
-            rd(&OFFSETS.task_flags),
-        )
-    };
-    flags & PF_KTHREAD != 0
 }
 
 /// `block_rq_issue(rq)`: handed to the driver. Starts the latency clock;

@@ -1,5 +1,5 @@
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_get_current_task_btf},
+    helpers::bpf_get_current_pid_tgid,
     macros::{btf_tracepoint, map, tracepoint},
     maps::{LruHashMap, LruPerCpuHashMap},
     programs::{BtfTracePointContext, TracePointContext},
@@ -12,7 +12,7 @@ use iolens_common::{
 use crate::{
     epoch::{bump_epoch, epoch},
     filter::{passes_filters, passes_pid_filter},
-    kernel::{OFFSETS, current_tgid, load, rd, rdonly_cast, read_at},
+    kernel::{OFFSETS, current_has_flags, current_tgid, load, rd, rdonly_cast, read_at},
     process::{remember_process, with_proc},
     slot::{CPU_SLOT, SLOT_URING},
     syscalls::fd_class::remembers_fd_classes,
@@ -218,7 +218,10 @@ pub(crate) fn uring_event(ring: u64, opcode: u8, delta: &UringValue) {
     let slot = match CPU_SLOT.get_ptr_mut(0) {
         // SAFETY: this CPU's slot; these programs are not preempted, and a
         // sys_exit run they interrupted has `busy` set.
-        Some(s) if unsafe { (*s).busy } == 0 && !current_is_io_worker() => Some(unsafe { &mut *s }),
+        Some(s) if unsafe { (*s).busy } == 0 && !current_has_flags(PF_IO_WORKER) => {
+            // SAFETY: as above.
+            Some(unsafe { &mut *s })
+        }
         _ => None,
     };
     let Some(slot) = slot else {
@@ -260,20 +263,3 @@ pub(crate) const IORING_OP_CLOSE: u8 = 19;
 
 /// `PF_IO_WORKER` (include/linux/sched.h): an io-wq or SQPOLL thread.
 const PF_IO_WORKER: u32 = 0x10;
-
-/// Whether the current task is an io_uring worker; false without BTF
-/// offsets, where the slot is used as before.
-#[inline(always)]
-fn current_is_io_worker() -> bool {
-    if rd(&OFFSETS.valid) == 0 {
-        return false;
-    }
-    // SAFETY: the current task as a typed pointer, a verifier-known offset.
-    let flags: u32 = unsafe {
-        load(
-            bpf_get_current_task_btf() as *const u8,
-            rd(&OFFSETS.task_flags),
-        )
-    };
-    flags & PF_IO_WORKER != 0
-}

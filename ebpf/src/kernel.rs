@@ -244,6 +244,23 @@ pub(crate) fn current_comm() -> [u8; COMM_LEN] {
     unsafe { core::mem::transmute::<[u64; COMM_LEN / 8], [u8; COMM_LEN]>(words) }
 }
 
+/// Whether the current task has any of the `PF_*` bits in `mask`
+/// (include/linux/sched.h); false without BTF offsets.
+#[inline(always)]
+pub(crate) fn current_has_flags(mask: u32) -> bool {
+    if rd(&OFFSETS.valid) == 0 {
+        return false;
+    }
+    // SAFETY: the current task as a typed pointer, a verifier-known offset.
+    let flags: u32 = unsafe {
+        load(
+            aya_ebpf::helpers::bpf_get_current_task_btf() as *const u8,
+            rd(&OFFSETS.task_flags),
+        )
+    };
+    flags & mask != 0
+}
+
 #[inline(always)]
 pub(crate) fn current_tgid() -> u32 {
     (bpf_get_current_pid_tgid() >> 32) as u32
