@@ -15,6 +15,9 @@ use std::{
 
 use iolens::privdrop::drop_after_attach;
 
+mod privdrop_common;
+use privdrop_common::root_or_skip;
+
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
@@ -193,13 +196,7 @@ fn status_field(path: &str, key: &str) -> String {
 
 #[test]
 fn drops_every_capability_and_the_probe_keeps_working() {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(
-            std::env::var_os("CI").is_none_or(|v| v != "true"),
-            "CI=true but not root: this test must run in CI"
-        );
-        eprintln!("skipped: needs root to load and attach an eBPF program");
+    if !root_or_skip("to load and attach an eBPF program") {
         return;
     }
 

@@ -18,27 +18,20 @@ use std::time::Duration;
 
 use iolens::privdrop::drop_after_attach;
 
+mod privdrop_common;
+use privdrop_common::{drop_signal, mask_of, root_or_skip};
+
 #[test]
 fn the_drop_handler_may_run_again_in_a_thread_that_already_dropped() {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(
-            std::env::var_os("CI").is_none_or(|v| v != "true"),
-            "CI=true but not root: this test must run in CI"
-        );
-        eprintln!("skipped: needs root to have capabilities to drop");
+    if !root_or_skip("to have capabilities to drop") {
         return;
     }
-    let signal = libc::SIGRTMAX() - 1;
+    let signal = drop_signal();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
     let slow = std::thread::spawn(move || {
-        // SAFETY: sigset_t is plain data, initialised by sigemptyset.
-        let mut mask: libc::sigset_t = unsafe { std::mem::zeroed() };
-        // SAFETY: a valid sigset_t and signal number; blocks it in this
-        // thread only.
+        let mask = mask_of(signal);
+        // SAFETY: a valid sigset_t; blocks the signal in this thread only.
         unsafe {
-            libc::sigemptyset(&mut mask);
-            libc::sigaddset(&mut mask, signal);
             assert_eq!(
                 libc::pthread_sigmask(libc::SIG_BLOCK, &mask, std::ptr::null_mut()),
                 0

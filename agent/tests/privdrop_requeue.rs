@@ -16,20 +16,8 @@ use std::{sync::mpsc, time::Duration};
 
 use iolens::privdrop::drop_after_attach;
 
-fn rt_signal() -> libc::c_int {
-    libc::SIGRTMAX() - 1
-}
-
-fn mask_of(signal: libc::c_int) -> libc::sigset_t {
-    // SAFETY: sigset_t is plain data, initialised by sigemptyset.
-    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid sigset_t and a valid signal number.
-    unsafe {
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, signal);
-    }
-    set
-}
+mod privdrop_common;
+use privdrop_common::{drop_signal, mask_of, root_or_skip};
 
 fn pending(signal: libc::c_int) -> bool {
     // SAFETY: as in mask_of.
@@ -83,13 +71,7 @@ fn drop_own_capabilities(clear_bounding: bool) {
 
 #[test]
 fn no_copy_of_the_drop_signal_outlives_the_drop() {
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(
-            std::env::var_os("CI").is_none_or(|v| v != "true"),
-            "CI=true but not root: this test must run in CI"
-        );
-        eprintln!("skipped: needs root to have capabilities to drop");
+    if !root_or_skip("to have capabilities to drop") {
         return;
     }
     // Full root: CAP_SETPCAP (bit 8), so the drop empties the bounding set.
@@ -104,7 +86,7 @@ fn no_copy_of_the_drop_signal_outlives_the_drop() {
     let (ready_tx, ready_rx) = mpsc::channel::<()>();
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let slow = std::thread::spawn(move || {
-        let mask = mask_of(rt_signal());
+        let mask = mask_of(drop_signal());
         // SAFETY: blocks one signal in this thread only.
         let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &mask, std::ptr::null_mut()) };
         assert_eq!(rc, 0);
@@ -113,7 +95,7 @@ fn no_copy_of_the_drop_signal_outlives_the_drop() {
         std::thread::sleep(Duration::from_millis(50));
         drop_own_capabilities(clear_bounding);
         go_rx.recv().unwrap();
-        let left = pending(rt_signal());
+        let left = pending(drop_signal());
         // SAFETY: as above; a pending copy with the default action ends the
         // whole test process here.
         let rc = unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &mask, std::ptr::null_mut()) };
@@ -131,7 +113,7 @@ fn no_copy_of_the_drop_signal_outlives_the_drop() {
     assert!(
         !left,
         "a copy of signal {} was still pending after the drop",
-        rt_signal()
+        drop_signal()
     );
     // Still alive after the unblock; the signal's old action is back.
     std::thread::sleep(Duration::from_millis(20));
